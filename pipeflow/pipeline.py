@@ -1,0 +1,287 @@
+"""The pipeline runtime: a chain of stages run as composed async generators.
+
+The common path costs one generator hop per stage: stage N's ``process`` is
+called with stage N-1's output. Only duplex stages get a task (the pump that
+fills their merged input). All tasks belong to the pipeline and are cancelled
+and awaited when it ends, whatever way it ends, so nothing is left running.
+
+An exception in any stage ends the run with an ``ErrorFrame`` naming that
+stage; every stage's generator is then closed, last to first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pipeflow.frames import ErrorFrame, Frame
+from pipeflow.inbox import Inbox, merged_input
+from pipeflow.stage import Stage, StageContext
+
+if TYPE_CHECKING:
+    from pipeflow.config import PipelineConfig
+
+__all__ = ["Pipeline", "PipelineContext", "RunResult"]
+
+log = logging.getLogger("pipeflow.pipeline")
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports."""
+
+    name: str
+    duration: float = 0.0
+    frames_out: int = 0
+    frames_by_stage: dict[str, int] = field(default_factory=dict)
+    frames_by_type: dict[str, int] = field(default_factory=dict)
+    errors: list[ErrorFrame] = field(default_factory=list)
+    cancelled: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when no fatal error ended the run."""
+        return not any(e.fatal for e in self.errors) and not self.cancelled
+
+
+class PipelineContext:
+    """State shared by every stage of one running pipeline (one conversation).
+
+    Attributes:
+        name: the pipeline's name.
+        session_id: unique per run; used as the call id by default.
+        userdata: per-session state that tools read and write (an order...).
+        agent: the ``Agent`` this pipeline serves, when there is one.
+        services: named objects stages share (tool registry, event bus...).
+        stages: the chain, in order.
+    """
+
+    def __init__(
+        self,
+        name: str = "pipeline",
+        session_id: str = "",
+        userdata: Any = None,
+        agent: Any = None,
+        services: dict[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.session_id = session_id or uuid.uuid4().hex[:12]
+        self.userdata: Any = {} if userdata is None else userdata
+        self.agent = agent
+        self.services: dict[str, Any] = services or {}
+        self.stages: list[Stage] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._failure: BaseException | None = None
+        self._runner: asyncio.Task[Any] | None = None
+
+    def spawn(
+        self, coro: Coroutine[Any, Any, Any], stage: Stage | None = None, name: str = ""
+    ) -> asyncio.Task[Any]:
+        """Start a task the pipeline owns (cancelled and awaited at the end)."""
+        task = asyncio.get_running_loop().create_task(coro, name=name or None)
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._task_done(t, stage))
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any], stage: Stage | None) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        assert error is not None
+        if stage is not None and stage._ctx is not None and stage._ctx.inbox is not None:
+            stage._ctx.inbox.fail(error)
+        elif self._failure is None:
+            self._failure = error
+            if self._runner is not None:
+                self._runner.cancel()
+
+    async def cancel_tasks(self) -> None:
+        """Cancel every task still running and wait for them all."""
+        while self._tasks:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._tasks.difference_update(tasks)
+
+
+class Pipeline:
+    """A chain of stages.
+
+    Build it from Python (``Pipeline([WavSource(path=...), Resample(rate=24000)])``)
+    or from YAML (``Pipeline.from_file("pipelines/call.yaml")``), then ``await
+    pipeline.run()`` or ``async for frame in pipeline.stream(): ...``.
+
+    Args:
+        stages: the chain, first stage first.
+        name: used in logs and summaries.
+        context: shared state; one is made when not given.
+        inbox_size: bound of each duplex stage's data queue (back-pressure).
+        count_frames: count frames leaving each stage (costs one extra hop
+            per stage; the CLI turns it on for its summary).
+    """
+
+    def __init__(
+        self,
+        stages: Iterable[Stage],
+        *,
+        name: str = "pipeline",
+        context: PipelineContext | None = None,
+        inbox_size: int = 64,
+        count_frames: bool = False,
+        config: PipelineConfig | None = None,
+    ) -> None:
+        self.stages = list(stages)
+        if not self.stages:
+            raise ValueError("a pipeline needs at least one stage")
+        self.name = name
+        self.context = context or PipelineContext(name=name)
+        self.inbox_size = inbox_size
+        self.count_frames = count_frames
+        self.config = config
+        self._ran = False
+        self._counts: dict[str, int] = {}
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str,
+        overrides: Iterable[str] = (),
+        **kwargs: Any,
+    ) -> Pipeline:
+        """Load, validate and build a pipeline from a YAML file.
+
+        Raises:
+            ConfigError: the file is not a valid pipeline (message names the line).
+        """
+        from pipeflow.config import build_pipeline, load_config
+
+        return build_pipeline(load_config(path, overrides), **kwargs)
+
+    def _bind(self) -> None:
+        if self._ran:
+            raise RuntimeError("a pipeline runs once; build a new one for another run")
+        self._ran = True
+        self.context.stages = self.stages
+        seen: dict[str, int] = {}
+        for index, st in enumerate(self.stages):
+            base = st.id or st.describe()
+            seen[base] = seen.get(base, 0) + 1
+            name = base if seen[base] == 1 else f"{base}#{seen[base]}"
+            inbox = Inbox(self.inbox_size) if st.is_duplex() else None
+            st.bind(StageContext(name, index, self.context, inbox))
+
+    async def stream(self, source: AsyncIterable[Frame] | None = None) -> AsyncIterator[Frame]:
+        """Run the pipeline, yielding what leaves the last stage.
+
+        A fatal ``ErrorFrame`` is yielded last when a stage raised. Closing
+        this generator (or cancelling its consumer) shuts every stage down.
+        """
+        self._bind()
+        self.context._runner = asyncio.current_task()
+        generators: list[AsyncIterator[Frame]] = []
+        upstream: AsyncIterator[Frame] = aiter(source) if source is not None else _empty()
+        for st in self.stages:
+            frames = merged_input(upstream, st.ctx) if st.is_duplex() else upstream
+            upstream = st.process(frames)
+            if self.count_frames:
+                upstream = self._counted(upstream, st.ctx.name)
+            generators.append(upstream)
+        output = upstream
+        try:
+            async for frame in output:
+                yield frame
+        except asyncio.CancelledError:
+            failure = self.context._failure
+            if failure is None:
+                raise
+            yield self._error_frame(failure)
+        except Exception as exc:
+            yield self._error_frame(exc)
+        finally:
+            await self._shutdown(generators)
+
+    async def _counted(self, frames: AsyncIterator[Frame], name: str) -> AsyncIterator[Frame]:
+        counts = self._counts
+        counts[name] = 0
+        async for frame in frames:
+            counts[name] += 1
+            yield frame
+
+    def _error_frame(self, exc: BaseException) -> ErrorFrame:
+        stage = self._blame(exc)
+        name = stage.ctx.name if stage is not None else self.name
+        log.error("stage %r failed: %s", name, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        message = str(exc) or type(exc).__name__
+        if not isinstance(exc, _user_errors()):
+            message = f"{type(exc).__name__}: {message}"
+        return ErrorFrame(stage=name, message=message, fatal=True)
+
+    def _blame(self, exc: BaseException) -> Stage | None:
+        """The stage whose code raised: the deepest traceback frame owned by one."""
+        blamed = None
+        for tb_frame, _ in traceback.walk_tb(exc.__traceback__):
+            for st in self.stages:
+                if st.owns_frame(tb_frame):
+                    blamed = st
+        return blamed
+
+    async def _shutdown(self, generators: list[AsyncIterator[Frame]]) -> None:
+        with contextlib.suppress(Exception):
+            await generators[-1].aclose()  # type: ignore[attr-defined]
+        await self.context.cancel_tasks()
+        for gen in reversed(generators[:-1]):
+            with contextlib.suppress(Exception):
+                await gen.aclose()  # type: ignore[attr-defined]
+        await self.context.cancel_tasks()
+        self.context._runner = None
+
+    async def run(
+        self,
+        source: AsyncIterable[Frame] | None = None,
+        on_frame: Any = None,
+    ) -> RunResult:
+        """Run to the end, draining the output; returns a summary.
+
+        Args:
+            source: frames fed to the first stage (most pipelines start
+                with a source stage and need none).
+            on_frame: optional callable given every output frame.
+        """
+        result = RunResult(name=self.name)
+        started = time.perf_counter()
+        try:
+            async for frame in self.stream(source):
+                result.frames_out += 1
+                tag = type(frame).__name__
+                result.frames_by_type[tag] = result.frames_by_type.get(tag, 0) + 1
+                if isinstance(frame, ErrorFrame):
+                    result.errors.append(frame)
+                if on_frame is not None:
+                    on_frame(frame)
+        except asyncio.CancelledError:
+            result.cancelled = True
+            raise
+        finally:
+            result.duration = time.perf_counter() - started
+            result.frames_by_stage = dict(self._counts)
+        return result
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from pipeflow.errors import PipeflowError
+
+    return (PipeflowError,)
+
+
+async def _empty() -> AsyncIterator[Frame]:
+    return
+    yield  # pragma: no cover

@@ -1,0 +1,130 @@
+"""One registry for built-in and custom stages.
+
+A YAML ``type`` is resolved, in order, as:
+
+1. a short name registered by a built-in or an already imported module;
+2. a short name published by a plug-in under the ``pipeflow.stages``
+   entry-point group;
+3. a ``package.module:attr`` reference to a Stage class or ``@stage`` function.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import pkgutil
+from typing import TYPE_CHECKING, Any
+
+from pipeflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipeflow.stage import Stage
+
+__all__ = ["StageRegistry", "import_ref", "registry"]
+
+ENTRY_POINT_GROUP = "pipeflow.stages"
+
+
+def import_ref(ref: str, what: str = "object") -> Any:
+    """Import ``package.module:attr`` (attr may be dotted).
+
+    Raises:
+        ConfigError: the module or attribute does not exist.
+    """
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"{what} reference {ref!r} must look like 'package.module:name'")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import module {module_name!r} for {what} {ref!r}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as exc:
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            hint = _did_you_mean(part, names)
+            raise ConfigError(f"module {module_name!r} has no {what} {attr!r}{hint}") from exc
+    return obj
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class StageRegistry:
+    """Maps short names to Stage classes."""
+
+    def __init__(self) -> None:
+        self._stages: dict[str, type[Stage]] = {}
+        self._builtins_loaded = False
+
+    def register(self, cls: type[Stage]) -> None:
+        """Register a Stage class under its ``name`` (the latest wins)."""
+        self._stages[cls.name] = cls
+
+    def load_builtins(self) -> None:
+        """Import every module of ``pipeflow.stages`` so their stages register."""
+        if self._builtins_loaded:
+            return
+        self._builtins_loaded = True
+        import pipeflow.stages as package
+
+        for info in pkgutil.iter_modules(package.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{package.__name__}.{info.name}")
+
+    def _plugin(self, name: str) -> type[Stage] | None:
+        for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if entry.name == name:
+                return self._check(entry.load(), f"entry point {entry.value!r}")
+        return None
+
+    def _check(self, obj: Any, where: str) -> type[Stage]:
+        from pipeflow.stage import Stage
+
+        if isinstance(obj, type) and issubclass(obj, Stage):
+            return obj
+        raise ConfigError(
+            f"{where} is {type(obj).__name__} {obj!r}, not a stage: "
+            "use a Stage subclass or an @stage async generator function"
+        )
+
+    def resolve(self, ref: str) -> type[Stage]:
+        """Find the Stage class for a YAML ``type``.
+
+        Raises:
+            ConfigError: nothing by that name, with a suggestion when close.
+        """
+        if ":" in ref:
+            return self._check(import_ref(ref, "stage"), f"stage reference {ref!r}")
+        self.load_builtins()
+        if ref in self._stages:
+            return self._stages[ref]
+        plugin = self._plugin(ref)
+        if plugin is not None:
+            return plugin
+        names = sorted(self.names())
+        hint = _did_you_mean(ref, names)
+        raise ConfigError(
+            f"unknown stage type {ref!r}{hint}; known stages: {', '.join(names)}"
+            " (or use 'package.module:Name' for your own)"
+        )
+
+    def names(self) -> list[str]:
+        """Every known short name: built-ins, imported and plug-ins."""
+        self.load_builtins()
+        plugins = [e.name for e in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)]
+        return sorted(set(self._stages) | set(plugins))
+
+    def all(self) -> dict[str, type[Stage]]:
+        """Every stage class by short name, plug-ins loaded."""
+        result = {}
+        for name in self.names():
+            result[name] = self.resolve(name)
+        return result
+
+
+registry = StageRegistry()

@@ -1,0 +1,1 @@
+"""Built-in stages. Every module here is imported when a short name is looked up."""
