@@ -1,0 +1,1 @@
+"""pipeflow's benchmark suite. Run everything with ``make bench``."""
