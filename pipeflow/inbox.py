@@ -3,7 +3,9 @@
 One queue per duplex stage holds three kinds of arrivals: frames from its
 upstream (bounded, so a slow stage pushes back on its producers), frames sent
 back by later stages, and frames from the stage's own tasks. Urgent frames
-(``Frame.urgent``, e.g. ``Interrupt``) overtake everything queued.
+(``Frame.urgent``, e.g. ``Interrupt``) and frames sent back by later stages
+(tool results, played positions) go in a priority lane that overtakes queued
+data; both are few and small, and neither may wait behind audio.
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ class Inbox:
         (self._urgent if frame.urgent else self._queue).append(frame)
         self._readable.set()
 
+    def put_feedback(self, frame: Frame) -> None:
+        """Queue a frame sent back by a later stage: it never waits behind data."""
+        self._urgent.append(frame)
+        self._readable.set()
+
     def fail(self, error: BaseException) -> None:
         """Make the consumer raise ``error`` (a task of the stage failed)."""
         self._urgent.append(_Failure(error))
@@ -121,7 +128,7 @@ async def merged_input(
     """
     inbox = ctx.inbox
     assert inbox is not None  # the runtime only merges duplex stages
-    pump = ctx.pipeline.spawn(_pump(upstream, inbox), stage=None, name=f"{ctx.name}.pump")
+    pump = ctx.pipeline.spawn(_pump(upstream, inbox), name=f"{ctx.name}.pump")
     try:
         while True:
             frame = await inbox.get()

@@ -82,22 +82,26 @@ class PipelineContext:
         self._runner: asyncio.Task[Any] | None = None
 
     def spawn(
-        self, coro: Coroutine[Any, Any, Any], stage: Stage | None = None, name: str = ""
+        self, coro: Coroutine[Any, Any, Any], inbox: Inbox | None = None, name: str = ""
     ) -> asyncio.Task[Any]:
-        """Start a task the pipeline owns (cancelled and awaited at the end)."""
+        """Start a task the pipeline owns (cancelled and awaited at the end).
+
+        If it raises, the error goes to ``inbox`` (its stage re-raises it) or,
+        with no inbox, fails the whole pipeline.
+        """
         task = asyncio.get_running_loop().create_task(coro, name=name or None)
         self._tasks.add(task)
-        task.add_done_callback(lambda t: self._task_done(t, stage))
+        task.add_done_callback(lambda t: self._task_done(t, inbox))
         return task
 
-    def _task_done(self, task: asyncio.Task[Any], stage: Stage | None) -> None:
+    def _task_done(self, task: asyncio.Task[Any], inbox: Inbox | None) -> None:
         self._tasks.discard(task)
         if task.cancelled() or task.exception() is None:
             return
         error = task.exception()
         assert error is not None
-        if stage is not None and stage._ctx is not None and stage._ctx.inbox is not None:
-            stage._ctx.inbox.fail(error)
+        if inbox is not None:
+            inbox.fail(error)
         elif self._failure is None:
             self._failure = error
             if self._runner is not None:
@@ -272,7 +276,8 @@ class Pipeline:
             raise
         finally:
             result.duration = time.perf_counter() - started
-            result.frames_by_stage = dict(self._counts)
+            order = [st._ctx.name for st in self.stages if st._ctx is not None]
+            result.frames_by_stage = {n: self._counts[n] for n in order if n in self._counts}
         return result
 
 

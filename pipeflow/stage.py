@@ -84,13 +84,14 @@ class StageContext:
     def send_upstream(self, frame: Frame) -> bool:
         """Drop ``frame`` into the inbox of the nearest upstream stage accepting its type.
 
-        Never blocks: feedback is small and must not deadlock against the
-        audio flowing the other way. Returns False when no stage accepts it.
+        Never blocks and never waits behind queued audio: feedback is small
+        and must not deadlock against the audio flowing the other way.
+        Returns False when no stage accepts it.
         """
         for candidate in self.upstream_stages():
             inbox = candidate.ctx.inbox
             if inbox is not None and isinstance(frame, candidate.accepts):
-                inbox.put_nowait(frame)
+                inbox.put_feedback(frame)
                 return True
         self.log.debug("no upstream stage accepts %s; dropped", type(frame).__name__)
         return False
@@ -114,7 +115,7 @@ class StageContext:
         ``process`` (through its inbox) when the stage is duplex, so it is
         reported against this stage; otherwise the pipeline fails with it.
         """
-        return self.pipeline.spawn(coro, stage=self, name=name or self.name)
+        return self.pipeline.spawn(coro, inbox=self.inbox, name=name or self.name)
 
 
 class Stage:

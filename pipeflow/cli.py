@@ -1,0 +1,212 @@
+"""The ``pipeflow`` command line.
+
+Built-in commands live here (``run``, ``validate``, ``stages``); every module
+of ``pipeflow.commands`` adds more through ``register(subparsers)``. User
+mistakes (``PipeflowError``) are printed as one clear message, never as a
+traceback; ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import inspect
+import logging
+import os
+import pkgutil
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+import pipeflow
+from pipeflow.errors import ConfigError, PipeflowError
+
+__all__ = ["main"]
+
+err = Console(stderr=True, highlight=False)
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("run", help="run a pipeline file", description="Run a pipeline file.")
+    p.add_argument("file", help="pipeline YAML file")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="STAGE.OPTION=VALUE",
+        help="override a stage option (STAGE is its id, type or index); repeatable",
+    )
+    p.add_argument("--output", "-o", help="output folder (default: the file's output_dir)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no live progress")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("validate", help="check pipeline files without running them")
+    v.add_argument("files", nargs="+", help="pipeline YAML files")
+    v.add_argument("--set", dest="overrides", action="append", default=[])
+    v.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("stages", help="list every registered stage with its options")
+    s.add_argument("name", nargs="?", help="show one stage only")
+    s.add_argument("--markdown", action="store_true", help="print the markdown reference")
+    s.set_defaults(func=cmd_stages)
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    """Run one pipeline with live progress and print its summary."""
+    from pipeflow.config import build_pipeline, load_config
+    from pipeflow.console import RunReporter
+    from pipeflow.session import prepare_context
+
+    config = load_config(args.file, args.overrides)
+    if args.output:
+        config.output_dir = args.output
+    context = prepare_context(config)
+    pipeline = build_pipeline(config, context=context, count_frames=True)
+    reporter = RunReporter(live=not args.quiet and not args.json)
+    if not args.json:
+        reporter.console.print(
+            f"[bold]pipeflow[/] running [cyan]{config.name}[/] "
+            f"({len(pipeline.stages)} stages) from {args.file}"
+        )
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)  # type: ignore[union-attr]
+    result = await pipeline.run(on_frame=reporter.on_frame)
+    if args.json:
+        import msgspec
+
+        s = reporter.stats
+        payload = {
+            "name": result.name,
+            "ok": result.ok,
+            "duration_s": result.duration,
+            "turns": s.turns,
+            "tool_calls": s.tool_calls,
+            "interruptions": s.interruptions,
+            "latencies_s": s.latencies,
+            "frames_by_stage": result.frames_by_stage,
+            "errors": [e.message for e in result.errors],
+        }
+        sys.stdout.write(msgspec.json.encode(payload).decode() + "\n")
+    else:
+        reporter.console.print(reporter.summary(pipeline, result))
+    return 0 if result.ok else 1
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Validate files; print one line per file. Exit 1 if any is invalid."""
+    from pipeflow.config import load_config
+
+    out = Console(highlight=False)
+    failed = 0
+    for file in args.files:
+        try:
+            config = load_config(file, args.overrides)
+        except ConfigError as exc:
+            failed += 1
+            out.print(f"[red]error[/] {exc}", soft_wrap=True)
+            continue
+        if config.agent is not None:
+            try:
+                from pipeflow.agent import Agent
+
+                Agent.from_config(config.agent)
+            except PipeflowError as exc:
+                failed += 1
+                out.print(f"[red]error[/] {file}: {exc}", soft_wrap=True)
+                continue
+        chain = " -> ".join(s.id or s.type for s in config.stages)
+        out.print(f"[green]ok[/] {file}: {config.name}: {chain}", soft_wrap=True)
+    return 1 if failed else 0
+
+
+def cmd_stages(args: argparse.Namespace) -> int:
+    """List stages with their options, types, defaults and docs."""
+    from pipeflow.docgen import stage_reference, stages_table
+    from pipeflow.registry import registry
+
+    if args.markdown:
+        sys.stdout.write(stage_reference())
+        return 0
+    out = Console(highlight=False)
+    if args.name:
+        cls = registry.resolve(args.name)
+        out.print(stages_table({args.name: cls}))
+        return 0
+    out.print(stages_table(registry.all()))
+    return 0
+
+
+def _load_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    import pipeflow.commands as package
+
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every command."""
+    parser = argparse.ArgumentParser(
+        prog="pipeflow",
+        description="Real-time voice agents as YAML pipelines of async stages.",
+    )
+    parser.add_argument("--version", action="version", version=f"pipeflow {pipeflow.__version__}")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("PIPEFLOW_LOG_LEVEL", "warning"),
+        help="debug, info, warning (default), error",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_run(sub)
+    _load_commands(sub)
+    return parser
+
+
+def _call(func: Any, args: argparse.Namespace) -> int:
+    if inspect.iscoroutinefunction(func):
+        return int(asyncio.run(func(args)) or 0)
+    return int(func(args) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pipeflow`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    level = "DEBUG" if args.debug else str(args.log_level).upper()
+    if not isinstance(logging.getLevelName(level), int):
+        err.print(f"error: unknown log level {args.log_level!r}")
+        return 2
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        return _call(args.func, args)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except PipeflowError as exc:
+        if args.debug:
+            raise
+        err.print(f"[red]error[/] {exc}", soft_wrap=True)
+        return 2 if isinstance(exc, ConfigError) else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""Pipeline files: YAML -> msgspec-typed config -> Pipeline.
+
+A pipeline file has a ``name``, an optional ``agent`` section and an ordered
+list of ``stages``; each stage is a mapping with ``type`` (a short name or a
+``package.module:Name`` reference), an optional ``id``, and that stage's own
+options inline::
+
+    name: echo
+    stages:
+      - type: tone
+        frequency: 440
+      - type: resample
+        rate: 24000
+      - type: wav_sink
+        path: out/tone.wav
+
+Every mistake is reported as one ``ConfigError`` naming the file, line and
+column, the stage and the field, with a suggestion for misspellings.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from pipeflow.errors import ConfigError
+from pipeflow.registry import registry
+from pipeflow.stage import Stage
+from pipeflow.yamlsource import Located, load_yaml
+
+__all__ = [
+    "AgentConfig",
+    "PipelineConfig",
+    "StageSpec",
+    "build_pipeline",
+    "load_config",
+    "parse_config",
+]
+
+
+class AgentConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The ``agent`` section: who the pipeline talks as."""
+
+    name: str = "agent"
+    """A name for logs and the worker's agent name."""
+    instructions: str = "You are a helpful voice assistant."
+    """System instructions for the model."""
+    voice: str | None = None
+    """Voice of the model's speech (e.g. alloy, marin)."""
+    model: str | None = None
+    """Model name (e.g. gpt-realtime); the transport's own option wins."""
+    tools: list[str] = msgspec.field(default_factory=list)
+    """Tool references: 'package.module:function' or a whole 'package.module'."""
+    callbacks: dict[str, str | list[str]] = msgspec.field(default_factory=dict)
+    """Event name -> 'module:function' callback(s)."""
+    userdata: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Initial per-session state handed to tools."""
+    setup: str | None = None
+    """'module:function(userdata, output_dir)' run before the pipeline starts."""
+    summary: str | None = None
+    """'module:function(userdata) -> dict' of lines for the end-of-run summary."""
+    vad: str | dict[str, Any] | None = None
+    """VAD component slot (maps to the vad stage's engine)."""
+    stt: str | dict[str, Any] | None = None
+    """Speech-to-text component slot (reserved for cascaded pipelines)."""
+    llm: str | dict[str, Any] | None = None
+    """Language-model component slot (the realtime transport's model)."""
+    tts: str | dict[str, Any] | None = None
+    """Text-to-speech component slot (the realtime transport's voice)."""
+
+
+class _FileShape(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str = "pipeline"
+    description: str = ""
+    agent: AgentConfig | None = None
+    stages: list[dict[str, Any]]
+    output_dir: str = "out"
+    inbox_size: int = 64
+
+
+class StageSpec(msgspec.Struct, kw_only=True):
+    """One validated stage: its class, options and where it was declared."""
+
+    type: str
+    id: str
+    cls: Any
+    options: Any
+    where: str = ""
+
+    def build(self) -> Stage:
+        """A fresh stage instance."""
+        stage = self.cls(self.options)
+        stage.id = self.id
+        return stage
+
+
+class PipelineConfig(msgspec.Struct, kw_only=True):
+    """A validated pipeline file."""
+
+    name: str
+    description: str
+    agent: AgentConfig | None
+    stages: list[StageSpec]
+    output_dir: str
+    inbox_size: int
+    source: str = ""
+    """The file it came from ('' when built from a mapping)."""
+
+
+_MSGSPEC_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w-]*)|\[(\d+)\]|\[\"?([^\]\"]*)\"?\]")
+
+
+def _parse_msgspec_error(error: msgspec.ValidationError) -> tuple[str, tuple[str | int, ...]]:
+    match = _MSGSPEC_PATH.match(str(error))
+    assert match is not None  # the pattern matches any string
+    path: list[str | int] = []
+    for token in _PATH_TOKEN.finditer(match.group("path") or ""):
+        name, index, key = token.groups()
+        path.append(int(index) if index is not None else (name if name is not None else key))
+    return match.group("msg"), tuple(path)
+
+
+def _explain(message: str, fields: Iterable[str]) -> tuple[str, str | None]:
+    """Turn a msgspec message into ours; return (text, offending field or None)."""
+    unknown = re.match(r"Object contains unknown field `([^`]*)`", message)
+    if unknown:
+        field = unknown.group(1)
+        close = difflib.get_close_matches(field, list(fields), n=1, cutoff=0.5)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        known = ", ".join(sorted(fields)) or "none"
+        return f"unknown option {field!r}{hint}; valid options: {known}", field
+    missing = re.match(r"Object missing required field `([^`]*)`", message)
+    if missing:
+        return f"missing required option {missing.group(1)!r}", None
+    expected = re.match(r"Expected `([^`]*)`, got `([^`]*)`", message)
+    if expected:
+        return f"expected {expected.group(1)}, got {expected.group(2)}", None
+    return message[0].lower() + message[1:] if message else "invalid value", None
+
+
+def _struct_fields(cls: type) -> list[str]:
+    return list(getattr(cls, "__struct_fields__", ()))
+
+
+def _convert(
+    data: Any, target: type, located: Located, base: tuple[str | int, ...], what: str
+) -> Any:
+    try:
+        return msgspec.convert(data, target)
+    except msgspec.ValidationError as exc:
+        message, path = _parse_msgspec_error(exc)
+        full = (*base, *path)
+        sub_target = target
+        for part in path:  # walk to the struct that owns the failing field
+            if isinstance(part, str):
+                hint = _hint_type(sub_target, part)
+                if hint is None:
+                    break
+                sub_target = hint
+        text, field = _explain(message, _struct_fields(sub_target))
+        if field is not None:
+            full = (*full, field)
+        dotted = ".".join(str(p) for p in path if isinstance(p, str))
+        subject = f"{what}, option {dotted!r}" if dotted else what
+        raise ConfigError(f"{subject}: {text}", located.where(full)) from None
+
+
+def _hint_type(cls: type, field: str) -> type | None:
+    try:
+        hints = msgspec.structs.fields(cls)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+    for info in hints:
+        if info.name == field and isinstance(info.type, type):
+            return info.type
+    return None
+
+
+def _apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> None:
+    """Apply ``stage.option=value`` overrides (``stage`` is an id, a type or an index)."""
+    for item in overrides:
+        target, sep, raw = item.partition("=")
+        stage_ref, dot, option = target.partition(".")
+        if not sep or not dot or not stage_ref or not option:
+            raise ConfigError(f"--set {item!r}: expected STAGE.OPTION=VALUE", "--set")
+        stages = data.get("stages") or []
+        chosen = None
+        for index, spec in enumerate(stages):
+            if isinstance(spec, dict) and (
+                spec.get("id") == stage_ref
+                or spec.get("type") == stage_ref
+                or str(index) == stage_ref
+            ):
+                chosen = spec
+                break
+        if chosen is None:
+            names = [str(s.get("id") or s.get("type")) for s in stages if isinstance(s, dict)]
+            close = difflib.get_close_matches(stage_ref, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"--set {item!r}: no stage {stage_ref!r}{hint}", "--set")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        chosen[option] = value
+
+
+def parse_config(
+    text: str,
+    filename: str = "<string>",
+    overrides: Iterable[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> PipelineConfig:
+    """Validate pipeline YAML text.
+
+    Raises:
+        ConfigError: the first mistake, with file:line:column, stage and field.
+    """
+    located = load_yaml(text, filename, env)
+    if not isinstance(located.data, dict):
+        raise ConfigError("a pipeline file must be a mapping with a 'stages' list", filename)
+    _apply_overrides(located.data, overrides)
+    shape = _convert(located.data, _FileShape, located, (), "pipeline")
+    if not shape.stages:
+        raise ConfigError("'stages' is empty: a pipeline needs at least one stage",
+                          located.where(("stages",)))
+    specs: list[StageSpec] = []
+    for index, raw in enumerate(shape.stages):
+        specs.append(_stage_spec(index, raw, located))
+    ids = [s.id for s in specs if s.id]
+    for dup in {i for i in ids if ids.count(i) > 1}:
+        raise ConfigError(f"stage id {dup!r} is used twice", filename)
+    return PipelineConfig(
+        name=shape.name,
+        description=shape.description,
+        agent=shape.agent,
+        stages=specs,
+        output_dir=shape.output_dir,
+        inbox_size=shape.inbox_size,
+        source=filename,
+    )
+
+
+def _stage_spec(index: int, raw: dict[str, Any], located: Located) -> StageSpec:
+    base: tuple[str | int, ...] = ("stages", index)
+    label = f"stage {index + 1}"
+    type_name = raw.get("type")
+    if not isinstance(type_name, str) or not type_name:
+        raise ConfigError(f"{label}: missing 'type' (the stage's name)", located.where(base))
+    label = f"stage {index + 1} ({type_name})"
+    stage_id = raw.get("id", "")
+    if not isinstance(stage_id, str):
+        raise ConfigError(f"{label}: 'id' must be a string", located.where((*base, "id")))
+    try:
+        cls = registry.resolve(type_name)
+    except ConfigError as exc:
+        raise ConfigError(f"{label}: {exc}", located.where((*base, "type"))) from None
+    options = {k: v for k, v in raw.items() if k not in ("type", "id")}
+    converted = _convert(options, cls.Options, located, base, label)
+    return StageSpec(
+        type=type_name,
+        id=stage_id,
+        cls=cls,
+        options=converted,
+        where=located.where(base),
+    )
+
+
+def load_config(
+    path: str | Path,
+    overrides: Iterable[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> PipelineConfig:
+    """Read and validate a pipeline file.
+
+    The file's folder is put on ``sys.path`` so ``type: mystages:Denoise`` and
+    tool references next to the file import.
+
+    Raises:
+        ConfigError: the file cannot be read or is invalid.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"pipeline file not found: {file}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read pipeline file {file}: {exc}") from None
+    folder = str(file.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return parse_config(text, str(path), overrides, env)
+
+
+def build_pipeline(config: PipelineConfig, **kwargs: Any) -> Any:
+    """Instantiate the stages of a validated config as a ``Pipeline``.
+
+    Keyword arguments go to ``Pipeline`` (``context``, ``count_frames``...).
+    When the config has an agent section and no context is given, the
+    pipeline's context carries the ``Agent`` built from it.
+    """
+    from pipeflow.pipeline import Pipeline, PipelineContext
+
+    context = kwargs.pop("context", None)
+    if context is None:
+        context = PipelineContext(name=config.name)
+    if context.agent is None and config.agent is not None:
+        from pipeflow.agent import Agent
+
+        context.agent = Agent.from_config(config.agent)
+    context.services.setdefault("output_dir", config.output_dir)
+    stages = [spec.build() for spec in config.stages]
+    kwargs.setdefault("inbox_size", config.inbox_size)
+    return Pipeline(stages, name=config.name, context=context, config=config, **kwargs)

@@ -1,0 +1,135 @@
+"""YAML loading that remembers where every value came from.
+
+``yaml.safe_load`` forgets line numbers, so we compose the node tree with the
+safe loader and build plain Python values ourselves, keeping a map from each
+value's path (``("stages", 2, "rate")``) to its ``file:line:column``. Strings
+get ``${VAR}`` / ``${VAR:-default}`` interpolation from the environment on the
+way; a plain (unquoted) scalar that is one whole ``${...}`` is re-read as YAML,
+so ``rate: ${RATE:-24000}`` is an int.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from pipeflow.errors import ConfigError
+
+__all__ = ["Located", "Path", "interpolate", "load_yaml"]
+
+Path = tuple[str | int, ...]
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+_WHOLE_VAR = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-.*?)?\}$")
+
+
+class Located:
+    """A YAML document as Python values plus the location of each value."""
+
+    def __init__(self, filename: str, data: Any, marks: dict[Path, tuple[int, int]]) -> None:
+        self.filename = filename
+        self.data = data
+        self.marks = marks
+
+    def where(self, path: Path) -> str:
+        """``file:line:col`` of the value at ``path`` (or of its nearest parent)."""
+        probe = tuple(path)
+        while probe not in self.marks and probe:
+            probe = probe[:-1]
+        line, col = self.marks.get(probe, (0, 0))
+        return f"{self.filename}:{line}:{col}" if line else self.filename
+
+
+def interpolate(
+    text: str, env: Mapping[str, str] | None = None, where: str = ""
+) -> str:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` with values from ``env``.
+
+    Raises:
+        ConfigError: a variable without default is not set.
+    """
+    env = os.environ if env is None else env
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = env.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is None:
+                raise ConfigError(
+                    f"environment variable {name} is not set "
+                    f"(write ${{{name}:-default}} to give a default)",
+                    where,
+                )
+            return default
+        return value
+
+    return _VAR.sub(replace, text)
+
+
+def load_yaml(text: str, filename: str, env: Mapping[str, str] | None = None) -> Located:
+    """Parse YAML text into values with locations.
+
+    Raises:
+        ConfigError: the text is not valid YAML (with line and column).
+    """
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"invalid YAML: {problem}", where) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", filename) from None
+    marks: dict[Path, tuple[int, int]] = {}
+    if node is None:
+        return Located(filename, None, marks)
+    constructor = yaml.SafeLoader("")
+    data = _build(node, (), marks, constructor, filename, env)
+    return Located(filename, data, marks)
+
+
+def _build(
+    node: yaml.Node,
+    path: Path,
+    marks: dict[Path, tuple[int, int]],
+    constructor: yaml.SafeLoader,
+    filename: str,
+    env: Mapping[str, str] | None,
+) -> Any:
+    marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    where = f"{filename}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        constructor.flatten_mapping(node)
+        for key_node, value_node in node.value:
+            key = constructor.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool):
+                raise ConfigError("mapping keys must be plain scalars", where)
+            if key in result:
+                raise ConfigError(f"duplicate key {key!r}", _mark(filename, key_node))
+            key_path = (*path, key)  # type: ignore[misc]
+            marks[key_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            result[key] = _build(value_node, key_path, marks, constructor, filename, env)
+            marks[key_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [
+            _build(item, (*path, i), marks, constructor, filename, env)
+            for i, item in enumerate(node.value)
+        ]
+    value = constructor.construct_object(node, deep=True)
+    if isinstance(value, str) and "${" in value:
+        whole = node.style is None and _WHOLE_VAR.match(value) is not None
+        value = interpolate(value, env, where)
+        if whole:
+            value = yaml.safe_load(value) if value.strip() else ""
+    return value
+
+
+def _mark(filename: str, node: yaml.Node) -> str:
+    return f"{filename}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
