@@ -28,6 +28,8 @@ log = logging.getLogger("pipeflow.tools")
 
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
+_JSON_NAMES = {list: "an array", str: "a string", int: "a number", float: "a number",
+               bool: "a boolean", type(None): "null"}
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 
 
@@ -93,7 +95,8 @@ async def invoke(
         log.error("tool %r returned a value that is not JSON: %s", tool.name, exc)
         return _error(
             call,
-            f"Tool {tool.name!r} returned a {type(value).__name__} that cannot be sent as JSON.",
+            f"Tool {tool.name!r} returned a value of type {type(value).__name__}"
+            " that cannot be sent as JSON.",
         )
     return ToolResult(call_id=call.call_id, name=call.name, output=output)
 
@@ -120,7 +123,7 @@ def decode_arguments(tool: FunctionTool, raw: str) -> tuple[list[Any], dict[str,
     if not isinstance(data, dict):
         raise ArgumentsError(
             f"The arguments for tool {tool.name!r} must be a JSON object, not"
-            f" {type(data).__name__}{_expected(tool)}."
+            f" {_JSON_NAMES.get(type(data), type(data).__name__)}.{_expected(tool, ' Expected')}."
         )
     if tool.args_type is None:  # a hand-made FunctionTool: no validation
         return [], dict(data)
@@ -128,7 +131,7 @@ def decode_arguments(tool: FunctionTool, raw: str) -> tuple[list[Any], dict[str,
         parsed = msgspec.convert(data, tool.args_type, strict=False)
     except msgspec.ValidationError as exc:
         raise ArgumentsError(
-            f"Invalid arguments for tool {tool.name!r}: {_explain(str(exc))}"
+            f"Invalid arguments for tool {tool.name!r}: {_explain(str(exc))}."
             f"{_expected(tool, ' Expected')}."
         ) from None
     values = {name: getattr(parsed, name) for name in tool.args_type.__struct_fields__}
@@ -166,6 +169,8 @@ def _expected(tool: FunctionTool, lead: str = " with") -> str:
     for name, schema in props.items():
         kind = schema.get("type", "any")
         kind = "/".join(kind) if isinstance(kind, list) else kind
+        if "enum" in schema:
+            kind = "one of " + ", ".join(_encoder.encode(v).decode() for v in schema["enum"])
         parts.append(f"{name} ({kind}{', required' if name in required else ''})")
     return f"{lead} parameters: {', '.join(parts)}"
 
