@@ -24,7 +24,6 @@ __all__ = ["Quality", "StreamResampler", "resample"]
 Quality = Literal["VHQ", "HQ", "MQ", "LQ", "QQ"]
 
 _EMPTY16 = np.zeros(0, dtype=np.int16)
-_EMPTYF = np.zeros(0, dtype=np.float32)
 
 
 class StreamResampler:

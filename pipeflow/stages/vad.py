@@ -1,0 +1,44 @@
+"""The ``vad`` stage: marks where the caller starts and stops speaking.
+
+Audio passes through undelayed and unchanged; the boundary frames found in
+each audio frame follow it. ``SpeechStarted.at`` is the onset in stream
+time, which lies a little before the frame that confirmed it (pre-roll):
+consumers that buffer audio keep from ``at`` on, so the first syllable is
+not lost. Only caller audio (no ``item_id``) is analysed.
+"""
+
+from __future__ import annotations
+
+from pipeflow.audio.vad import Segmenter, VadOptions
+from pipeflow.frames import AudioFrame, EndOfStream, SpeechStarted, SpeechStopped, TurnCommitted
+from pipeflow.stage import Frames, Stage
+
+__all__ = ["Vad"]
+
+
+class Vad(Stage):
+    """Voice activity detection: inserts speech-started/stopped and turn-committed frames."""
+
+    name = "vad"
+    Options = VadOptions
+    consumes = (AudioFrame,)
+    produces = (AudioFrame, SpeechStarted, SpeechStopped, TurnCommitted)
+
+    async def process(self, frames: Frames) -> Frames:
+        segmenter: Segmenter | None = None
+        async for frame in frames:
+            if type(frame) is AudioFrame and not frame.item_id:
+                yield frame
+                if segmenter is None or segmenter.sample_rate != frame.sample_rate:
+                    if segmenter is not None:
+                        for event in segmenter.finish():
+                            yield event
+                    segmenter = Segmenter(self.options, frame.sample_rate)
+                for event in segmenter.feed(frame.pcm, frame.pts):
+                    yield event
+                continue
+            if isinstance(frame, EndOfStream) and segmenter is not None:
+                for event in segmenter.finish():  # close an open turn before the end
+                    yield event
+                segmenter = None
+            yield frame
