@@ -23,6 +23,7 @@ from __future__ import annotations
 import difflib
 import re
 import sys
+import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,9 @@ def _parse_msgspec_error(error: msgspec.ValidationError) -> tuple[str, tuple[str
     return match.group("msg"), tuple(path)
 
 
-def _explain(message: str, fields: Iterable[str]) -> tuple[str, str | None]:
+def _explain(
+    message: str, fields: Iterable[str], noun: str = "option"
+) -> tuple[str, str | None]:
     """Turn a msgspec message into ours; return (text, offending field or None)."""
     unknown = re.match(r"Object contains unknown field `([^`]*)`", message)
     if unknown:
@@ -136,10 +139,10 @@ def _explain(message: str, fields: Iterable[str]) -> tuple[str, str | None]:
         close = difflib.get_close_matches(field, list(fields), n=1, cutoff=0.5)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         known = ", ".join(sorted(fields)) or "none"
-        return f"unknown option {field!r}{hint}; valid options: {known}", field
+        return f"unknown {noun} {field!r}{hint}; valid {noun}s: {known}", field
     missing = re.match(r"Object missing required field `([^`]*)`", message)
     if missing:
-        return f"missing required option {missing.group(1)!r}", None
+        return f"missing required {noun} {missing.group(1)!r}", None
     expected = re.match(r"Expected `([^`]*)`, got `([^`]*)`", message)
     if expected:
         return f"expected {expected.group(1)}, got {expected.group(2)}", None
@@ -151,7 +154,12 @@ def _struct_fields(cls: type) -> list[str]:
 
 
 def _convert(
-    data: Any, target: type, located: Located, base: tuple[str | int, ...], what: str
+    data: Any,
+    target: type,
+    located: Located,
+    base: tuple[str | int, ...],
+    what: str,
+    noun: str = "option",
 ) -> Any:
     try:
         return msgspec.convert(data, target)
@@ -165,11 +173,11 @@ def _convert(
                 if hint is None:
                     break
                 sub_target = hint
-        text, field = _explain(message, _struct_fields(sub_target))
+        text, field = _explain(message, _struct_fields(sub_target), noun)
         if field is not None:
             full = (*full, field)
         dotted = ".".join(str(p) for p in path if isinstance(p, str))
-        subject = f"{what}, option {dotted!r}" if dotted else what
+        subject = f"{what}, {noun} {dotted!r}" if dotted else what
         raise ConfigError(f"{subject}: {text}", located.where(full)) from None
 
 
@@ -179,8 +187,11 @@ def _hint_type(cls: type, field: str) -> type | None:
     except TypeError:
         return None
     for info in hints:
-        if info.name == field and isinstance(info.type, type):
-            return info.type
+        if info.name == field:
+            candidates = [info.type, *typing.get_args(info.type)]
+            for candidate in candidates:
+                if isinstance(candidate, type) and hasattr(candidate, "__struct_fields__"):
+                    return candidate
     return None
 
 
@@ -228,7 +239,7 @@ def parse_config(
     if not isinstance(located.data, dict):
         raise ConfigError("a pipeline file must be a mapping with a 'stages' list", filename)
     _apply_overrides(located.data, overrides)
-    shape = _convert(located.data, _FileShape, located, (), "pipeline")
+    shape = _convert(located.data, _FileShape, located, (), "pipeline file", "field")
     if not shape.stages:
         raise ConfigError("'stages' is empty: a pipeline needs at least one stage",
                           located.where(("stages",)))

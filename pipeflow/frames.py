@@ -22,12 +22,12 @@ import msgspec
 
 __all__ = [
     "FRAME_TYPES",
-    "FrameUnion",
     "AudioFrame",
     "Dtmf",
     "EndOfStream",
     "ErrorFrame",
     "Frame",
+    "FrameUnion",
     "Interrupt",
     "Metric",
     "ModelEvent",

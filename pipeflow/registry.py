@@ -38,7 +38,9 @@ def import_ref(ref: str, what: str = "object") -> Any:
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"cannot import module {module_name!r} for {what} {ref!r}: {exc}") from exc
+        raise ConfigError(
+            f"cannot import module {module_name!r} for {what} {ref!r}: {exc}"
+        ) from exc
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)

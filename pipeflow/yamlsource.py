@@ -23,8 +23,8 @@ __all__ = ["Located", "Path", "interpolate", "load_yaml"]
 
 Path = tuple[str | int, ...]
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
-_WHOLE_VAR = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-.*?)?\}$")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}", re.S)
+_WHOLE_VAR = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-.*?)?\}$", re.S)
 
 
 class Located:
@@ -89,7 +89,14 @@ def load_yaml(text: str, filename: str, env: Mapping[str, str] | None = None) ->
     if node is None:
         return Located(filename, None, marks)
     constructor = yaml.SafeLoader("")
-    data = _build(node, (), marks, constructor, filename, env)
+    try:
+        data = _build(node, (), marks, constructor, filename, env)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
+        raise ConfigError(f"invalid YAML: {exc.problem or exc.context}", where) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", filename) from None
     return Located(filename, data, marks)
 
 
@@ -107,7 +114,10 @@ def _build(
         result: dict[Any, Any] = {}
         constructor.flatten_mapping(node)
         for key_node, value_node in node.value:
-            key = constructor.construct_object(key_node, deep=True)
+            try:
+                key = constructor.construct_object(key_node, deep=True)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"invalid YAML key: {exc}".split("\n")[0], where) from None
             if not isinstance(key, str | int | float | bool):
                 raise ConfigError("mapping keys must be plain scalars", where)
             if key in result:
@@ -122,12 +132,18 @@ def _build(
             _build(item, (*path, i), marks, constructor, filename, env)
             for i, item in enumerate(node.value)
         ]
-    value = constructor.construct_object(node, deep=True)
+    try:
+        value = constructor.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML value: {exc}".split("\n")[0], where) from None
     if isinstance(value, str) and "${" in value:
         whole = node.style is None and _WHOLE_VAR.match(value) is not None
         value = interpolate(value, env, where)
-        if whole:
-            value = yaml.safe_load(value) if value.strip() else ""
+        if whole and value.strip():
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                pass  # not a YAML scalar: keep the text
     return value
 
 

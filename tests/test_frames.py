@@ -15,7 +15,9 @@ from pipeflow import frames as F
 json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=10,
 )
 
@@ -53,9 +55,22 @@ all_frames = st.one_of(*(frame_strategy(cls) for cls in F.FRAME_TYPES))
 def test_every_family_is_in_the_union() -> None:
     names = {cls.__name__ for cls in F.FRAME_TYPES}
     for expected in (
-        "AudioFrame", "TextInput", "Transcript", "SpeechStarted", "SpeechStopped",
-        "TurnCommitted", "ResponseStarted", "ResponseDone", "Interrupt", "ToolCall",
-        "ToolResult", "SessionStarted", "SessionEnded", "ErrorFrame", "Metric", "EndOfStream",
+        "AudioFrame",
+        "TextInput",
+        "Transcript",
+        "SpeechStarted",
+        "SpeechStopped",
+        "TurnCommitted",
+        "ResponseStarted",
+        "ResponseDone",
+        "Interrupt",
+        "ToolCall",
+        "ToolResult",
+        "SessionStarted",
+        "SessionEnded",
+        "ErrorFrame",
+        "Metric",
+        "EndOfStream",
     ):
         assert expected in names
 

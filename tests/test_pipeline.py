@@ -53,7 +53,9 @@ class Recorder(Stage):
 
 
 async def test_frames_pass_in_order_through_pure_and_duplex_stages() -> None:
-    out = [f async for f in Pipeline([numbers(), PassThrough(), Recorder(), PassThrough()]).stream()]
+    out = [
+        f async for f in Pipeline([numbers(), PassThrough(), Recorder(), PassThrough()]).stream()
+    ]
     assert [f.pts for f in out if isinstance(f, AudioFrame)] == [i * 0.02 for i in range(20)]
     assert isinstance(out[-1], EndOfStream)
 
@@ -254,7 +256,7 @@ class GainOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 async def test_function_stage_gets_typed_options() -> None:
-    @stage("test_double")
+    @stage()
     async def double(frames, options: GainOptions):  # type: ignore[no-untyped-def]
         async for frame in frames:
             if isinstance(frame, AudioFrame):

@@ -125,6 +125,17 @@ def test_bad_tools_fail_at_registration(fn: Any, fragments: list[str]) -> None:
     assert fn.__name__ not in default_registry
 
 
+def test_methods_are_bound_before_they_become_tools() -> None:
+    class Shop:
+        def price(self, sku: str) -> float:
+            """Price of a product."""
+            return 1.5
+
+    assert ToolSet([Shop().price])["price"].parameters["required"] == ["sku"]
+    with pytest.raises(ConfigError, match="parameter 'self': @tool on a method is not supported"):
+        tool(Shop.price)
+
+
 def test_bad_names_and_timeouts() -> None:
     def ok(x: int) -> int:
         return x

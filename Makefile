@@ -1,0 +1,46 @@
+# pipeflow: the two commands are `make demo` and `make test`; both set up
+# everything they need on first use (a virtual environment in .venv).
+
+VENV    ?= .venv
+PYTHON  ?= python3
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint bench bench-quick docs clean setup
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+## Run the worked example offline: a phone order call, end to end.
+demo: $(STAMP)
+	$(BIN)/pipeflow run pipelines/call.yaml
+
+## Lint and run the whole test suite.
+test: $(STAMP)
+	$(BIN)/ruff check pipeflow tests benchmarks pipelines
+	@$(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure"; exit 1; fi; \
+	exit $$rc
+
+lint: $(STAMP)
+	$(BIN)/ruff check pipeflow tests benchmarks pipelines
+
+## Every benchmark; writes benchmarks/results.md and results.json.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks --quick
+
+## Regenerate docs/yaml.md from the option structs.
+docs: $(STAMP)
+	$(BIN)/python -m pipeflow.docgen > docs/yaml.md
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache .hypothesis

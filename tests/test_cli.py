@@ -1,0 +1,118 @@
+"""The command line, run as a user runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pipeflow
+from pipeflow.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+BROKEN = ROOT / "tests" / "data" / "broken"
+
+
+def pipeflow_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeflow.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        timeout=120,
+    )
+
+
+def test_version() -> None:
+    proc = pipeflow_cli("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"pipeflow {pipeflow.__version__}"
+
+
+def test_validate_broken_files_prints_file_line_messages_and_exits_1() -> None:
+    files = sorted(str(p.relative_to(ROOT)) for p in BROKEN.glob("*.yaml"))
+    proc = pipeflow_cli("validate", *files)
+    assert proc.returncode == 1
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(lines) == len(files)
+    assert "Traceback" not in proc.stdout + proc.stderr
+    expected = [
+        "tests/data/broken/misspelled_option.yaml:4:5: stage 1 (log): unknown option 'levle' "
+        "(did you mean 'level'?)",
+        "tests/data/broken/unknown_stage.yaml:4:5: stage 2 (lgo): unknown stage type 'lgo' "
+        "(did you mean 'log'?)",
+        "tests/data/broken/wrong_type.yaml:4:5: stage 1 (log), option 'skip': expected array, "
+        "got int",
+        "tests/data/broken/bad_yaml.yaml:4:4: invalid YAML",
+    ]
+    for text in expected:
+        assert any(text in line for line in lines), text
+
+
+def test_validate_good_file_exits_0(tmp_path: Path) -> None:
+    file = tmp_path / "ok.yaml"
+    file.write_text("name: ok\nstages:\n  - type: passthrough\n")
+    proc = pipeflow_cli("validate", str(file))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ok" in proc.stdout
+
+
+def test_run_reports_config_errors_without_traceback() -> None:
+    proc = pipeflow_cli("run", "tests/data/broken/misspelled_option.yaml")
+    assert proc.returncode == 2
+    assert "did you mean 'level'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_stages_lists_stages_with_options() -> None:
+    proc = pipeflow_cli("stages")
+    assert proc.returncode == 0
+    for name in ("passthrough", "log", "callbacks"):
+        assert name in proc.stdout
+    assert "webhook_retries" in proc.stdout
+
+
+def test_stages_markdown_and_unknown_stage() -> None:
+    proc = pipeflow_cli("stages", "--markdown")
+    assert proc.returncode == 0 and "## `log`" in proc.stdout
+    proc = pipeflow_cli("stages", "lgo")
+    assert proc.returncode == 2 and "did you mean 'log'" in proc.stderr
+
+
+def test_run_user_stage_from_yaml_with_summary(tmp_path: Path) -> None:
+    out = tmp_path / "seen.txt"
+    proc = pipeflow_cli(
+        "run",
+        "tests/data/userstages/pipeline.yaml",
+        "--set",
+        "shout.times=3",
+        env={"COLLECT_PATH": str(out)},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert out.read_text() == "HELLO!!!"
+    assert "frames per stage" in proc.stdout
+    assert "status" in proc.stdout and "ok" in proc.stdout
+
+
+def test_run_reports_stage_failure(tmp_path: Path) -> None:
+    file = tmp_path / "fail.yaml"
+    (tmp_path / "failing.py").write_text(
+        "from pipeflow import stage\n"
+        "@stage()\n"
+        "async def boom(frames):\n"
+        "    raise RuntimeError('kaput')\n"
+        "    yield\n"
+    )
+    file.write_text("name: f\nstages:\n  - type: failing:boom\n    id: boomer\n")
+    proc = pipeflow_cli("run", str(file))
+    assert proc.returncode == 1
+    assert "boomer" in proc.stdout and "kaput" in proc.stdout
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "run" in capsys.readouterr().out

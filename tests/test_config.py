@@ -1,0 +1,143 @@
+"""Pipeline files: validation messages, interpolation, overrides, properties."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeflow.config import build_pipeline, load_config, parse_config
+from pipeflow.errors import ConfigError
+from pipeflow.yamlsource import interpolate
+
+BROKEN = Path(__file__).parent / "data" / "broken"
+
+EXPECTED = {
+    "unknown_stage.yaml": ("4:5", "unknown stage type 'lgo' (did you mean 'log'?)"),
+    "misspelled_option.yaml": ("4:5", "unknown option 'levle' (did you mean 'level'?)"),
+    "wrong_type.yaml": ("4:5", "option 'skip': expected array, got int"),
+    "wrong_type_int.yaml": ("4:5", "option 'webhook_retries': expected int, got str"),
+    "missing_type.yaml": ("3:5", "missing 'type'"),
+    "bad_yaml.yaml": ("4:4", "invalid YAML"),
+    "unknown_top_level.yaml": ("2:1", "unknown field 'stagse' (did you mean 'stages'?)"),
+    "empty_stages.yaml": ("2:1", "'stages' is empty"),
+    "missing_env.yaml": ("4:12", "environment variable PIPEFLOW_TEST_SURELY_UNSET is not set"),
+    "bad_reference.yaml": ("3:5", "cannot import module 'nosuchmodule.stages'"),
+    "agent_field.yaml": ("4:3", "unknown field 'voise' (did you mean 'voice'?)"),
+    "not_a_mapping.yaml": ("", "must be a mapping"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_broken_file_message_names_file_line_and_field(name: str) -> None:
+    where, text = EXPECTED[name]
+    with pytest.raises(ConfigError) as info:
+        load_config(BROKEN / name)
+    message = str(info.value)
+    assert message.startswith(f"{BROKEN / name}:{where}" if where else str(BROKEN / name))
+    assert text in message
+
+
+def test_every_broken_file_is_covered() -> None:
+    assert {p.name for p in BROKEN.glob("*.yaml")} == set(EXPECTED)
+
+
+def test_stage_label_names_index_and_type() -> None:
+    with pytest.raises(ConfigError, match=r"stage 1 \(log\)"):
+        load_config(BROKEN / "misspelled_option.yaml")
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("no/such/file.yaml")
+
+
+def test_interpolation_types_and_defaults() -> None:
+    text = "name: ${NAME:-demo}\nstages:\n  - type: callbacks\n    webhook_retries: ${R:-5}\n"
+    config = parse_config(text, env={})
+    assert config.name == "demo"
+    assert config.stages[0].options.webhook_retries == 5
+    config = parse_config(text, env={"NAME": "x", "R": "7"})
+    assert config.name == "x"
+    assert config.stages[0].options.webhook_retries == 7
+
+
+def test_quoted_interpolation_stays_a_string() -> None:
+    text = 'name: "${N}"\nstages:\n  - type: passthrough\n'
+    assert parse_config(text, env={"N": "123"}).name == "123"
+
+
+def test_overrides() -> None:
+    text = "stages:\n  - type: callbacks\n    id: cb\n"
+    config = parse_config(text, overrides=["cb.webhook_retries=9"])
+    assert config.stages[0].options.webhook_retries == 9
+    config = parse_config(text, overrides=["callbacks.webhook_retries=8"])
+    assert config.stages[0].options.webhook_retries == 8
+    with pytest.raises(ConfigError, match="did you mean 'cb'"):
+        parse_config(text, overrides=["cbb.webhook_retries=1"])
+    with pytest.raises(ConfigError, match=r"STAGE\.OPTION=VALUE"):
+        parse_config(text, overrides=["nonsense"])
+    with pytest.raises(ConfigError, match="unknown option 'retries'"):
+        parse_config(text, overrides=["cb.retries=1"])
+
+
+def test_duplicate_keys_are_errors() -> None:
+    with pytest.raises(ConfigError, match="duplicate key 'name'"):
+        parse_config("name: a\nname: b\nstages:\n  - type: log\n", "f.yaml")
+
+
+def test_duplicate_stage_ids() -> None:
+    with pytest.raises(ConfigError, match="used twice"):
+        parse_config("stages:\n  - type: log\n    id: a\n  - type: log\n    id: a\n")
+
+
+async def test_user_stage_module_runs_from_yaml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "seen.txt"
+    monkeypatch.setenv("COLLECT_PATH", str(out))
+    config = load_config(Path(__file__).parent / "data" / "userstages" / "pipeline.yaml")
+    result = await build_pipeline(config).run()
+    assert result.ok
+    assert out.read_text() == "HELLO!!"
+
+
+@settings(max_examples=200)
+@given(st.text(max_size=200))
+def test_any_text_gives_config_error_or_config(text: str) -> None:
+    try:
+        parse_config(text, "fuzz.yaml", env={})
+    except ConfigError as exc:
+        assert str(exc).startswith("fuzz.yaml")
+
+
+yaml_scalars = st.one_of(
+    st.integers(), st.booleans(), st.text(max_size=10), st.none(), st.floats(allow_nan=False)
+)
+
+
+@settings(max_examples=200)
+@given(st.dictionaries(st.text(min_size=1, max_size=10), yaml_scalars, max_size=4))
+def test_random_options_are_accepted_or_named(options: dict[str, object]) -> None:
+    import yaml
+
+    text = yaml.safe_dump({"stages": [{"type": "callbacks", **options}]})
+    try:
+        parse_config(text, "p.yaml")
+    except ConfigError as exc:
+        assert str(exc).startswith("p.yaml:")
+        assert "stage 1 (callbacks)" in str(exc) or "'type'" in str(exc) or "id" in str(exc)
+
+
+@given(
+    st.from_regex(r"[A-Z][A-Z0-9_]{0,10}", fullmatch=True),
+    st.text(alphabet=st.characters(blacklist_characters="}$"), max_size=10),
+    st.one_of(st.none(), st.text(alphabet=st.characters(blacklist_characters="}$"), max_size=10)),
+)
+def test_interpolate_property(name: str, default: str, value: str | None) -> None:
+    env = {} if value is None else {name: value}
+    got = interpolate(f"a${{{name}:-{default}}}b", env)
+    expected = value if value else default
+    assert got == f"a{expected}b"
