@@ -10,6 +10,7 @@ so ``rate: ${RATE:-24000}`` is an int.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Mapping
@@ -140,10 +141,8 @@ def _build(
         whole = node.style is None and _WHOLE_VAR.match(value) is not None
         value = interpolate(value, env, where)
         if whole and value.strip():
-            try:
+            with contextlib.suppress(yaml.YAMLError):  # not a YAML scalar: keep the text
                 value = yaml.safe_load(value)
-            except yaml.YAMLError:
-                pass  # not a YAML scalar: keep the text
     return value
 
 
