@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 __all__ = ["FunctionTool", "build_tool", "tool"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DEFAULT: Any = type("DefaultRegistry", (), {"__repr__": lambda self: "default_registry"})()
+"""Stands for ``default_registry`` in ``@tool(registry=...)`` (it is made later)."""
 _SHAPES = ("realtime", "chat")
 
 
@@ -125,7 +127,7 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     timeout_s: float | None = None,
-    registry: ToolSet | None = ...,
+    registry: ToolSet | None = DEFAULT,
 ) -> Callable[[Callable[..., Any]], FunctionTool]: ...
 
 
@@ -136,7 +138,7 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     timeout_s: float | None = None,
-    registry: Any = "default",
+    registry: Any = DEFAULT,
 ) -> Any:
     """Make a function (sync or async) callable by the model.
 
@@ -163,7 +165,7 @@ def tool(
     def decorate(fn: Callable[..., Any]) -> FunctionTool:
         made = build_tool(fn, name=name, description=description, timeout_s=timeout_s)
         target = registry
-        if target == "default":
+        if target is DEFAULT:
             from pipeflow.tools.toolset import default_registry
 
             target = default_registry
@@ -223,6 +225,11 @@ def build_tool(
             raise ConfigError(
                 f"tool {where}: parameter '{star}{param.name}' is not allowed; a tool takes"
                 " named, typed parameters only so the model knows what to send"
+            )
+        if param.name in ("self", "cls") and param.name not in hints:
+            raise ConfigError(
+                f"{subject}: @tool on a method is not supported; decorate a module-level"
+                " function, or add the bound method (obj.method) to a ToolSet"
             )
         if param.name not in hints:
             raise ConfigError(
