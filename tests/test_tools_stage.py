@@ -91,6 +91,22 @@ async def test_round_trip_with_concurrent_calls() -> None:
     assert isinstance(out[-1], EndOfStream) and len(out) == 5
 
 
+async def test_callbacks_get_tool_called_and_tool_result_events() -> None:
+    from pipeflow.stages.callbacks import Callbacks
+
+    events: list[tuple[str, str]] = []
+    agent = Agent(tools=[add_numbers], callbacks={
+        "tool_called": lambda e: events.append((e.name, e.frame.name)),
+        "tool_result": lambda e: events.append((e.name, e.frame.output)),
+    })
+    transport = FakeTransport(calls(("add_numbers", {"a": 2, "b": 2})), expect=1)
+    pipeline = Pipeline([transport, ToolDispatch(), Callbacks()],
+                        context=PipelineContext(agent=agent))
+    result = await pipeline.run()
+    assert result.ok
+    assert events == [("tool_called", "add_numbers"), ("tool_result", "4.0")]
+
+
 async def test_session_goes_on_after_bad_calls() -> None:
     sent = calls(
         ("no_such_tool", {}), ("add_numbers", '{"a": 1'), ("add_numbers", {"a": 1, "b": 2})
