@@ -11,6 +11,8 @@ from __future__ import annotations
 import ast
 import inspect
 import textwrap
+import types
+import typing
 from typing import Any
 
 import msgspec
@@ -46,14 +48,23 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def _type_name(tp: Any) -> str:
-    text = (
-        getattr(tp, "__name__", None)
-        if isinstance(tp, type) and not getattr(tp, "__args__", None)
-        else None
-    )
-    if text is None:
-        text = repr(tp).replace("typing.", "")
-    return text.replace("NoneType", "None")
+    """A short readable name for an annotation: ``list[str]``, ``int | None``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if tp is type(None):
+        return "None"
+    if origin is not None:
+        name = getattr(origin, "__name__", str(origin))
+        return f"{name}[{', '.join(_type_name(a) for a in args)}]" if args else name
+    if tp is Any:
+        return "any"
+    return getattr(tp, "__name__", None) or repr(tp).replace("typing.", "")
 
 
 def _default(info: msgspec.structs.FieldInfo) -> str:

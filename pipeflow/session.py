@@ -1,19 +1,55 @@
-"""Sessions: one running conversation over a pipeline."""
+"""AgentSession: a handle on one running conversation.
+
+A session owns one pipeline whose input is a ``push`` source, so Python code
+(or the call gateway) can talk to the agent while it runs::
+
+    async with AgentSession(agent) as session:
+        await session.send_text("What does a pizza cost?")
+        await session.wait_for("response_done")
+        print(session.conversation.transcript())
+
+Text, audio and turn commits go in through the push source, in order with
+the audio; a cancel goes straight into the transport's inbox as an urgent
+``Interrupt`` so it overtakes queued audio. Every frame leaving the pipeline
+updates ``session.conversation`` and is offered to subscribers.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pipeflow.pipeline import PipelineContext
+from pipeflow.conversation import Conversation
+from pipeflow.errors import ConfigError, LocalError
+from pipeflow.events import EVENT_NAMES, EventBus, event_for
+from pipeflow.frames import (
+    ErrorFrame,
+    Frame,
+    Interrupt,
+    Say,
+    SessionStarted,
+    TextInput,
+    TurnCommitted,
+)
+from pipeflow.pipeline import Pipeline, PipelineContext, RunResult
 
 if TYPE_CHECKING:
+    from pipeflow.agent import Agent
     from pipeflow.config import PipelineConfig
+    from pipeflow.stage import Stage
 
-__all__ = ["prepare_context"]
+__all__ = ["AgentSession", "prepare_context"]
+
+log = logging.getLogger("pipeflow.session")
 
 
-def prepare_context(config: PipelineConfig, session_id: str = "") -> PipelineContext:
+def prepare_context(
+    config: PipelineConfig, session_id: str = "", agent: Agent | None = None
+) -> PipelineContext:
     """A fresh context for one run of ``config``: agent, userdata, output folder.
 
     The agent's ``setup(userdata, output_dir)`` hook runs here, before any
@@ -21,13 +57,388 @@ def prepare_context(config: PipelineConfig, session_id: str = "") -> PipelineCon
     """
     from pipeflow.agent import Agent
 
-    agent = Agent.from_config(config.agent) if config.agent is not None else None
+    if agent is None and config.agent is not None:
+        agent = Agent.from_config(config.agent)
     context = PipelineContext(name=config.name, session_id=session_id, agent=agent)
-    output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    context.services["output_dir"] = str(output_dir)
+    _prepare_agent_state(context, config.output_dir)
+    return context
+
+
+def _prepare_agent_state(context: PipelineContext, output_dir: str) -> None:
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    context.services["output_dir"] = str(folder)
+    agent = context.agent
     if agent is not None:
         context.userdata = agent.new_userdata()
         if agent.setup is not None:
-            agent.setup(context.userdata, str(output_dir))
-    return context
+            agent.setup(context.userdata, str(folder))
+
+
+def _default_stages(agent: Agent | None, transport: dict[str, Any]) -> list[Stage]:
+    from pipeflow.registry import registry
+
+    def make(name: str, **options: Any) -> Stage:
+        return registry.resolve(name)(**options)
+
+    vad_engine = agent.vad if agent is not None and isinstance(agent.vad, str) else "energy"
+    return [
+        make("push", sample_rate=24000),
+        make("resample"),
+        make("vad", engine=vad_engine, commit_on_silence=True),
+        make("realtime", **transport),
+        make("tools"),
+        make("callbacks"),
+        make("null", realtime=True),
+    ]
+
+
+class AgentSession:
+    """One conversation with an agent over a running pipeline.
+
+    Args:
+        agent: the agent; may be omitted when ``pipeline`` carries one.
+        pipeline: a pipeline whose first stage is a ``push`` source; when
+            omitted a default one is built: push -> resample -> vad ->
+            realtime -> tools -> callbacks -> null sink with a playout clock.
+        transport: options for the default pipeline's ``realtime`` stage
+            (``url``, ``script``, ``speed``...).
+        session_id: the call id; a random one when empty.
+        output_dir: folder for the agent's ``setup`` hook and sinks.
+        start_timeout_s: how long ``start`` waits for the model session.
+    """
+
+    def __init__(
+        self,
+        agent: Agent | None = None,
+        *,
+        pipeline: Pipeline | None = None,
+        transport: dict[str, Any] | None = None,
+        session_id: str = "",
+        output_dir: str = "out",
+        start_timeout_s: float = 15.0,
+    ) -> None:
+        if pipeline is None:
+            context = PipelineContext(name="session", session_id=session_id, agent=agent)
+            _prepare_agent_state(context, output_dir)
+            pipeline = Pipeline(_default_stages(agent, transport or {}), name="session",
+                                context=context)
+        elif agent is not None:
+            pipeline.context.agent = agent
+        self.pipeline = pipeline
+        self.context = pipeline.context
+        self.context.services["session"] = self
+        self.events: EventBus = self.context.services.setdefault("events", EventBus())
+        if self.context.agent is not None and not self.events._callbacks:
+            self.events.extend(self.context.agent.callbacks)
+        self.conversation = Conversation()
+        self.start_timeout_s = start_timeout_s
+        self.result: RunResult | None = None
+        self.error: ErrorFrame | None = None
+        self.closed: asyncio.Event | None = None
+        self._push = self._find("push")
+        self._transport = self._find("realtime")
+        self._task: asyncio.Task[Any] | None = None
+        self._subscribers: list[asyncio.Queue[Frame | None]] = []
+        self._waiters: list[tuple[Callable[[Frame], bool], asyncio.Future[Frame]]] = []
+        self._frames: list[Frame] = []
+        self._has_callbacks_stage = any(st.name == "callbacks" for st in pipeline.stages)
+
+    # -- construction --------------------------------------------------------
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | Path,
+        *,
+        overrides: Iterable[str] = (),
+        session_id: str = "",
+        output_dir: str | None = None,
+        replace_sinks: list[Stage] | None = None,
+        **kwargs: Any,
+    ) -> AgentSession:
+        """A session over a pipeline file, its source replaced by a ``push`` source.
+
+        Args:
+            path: the pipeline YAML.
+            overrides: ``STAGE.OPTION=VALUE`` overrides.
+            session_id: the call id.
+            output_dir: overrides the file's ``output_dir``.
+            replace_sinks: when given, the file's sink stages (those whose
+                type names a sink) are replaced by these.
+        """
+        from pipeflow.config import build_pipeline, load_config
+        from pipeflow.registry import registry
+
+        config = load_config(path, overrides)
+        if output_dir is not None:
+            config.output_dir = output_dir
+        context = prepare_context(config, session_id)
+        pipeline = build_pipeline(config, context=context)
+        stages = list(pipeline.stages)
+        if not any(st.name == "push" for st in stages):
+            rate = getattr(stages[0].options, "sample_rate", None) or 16000
+            stages[0] = registry.resolve("push")(sample_rate=rate)
+        if replace_sinks is not None:
+            stages = [st for st in stages if not _is_sink(st)] + list(replace_sinks)
+        pipeline.stages = stages
+        return cls(pipeline=pipeline, **kwargs)
+
+    def _find(self, name: str) -> Any:
+        for st in self.pipeline.stages:
+            if st.name == name:
+                return st
+        return None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    @property
+    def session_id(self) -> str:
+        """The call id."""
+        return self.context.session_id
+
+    @property
+    def userdata(self) -> Any:
+        """Per-session state shared with tools."""
+        return self.context.userdata
+
+    @property
+    def running(self) -> bool:
+        """Whether the pipeline is running."""
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> AgentSession:
+        """Start the pipeline and wait until the model session is up.
+
+        Raises:
+            LocalError: the session could not start (the error frame's text).
+        """
+        if self._task is not None:
+            raise LocalError(f"session {self.session_id} was already started")
+        if self._push is None:
+            raise ConfigError("an AgentSession needs a 'push' source stage in its pipeline")
+        self.closed = asyncio.Event()
+        started = self._future(lambda f: isinstance(f, SessionStarted | ErrorFrame))
+        self._task = asyncio.create_task(self._run(), name=f"session-{self.session_id}")
+        if self._transport is None:
+            started.cancel()
+            return self
+        try:
+            frame = await asyncio.wait_for(started, self.start_timeout_s)
+        except TimeoutError:
+            await self.close()
+            raise LocalError(
+                f"session {self.session_id}: the model session did not start within "
+                f"{self.start_timeout_s:.0f} s"
+            ) from None
+        if isinstance(frame, ErrorFrame) and frame.fatal:
+            await self.close()
+            raise LocalError(f"session {self.session_id} failed to start: {frame.stage}: "
+                             f"{frame.message}")
+        return self
+
+    async def __aenter__(self) -> AgentSession:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _run(self) -> None:
+        result = RunResult(name=self.pipeline.name)
+        try:
+            async for frame in self.pipeline.stream():
+                self._observe(frame)
+                if isinstance(frame, ErrorFrame):
+                    result.errors.append(frame)
+                    if frame.fatal:
+                        self.error = frame
+        except asyncio.CancelledError:
+            result.cancelled = True
+        finally:
+            self.result = result
+            for queue in self._subscribers:
+                queue.put_nowait(None)
+            for _, future in self._waiters:
+                if not future.done():
+                    future.cancel()
+            self._waiters.clear()
+            if self.closed is not None:
+                self.closed.set()
+
+    def _observe(self, frame: Frame) -> None:
+        self.conversation.observe(frame)
+        self._frames.append(frame)
+        for queue in self._subscribers:
+            queue.put_nowait(frame)
+        if self._waiters:
+            still = []
+            for predicate, future in self._waiters:
+                if future.done():
+                    continue
+                if predicate(frame):
+                    future.set_result(frame)
+                else:
+                    still.append((predicate, future))
+            self._waiters = still
+
+    async def close(self, timeout_s: float = 30.0) -> RunResult | None:
+        """End the conversation: let the agent finish, then stop every stage.
+
+        The push source ends, the transport drains the model's answer and
+        pending tool calls, the sinks flush; after ``timeout_s`` the pipeline
+        is cancelled. Safe to call twice.
+        """
+        task = self._task
+        if task is None:
+            return self.result
+        if not task.done():
+            self._push.end()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout_s)
+            except TimeoutError:
+                log.warning("session %s did not finish in %.0f s; cancelling",
+                            self.session_id, timeout_s)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        return self.result
+
+    # -- talking -------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._task is None:
+            raise LocalError(f"session {self.session_id} is not started; call start() first")
+        if self._task.done():
+            raise LocalError(f"session {self.session_id} is closed")
+
+    async def send_text(self, text: str) -> None:
+        """Send the caller's text (chat, DTMF or IVR input); the agent answers it."""
+        self._check_open()
+        self._push.push(TextInput(text=text))
+
+    async def say(self, text: str) -> None:
+        """Make the agent speak ``text``."""
+        self._check_open()
+        self._push.push(Say(text=text))
+
+    async def stream_audio(self, pcm: bytes, sample_rate: int) -> None:
+        """Feed caller audio (PCM16 mono at ``sample_rate``).
+
+        Raises:
+            ConfigError: odd-length PCM or a bad sample rate.
+        """
+        self._check_open()
+        self._push.push_audio(pcm, sample_rate)
+
+    async def commit_audio(self) -> None:
+        """End the caller's turn now: the audio streamed so far is answered."""
+        self._check_open()
+        self._push.push(TurnCommitted())
+
+    async def cancel_response(self) -> None:
+        """Stop the agent now: cancel the response, flush the sink, truncate."""
+        self._check_open()
+        if self._transport is None:
+            raise ConfigError("cancel_response needs a 'realtime' stage in the pipeline")
+        self._transport.ctx.inbox.put_nowait(Interrupt(reason="cancel"))
+
+    # -- observing -----------------------------------------------------------
+
+    def on(self, event: str, callback: Callable[..., Any]) -> Callable[..., Any]:
+        """Register a sync or async ``callback(event)`` for a conversation event.
+
+        Needs a ``callbacks`` stage in the pipeline (the default one has it).
+        """
+        if not self._has_callbacks_stage:
+            raise ConfigError("session.on() needs a 'callbacks' stage in the pipeline")
+        return self.events.on(event, callback)
+
+    def _future(self, predicate: Callable[[Frame], bool]) -> asyncio.Future[Frame]:
+        future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
+        self._waiters.append((predicate, future))
+        return future
+
+    async def wait_for(
+        self,
+        what: str | type[Frame] | Callable[[Frame], bool],
+        timeout: float = 30.0,
+        *,
+        after: int | None = None,
+    ) -> Frame:
+        """Wait for the next frame matching ``what``.
+
+        Args:
+            what: an event name (``"response_done"``), a frame type, or a predicate.
+            timeout: seconds before ``TimeoutError``.
+            after: also match frames already seen from this index of
+                ``frames_seen`` on (to avoid racing a fast answer).
+
+        Raises:
+            TimeoutError: nothing matched in time.
+            LocalError: the session ended first.
+        """
+        predicate = _predicate(what)
+        if after is not None:
+            for frame in self._frames[after:]:
+                if predicate(frame):
+                    return frame
+        if self._task is None or self._task.done():
+            raise LocalError(f"session {self.session_id} is not running")
+        future = self._future(predicate)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.CancelledError:
+            if future.cancelled() and self._task.done():
+                raise LocalError(f"session {self.session_id} ended before {what!r}") from None
+            raise
+
+    @property
+    def frames_seen(self) -> int:
+        """How many frames have left the pipeline so far (see ``wait_for(after=)``)."""
+        return len(self._frames)
+
+    @property
+    def frames(self) -> list[Frame]:
+        """Every frame that left the pipeline, in order."""
+        return list(self._frames)
+
+    async def subscribe(self) -> AsyncIterator[Frame]:
+        """Frames leaving the pipeline from now on, until the session ends."""
+        queue: asyncio.Queue[Frame | None] = asyncio.Queue()
+        self._subscribers.append(queue)
+        try:
+            if self._task is not None and self._task.done():
+                return
+            while (frame := await queue.get()) is not None:
+                yield frame
+        finally:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(queue)
+
+    @property
+    def state(self) -> str:
+        """The turn state: the transport's state machine when there is one."""
+        if self._task is None:
+            return "idle"
+        if self._task.done():
+            return "closed"
+        turns = getattr(self._transport, "turns", None)
+        state = getattr(turns, "state", None)
+        return getattr(state, "value", str(state)) if state is not None else "running"
+
+
+def _predicate(what: str | type[Frame] | Callable[[Frame], bool]) -> Callable[[Frame], bool]:
+    if isinstance(what, str):
+        if what not in EVENT_NAMES:
+            from pipeflow.events import check_event_name
+
+            check_event_name(what)
+        return lambda frame: event_for(frame) == what
+    if isinstance(what, type):
+        return lambda frame: isinstance(frame, what)
+    return what
+
+
+def _is_sink(stage: Stage) -> bool:
+    return "sink" in type(stage).__name__.lower() or stage.name in ("null", "jsonl", "transcript")
+
