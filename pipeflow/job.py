@@ -68,6 +68,7 @@ class JobContext:
         job_id: the job's unique id (also the pipeline's session id).
         params: the job's parameters as submitted (``--param k=v``).
         info: facts about where it runs: worker id, agent name, attempt.
+        secrets: credentials for the job (API keys); kept out of ``repr``.
         on_metric: called with ``(name, seconds)`` for latency samples the
             job reports (the worker feeds them to its histograms).
 
@@ -75,6 +76,7 @@ class JobContext:
         job_id: the job's id.
         params: the job's parameters.
         info: worker-supplied facts (read-only by convention).
+        secrets: credentials the worker hands the job (never logged).
         log: a logger whose records carry ``job_id``.
     """
 
@@ -84,11 +86,13 @@ class JobContext:
         params: Mapping[str, Any] | None = None,
         info: Mapping[str, Any] | None = None,
         *,
+        secrets: Mapping[str, str] | None = None,
         on_metric: Callable[[str, float], None] | None = None,
     ) -> None:
         self.job_id = job_id
         self.params: dict[str, Any] = dict(params or {})
         self.info: dict[str, Any] = dict(info or {})
+        self.secrets: dict[str, str] = dict(secrets or {})
         self.log = _JobLogAdapter(logging.getLogger("pipeflow.job"), {"job_id": job_id})
         self._participants: dict[str, Participant] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
