@@ -335,6 +335,7 @@ class Worker:
                 "worker_id": self.id,
                 "agent_name": self.options.agent_name,
                 "attempt": delivery.attempt,
+                "key": job.idempotency_key,
                 "reclaimed": delivery.reclaimed,
                 "entry": job.entry or self.options.entry,
                 "server_url": self.options.server_url,

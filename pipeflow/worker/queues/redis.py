@@ -231,7 +231,9 @@ class RedisQueue:
                 delivery = await self._reclaim(consumer)
                 if delivery is not None:
                     return delivery
-            block = int(max(deadline - time.monotonic(), 0) * 1000)
+            # Wake up for the next reclaim round even while waiting for new jobs.
+            until = min(deadline, self._next_reclaim) - time.monotonic()
+            block = int(max(until, 0) * 1000)
             reply = await self._call("take a job", self.redis.xreadgroup(
                 GROUP, consumer, {self.stream: ">"}, count=1, block=max(block, 1)
             ))
