@@ -169,7 +169,8 @@ class _Resampled:
 
 
 class WebrtcEngine(_Resampled):
-    """webrtcvad's GMM speech detector on 10 ms windows (1.0 speech, 0.0 not)."""
+    """webrtcvad's GMM speech detector on 10 ms windows (1.0 speech, 0.0 not),
+    gated by the energy engine's noise floor."""
 
     def __init__(self, options: VadOptions, sample_rate: int) -> None:
         try:
@@ -185,11 +186,18 @@ class WebrtcEngine(_Resampled):
         self._native_window = self.rate // 100
         self.enter = 0.5
         self.stay = 0.5
+        # webrtcvad takes steady broadband noise for speech; a window must also
+        # stand half the energy margin above the adaptive noise floor.
+        self._energy = EnergyEngine(options, sample_rate)
+        self._gate = options.margin_db / 2
 
     def scores(self, windows: np.ndarray) -> list[float]:
         native = self._native(windows, self._native_window)
         results = [float(self._vad.is_speech(w.tobytes(), self.rate)) for w in native]
-        return self._align(results, len(windows))
+        gate = self._gate
+        loud = self._energy.scores(windows)
+        voiced = self._align(results, len(windows))
+        return [s if e >= gate else 0.0 for s, e in zip(voiced, loud, strict=True)]
 
 
 class SileroEngine(_Resampled):

@@ -92,11 +92,11 @@ def decode_wav(data: bytes, where: str = "WAV data") -> WavAudio:
     chunks = _chunks(data, where)
     if b"fmt " not in chunks:
         raise ConfigError(f"{where} has no 'fmt ' chunk; it is truncated or not a WAV file.")
-    if b"data" not in chunks:
-        raise ConfigError(f"{where} has no 'data' chunk; it is truncated or holds no audio.")
     fmt_start, fmt_size = chunks[b"fmt "]
     if fmt_size < 16 or fmt_start + 16 > len(data):
         raise ConfigError(f"{where} has a truncated 'fmt ' chunk ({fmt_size} bytes).")
+    if b"data" not in chunks:
+        raise ConfigError(f"{where} has no 'data' chunk; it is truncated or holds no audio.")
     tag, channels, rate, _byte_rate, block, bits = struct.unpack_from("<HHIIHH", data, fmt_start)
     if tag == _EXTENSIBLE:
         if fmt_size < 40 or fmt_start + 40 > len(data):

