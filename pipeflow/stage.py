@@ -84,17 +84,25 @@ class StageContext:
     def send_upstream(self, frame: Frame) -> bool:
         """Drop ``frame`` into the inbox of the nearest upstream stage accepting its type.
 
+        Stages further upstream that list the type in ``observes`` get a
+        copy too (a simulated caller waits for the agent's audio to finish).
         Never blocks and never waits behind queued audio: feedback is small
         and must not deadlock against the audio flowing the other way.
         Returns False when no stage accepts it.
         """
+        delivered = False
         for candidate in self.upstream_stages():
             inbox = candidate.ctx.inbox
-            if inbox is not None and isinstance(frame, candidate.accepts):
+            if inbox is None:
+                continue
+            if not delivered and isinstance(frame, candidate.accepts):
                 inbox.put_feedback(frame)
-                return True
-        self.log.debug("no upstream stage accepts %s; dropped", type(frame).__name__)
-        return False
+                delivered = True
+            elif isinstance(frame, candidate.observes):
+                inbox.put_feedback(frame)
+        if not delivered:
+            self.log.debug("no upstream stage accepts %s; dropped", type(frame).__name__)
+        return delivered
 
     async def emit(self, frame: Frame) -> None:
         """Feed a frame from this stage's own task into its merged input (bounded)."""
@@ -125,6 +133,8 @@ class Stage:
         name: short registry name used in YAML (``type: resample``).
         Options: the msgspec Struct of this stage's options.
         accepts: frame types this stage takes from later stages (feedback).
+        observes: feedback types this stage wants a copy of even when a
+            nearer stage accepts them.
         duplex: give this stage a merged input even without ``accepts``.
         consumes / produces: frame types, for the generated reference.
     """
@@ -132,6 +142,7 @@ class Stage:
     name: ClassVar[str] = ""
     Options: ClassVar[type[msgspec.Struct]] = NoOptions
     accepts: ClassVar[tuple[type[Frame], ...]] = ()
+    observes: ClassVar[tuple[type[Frame], ...]] = ()
     duplex: ClassVar[bool] = False
     consumes: ClassVar[tuple[type[Frame], ...]] = ()
     produces: ClassVar[tuple[type[Frame], ...]] = ()
@@ -165,7 +176,7 @@ class Stage:
     @classmethod
     def is_duplex(cls) -> bool:
         """Whether the runtime gives this stage a merged input."""
-        return cls.duplex or bool(cls.accepts)
+        return cls.duplex or bool(cls.accepts) or bool(cls.observes)
 
     @property
     def ctx(self) -> StageContext:
