@@ -161,7 +161,9 @@ class CallerSource(Stage):
                 writer.close()
         yield EndOfStream()
 
-    def _until_agent_done(self, timeout: float, frame_s: float, tail: bool = False) -> Iterator[None]:
+    def _until_agent_done(
+        self, timeout: float, frame_s: float, tail: bool = False
+    ) -> Iterator[None]:
         """Frames of silence until the agent finished speaking and paused, or timeout."""
         opts = self.options
         quiet = (opts.tail_ms if tail else opts.pause_ms) / 1000
