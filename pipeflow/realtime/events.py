@@ -180,8 +180,8 @@ class ConversationItemTruncate(ClientEvent, tag="conversation.item.truncate"):
     """Cut an assistant audio item at what the user actually heard."""
 
     item_id: str
-    content_index: int = 0
-    audio_end_ms: int = 0
+    content_index: int
+    audio_end_ms: int
 
 
 class ConversationItemDelete(ClientEvent, tag="conversation.item.delete"):
