@@ -459,5 +459,8 @@ def _sounddevice(where: str) -> Any:
             f"{where} needs the 'sounddevice' extra: pip install 'pipeflow[sounddevice]'."
         ) from exc
     except OSError as exc:  # the package is there but PortAudio is not
-        raise ConfigError(f"{where}: sounddevice cannot load PortAudio ({exc}).") from exc
+        raise ConfigError(
+            f"{where}: sounddevice cannot load PortAudio ({exc}); install the PortAudio "
+            "library (e.g. apt-get install libportaudio2)."
+        ) from exc
     return sounddevice
