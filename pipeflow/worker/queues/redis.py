@@ -166,6 +166,7 @@ class RedisQueue:
         self.result_ttl = result_ttl
         self.reclaim_interval = max(visibility_timeout / 4, 0.05)
         self._group_ready = False
+        self._consumers: set[str] = set()
         self._next_reclaim = 0.0
         self._cursor = "0-0"
         self._submit = self.redis.register_script(_SUBMIT)
@@ -224,6 +225,12 @@ class RedisQueue:
     async def take(self, consumer: str, timeout: float = 1.0) -> Delivery | None:
         """Take over a job left idle by a dead worker, else read a new one."""
         await self._ensure_group()
+        if consumer not in self._consumers:
+            # Listed in XINFO CONSUMERS from the start (operators see idle workers too).
+            await self._call("register the worker", self.redis.xgroup_createconsumer(
+                self.stream, GROUP, consumer
+            ))
+            self._consumers.add(consumer)
         deadline = time.monotonic() + timeout
         while True:
             now = time.monotonic()
