@@ -229,10 +229,17 @@ class RealtimeProtocol:
             ConversationItemCreate(item=item), self.names.item_create, "conversation.item.create"
         )
 
-    def create_response(self, response: dict[str, Any] | None = None) -> bytes:
-        """Queue ``response.create`` (``response`` overrides instructions, tools...)."""
+    def create_response(
+        self, response: dict[str, Any] | None = None, event_id: str | None = None
+    ) -> bytes:
+        """Queue ``response.create`` (``response`` overrides instructions, tools...).
+
+        ``event_id`` lets an ``error`` event be matched to this request.
+        """
         return self._queue(
-            ResponseCreate(response=response), self.names.response_create, "response.create"
+            ResponseCreate(response=response, event_id=event_id),
+            self.names.response_create,
+            "response.create",
         )
 
     def cancel_response(self, response_id: str | None = None) -> bytes:
