@@ -41,8 +41,8 @@ class Product(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     """Stable product code (stored with orders)."""
     name: str
     """Name in the singular, as the agent says it ("ice cream")."""
-    price: Annotated[Decimal, msgspec.Meta(ge=0)]
-    """Unit price in the catalog's currency."""
+    price: Decimal
+    """Unit price in the catalog's currency (not negative)."""
     stock: Annotated[int, msgspec.Meta(ge=0)]
     """Units available; an order may not ask for more."""
     description: str = ""
@@ -51,6 +51,10 @@ class Product(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     """Plural name (default: the name plus "s")."""
     synonyms: tuple[str, ...] = ()
     """Other names callers use for it ("pie", "gelato")."""
+
+    def __post_init__(self) -> None:
+        if not self.price.is_finite() or self.price < 0:
+            raise ValueError(f"the price of {self.name!r} must be a finite amount of 0 or more")
 
     def plural_name(self) -> str:
         """The plural name: ``plural`` or the name plus "s"."""

@@ -109,6 +109,11 @@ def speak_phone(number: str) -> str:
 def _check_length(number: str, international: bool) -> None:
     if not number:
         raise PhoneError("No phone number was given. Ask the caller for their phone number.")
+    if international and number.startswith("0"):
+        raise PhoneError(
+            "After the plus sign a phone number starts with its country code, and no"
+            " country code starts with 0. Ask the caller to repeat the number."
+        )
     least = MIN_DIGITS + 1 if international else MIN_DIGITS
     if len(number) < least:
         raise PhoneError(
