@@ -157,7 +157,8 @@ async def serve(options: Any, watch: list[str] | None = None) -> int:
     sys.path.insert(0, os.getcwd())
     worker = Worker(options)
     if options.entry:
-        worker.entry_for("")  # a bad entry point fails here, before any job
+        entry = worker.entry_for("")  # a bad entry point fails here, before any job
+        log.debug("entry point %s resolved to %r", options.entry, entry)
     await worker.queue.stats()  # the queue answers, or a clear RemoteError
     log.info("worker %s: %s", worker.id, options)
     remove_handlers = worker.install_signal_handlers()

@@ -349,6 +349,8 @@ class Worker:
             self._run_job(delivery, ctx), name=f"job-{job.id}"
         )
         self._running[job.id] = _Running(delivery, ctx, task, time.monotonic())
+        log.debug("job %s started (attempt %d%s)", job.id, delivery.attempt,
+                  ", reclaimed" if delivery.reclaimed else "")
 
     async def _run_job(self, delivery: Delivery, ctx: JobContext) -> None:
         job = delivery.job
