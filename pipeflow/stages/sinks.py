@@ -69,6 +69,7 @@ class AudioSink(Stage):
         self.rate: int | None = self.options.sample_rate
         self._playout: Playout | None = None
         self._resampler: StreamResampler | None = None
+        self._resampled_item = ""
         self._drained = EndOfStream()  # identity marks "all played", emitted by the ticker
         self._wakeup = asyncio.Event()
         self._ending = False
@@ -167,6 +168,7 @@ class AudioSink(Stage):
         check_rate(rate, where)
         if self._resampler is None or self._resampler.in_rate != rate:
             self._resampler = StreamResampler(rate, self.rate)
+        self._resampled_item = frame.item_id
         return self._resampler.process(samples).tobytes()
 
     async def _flush_resampler(self, realtime: bool) -> None:
@@ -174,9 +176,9 @@ class AudioSink(Stage):
             return
         tail = self._resampler.flush().tobytes()
         self._resampler = None
-        if tail and self._playout.queue:
+        if tail:
             now = get_clock().now() if realtime else self._playout.end
-            self._playout.add(tail, self._playout.queue[-1].item_id, now)
+            self._playout.add(tail, self._resampled_item, now)
 
     def _release(self, now: float) -> list[Frame]:
         """Hand started chunks to the output; report items; return Metrics to yield."""
@@ -260,7 +262,7 @@ class WavSinkOptions(AudioSinkOptions, kw_only=True, forbid_unknown_fields=True)
 class WavSink(AudioSink):
     """Records what was played to a WAV file."""
 
-    name = "wav"
+    name = "wav_sink"
     Options = WavSinkOptions
 
     def __init__(self, options: msgspec.Struct | None = None, /, **kwargs: Any) -> None:
