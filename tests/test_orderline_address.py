@@ -68,8 +68,8 @@ def test_incomplete_addresses_name_what_is_missing(said: str, missing: list[str]
 
 
 def test_two_missing_parts_read_as_one_sentence() -> None:
-    with pytest.raises(AddressError, match="missing the house number and street. Ask the caller"
-                       " for them"):
+    with pytest.raises(AddressError, match=r"missing the house number and street\. Ask the caller"
+                       r" for them"):
         require_deliverable("62704")
 
 

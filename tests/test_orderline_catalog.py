@@ -70,7 +70,7 @@ def test_unknown_product_message_lists_the_menu_and_the_closest_name() -> None:
     assert "we don't have 'pizzza'" in message
     assert "pizza, salad and ice cream" in message
     assert message.endswith("Did you mean pizza?")
-    with pytest.raises(UnknownProduct, match="We have pizza, salad and ice cream.$"):
+    with pytest.raises(UnknownProduct, match=r"We have pizza, salad and ice cream\.$"):
         DEFAULT_CATALOG.get("burger")
 
 
