@@ -158,7 +158,7 @@ class SessionUpdate(ClientEvent, tag="session.update"):
 class InputAudioBufferAppend(ClientEvent, tag="input_audio_buffer.append"):
     """Append audio (already in the session's input format) to the input buffer."""
 
-    audio: bytes = b""
+    audio: bytes
 
 
 class InputAudioBufferCommit(ClientEvent, tag="input_audio_buffer.commit"):
