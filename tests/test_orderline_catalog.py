@@ -102,6 +102,14 @@ def test_money_is_formatted_exactly() -> None:
     assert DEFAULT_CATALOG.money(Decimal("0.1") + Decimal("0.2")) == "$0.30"
 
 
+def test_vocabulary_lists_the_words_callers_use() -> None:
+    words = DEFAULT_CATALOG.vocabulary()
+    assert words == sorted(set(words))
+    for word in ("pizza", "pizzas", "pie", "salad", "salads", "ice", "cream", "creams", "gelato"):
+        assert word in words
+    assert all(w.isalpha() and w == w.lower() for w in words)
+
+
 def test_describe_gives_exact_price_text() -> None:
     pizza = DEFAULT_CATALOG.get("pizza")
     assert DEFAULT_CATALOG.describe(pizza) == {

@@ -14,11 +14,11 @@ test and reuse; ``tools`` wraps them as ``@tool`` functions and provides the
 Importing this package does not register the tools; import ``tools`` for that.
 """
 
-from pipelines.orderline.address import Address, AddressError, parse_address, require_deliverable
-from pipelines.orderline.catalog import DEFAULT_CATALOG, Catalog, Product, UnknownProduct
-from pipelines.orderline.order import Order, OrderError, OrderLine
-from pipelines.orderline.phone import PhoneError, normalize_phone, speak_phone
-from pipelines.orderline.storage import (
+from .address import Address, AddressError, parse_address, require_deliverable
+from .catalog import DEFAULT_CATALOG, Catalog, Product, UnknownProduct
+from .order import Order, OrderError, OrderLine
+from .phone import PhoneError, normalize_phone, speak_phone
+from .storage import (
     OrderRepository,
     PostgresOrderRepository,
     SqliteOrderRepository,

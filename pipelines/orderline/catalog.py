@@ -188,6 +188,18 @@ class Catalog:
             return "".join(names) or "nothing on the menu right now"
         return f"{', '.join(names[:-1])} and {names[-1]}"
 
+    def vocabulary(self) -> list[str]:
+        """Every word of every product name, plural and synonym, lower case and sorted.
+
+        For a speech recogniser's keyword list or grammar: the words a
+        caller uses to name what they want.
+        """
+        words: set[str] = set()
+        for product in self:
+            for name in (product.name, product.plural_name(), *product.synonyms):
+                words.update(re.findall(r"[^\W\d_]+", name.casefold()))
+        return sorted(words)
+
     def money(self, amount: Decimal) -> str:
         """Format an amount in this catalog's currency."""
         return format_money(amount, self.currency)

@@ -15,8 +15,8 @@ from typing import Any
 
 import msgspec
 
-from pipelines.orderline.address import Address
-from pipelines.orderline.catalog import Product, format_money
+from .address import Address
+from .catalog import Product, format_money
 
 __all__ = ["Order", "OrderError", "OrderLine", "new_idempotency_key"]
 

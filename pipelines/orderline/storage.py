@@ -28,7 +28,8 @@ from typing import Any, Protocol, runtime_checkable
 import msgspec
 
 from pipeflow.errors import ConfigError, LocalError, RemoteError
-from pipelines.orderline.order import Order, OrderLine
+
+from .order import Order, OrderLine
 
 __all__ = [
     "OrderRepository",

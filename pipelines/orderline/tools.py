@@ -26,11 +26,17 @@ from typing import Annotated, Any
 
 from pipeflow.errors import PipeflowError
 from pipeflow.tools import RunContext, tool
-from pipelines.orderline.address import AddressError, require_deliverable
-from pipelines.orderline.catalog import Catalog, UnknownProduct, catalog_from_userdata
-from pipelines.orderline.order import Order, OrderError
-from pipelines.orderline.phone import PhoneError, normalize_phone, speak_phone
-from pipelines.orderline.storage import SqliteOrderRepository, StoredOrder, open_repository
+
+from .address import AddressError, require_deliverable
+from .catalog import (
+    Catalog,
+    UnknownProduct,
+    catalog_from_userdata,
+    format_money,
+)
+from .order import Order, OrderError
+from .phone import PhoneError, normalize_phone, speak_phone
+from .storage import SqliteOrderRepository, StoredOrder, open_repository
 
 __all__ = [
     "add_to_order",
@@ -94,8 +100,6 @@ def summary(userdata: dict[str, Any]) -> dict[str, str]:
         order = userdata.get("order")
         missing = ", ".join(order.missing()) if isinstance(order, Order) else "everything"
         return {"order": f"not placed (missing: {missing or 'the confirmation'})"}
-    from pipelines.orderline.catalog import format_money
-
     return {
         "order id": placed.order_id,
         "items": placed.items_text(),
