@@ -204,26 +204,33 @@ class RealtimeClient:
         """Send ``session.update`` and read until ``session.updated`` (events are kept)."""
         self.protocol.connection_lost()
         self.protocol.update_session(self.session_config)
-        for data in self.protocol.data_to_send():
-            self._log("send", data)
-            await ws.send(data, text=True)
-        while True:
-            try:
+        try:
+            for data in self.protocol.data_to_send():
+                self._log("send", data)
+                await ws.send(data, text=True)
+            while True:
                 message = await ws.recv(decode=False)
-            except ConnectionClosed as exc:
-                raise RemoteError(
-                    f"the Realtime server at {self.url} closed the connection during "
-                    f"session setup: {_close_reason(exc)}"
-                ) from None
-            for event in self._receive(message):
-                self._pending.append(event)
-                if isinstance(event, ErrorEvent) and not self.protocol.session_ready:
-                    raise RemoteError(
-                        f"the Realtime server rejected the session: {event.error.message} "
-                        f"({event.error.type}{', ' + event.error.code if event.error.code else ''})"
-                    )
-                if isinstance(event, SessionUpdated):
+                if self._setup_done(message):
                     return
+        except ConnectionClosed as exc:
+            raise RemoteError(
+                f"the Realtime server at {self.url} closed the connection during "
+                f"session setup: {_close_reason(exc)}"
+            ) from None
+
+    def _setup_done(self, message: str | bytes) -> bool:
+        """Keep the events of one setup message; True once the session is confirmed."""
+        for event in self._receive(message):
+            self._pending.append(event)
+            if isinstance(event, ErrorEvent) and not self.protocol.session_ready:
+                error = event.error
+                raise RemoteError(
+                    f"the Realtime server rejected the session: {error.message} "
+                    f"({error.type}{', ' + error.code if error.code else ''})"
+                )
+            if isinstance(event, SessionUpdated):
+                return True
+        return False
 
     async def _reconnect(self, reason: str) -> Reconnected:
         """Reconnect with exponential backoff; raises RemoteError when out of attempts."""
