@@ -1,0 +1,82 @@
+"""``pipeflow serve FILE``: the call gateway on uvicorn.
+
+Phone systems (Twilio Media Streams), web pages (the page at ``/``) and any
+HTTP client reach the pipeline's agent through it; each call id runs one
+session of FILE. See docs/deployment.md, "Call gateway".
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from pipeflow.errors import ConfigError
+
+__all__ = ["options_from_args", "register", "websocket_impl"]
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``serve`` command."""
+    p = subparsers.add_parser(
+        "serve", help="serve a pipeline to phones and browsers (HTTP, WebSocket, Twilio)",
+        description="Run the call gateway: each call id gets one session of FILE.",
+    )
+    p.add_argument("file", help="pipeline YAML file every call runs")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port (8080)")
+    p.add_argument("--token", help="bearer token clients must send "
+                                   "(default: $PIPEFLOW_GATEWAY_TOKEN, else none)")
+    p.add_argument("--max-calls", type=int, default=100, help="live calls at once (100)")
+    p.add_argument("--max-body-bytes", type=int, default=1_048_576,
+                   help="largest request body (1 MiB)")
+    p.add_argument("--idle-timeout", type=float, default=300.0,
+                   help="end calls idle this many seconds (300)")
+    p.add_argument("--public-url", help="https://host phone systems reach this gateway at")
+    p.add_argument("--output", "-o", help="recordings folder (default: the file's output_dir)")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="STAGE.OPTION=VALUE", help="override a stage option; repeatable")
+    p.set_defaults(func=cmd_serve)
+
+
+def options_from_args(args: argparse.Namespace) -> Any:
+    """``GatewayOptions`` from the command line.
+
+    Raises:
+        ConfigError: a value is out of range.
+    """
+    import msgspec
+
+    from pipeflow.server.options import GatewayOptions
+
+    data = {
+        "host": args.host, "port": args.port, "token": args.token,
+        "max_calls": args.max_calls, "max_body_bytes": args.max_body_bytes,
+        "idle_timeout_s": args.idle_timeout, "public_url": args.public_url,
+        "output_dir": args.output, "overrides": list(args.overrides),
+    }
+    try:
+        return msgspec.convert(data, GatewayOptions)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"pipeflow serve: {exc}.") from None
+
+
+def websocket_impl() -> str:
+    """uvicorn's sans-I/O websockets implementation where this uvicorn has it."""
+    from uvicorn.config import WS_PROTOCOLS
+
+    return "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "auto"
+
+
+async def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve until interrupted; live calls are ended (and recorded) on the way out."""
+    import uvicorn
+
+    from pipeflow.server import create_app
+
+    options = options_from_args(args)
+    app = create_app(args.file, options)
+    config = uvicorn.Config(app, host=options.host, port=options.port, log_level="info",
+                            ws=websocket_impl(), lifespan="on")
+    server = uvicorn.Server(config)
+    await server.serve()
+    return 0

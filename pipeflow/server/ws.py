@@ -1,0 +1,178 @@
+"""``WS /api/calls/{id}/stream``: audio and events both ways over one socket.
+
+The protocol (also in the OpenAPI description and docs/deployment.md):
+
+- client -> gateway, binary: caller audio, PCM16 little-endian mono at the
+  rate given by the ``sample_rate`` query parameter (else the call's rate).
+- client -> gateway, text: JSON ``{"type": "text", "q": "..."}``,
+  ``{"type": "commit"}``, ``{"type": "cancel"}``, ``{"type": "end"}`` or
+  ``{"type": "config", "sample_rate": 16000}``.
+- gateway -> client, binary: agent audio, PCM16 mono at 24 kHz.
+- gateway -> client, text: ``{"type": "call", "call": {...}}`` first, then
+  every other frame as its msgspec JSON (``transcript``, ``interrupt``,
+  ``tool_call``...), ``{"type": "order", "order": ...}`` after each tool
+  result, and ``{"type": "ended", "call": {...}}`` last. A bad message gets
+  ``{"type": "error", "message": ...}`` and the socket stays open.
+
+Refusals close the socket with 4000 + the HTTP status (4404 unknown call,
+4409 call not active, 4400 bad id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Annotated, Any
+
+import msgspec
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from pipeflow.errors import PipeflowError
+from pipeflow.frames import AudioFrame, EndOfStream, ToolResult
+from pipeflow.server.api import frame_json
+from pipeflow.server.calls import Call, CallError, CallRegistry, check_rate_param
+from pipeflow.session import AgentSession
+
+__all__ = ["ClientMessage", "routes"]
+
+
+class _Message(msgspec.Struct, tag_field="type", kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class TextMessage(_Message, tag="text"):
+    """Caller text (chat, DTMF, IVR)."""
+
+    q: Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
+
+
+class CommitMessage(_Message, tag="commit"):
+    """End the caller's turn."""
+
+
+class CancelMessage(_Message, tag="cancel"):
+    """Stop the agent's answer."""
+
+
+class EndMessage(_Message, tag="end"):
+    """Hang up: end the call."""
+
+
+class ConfigMessage(_Message, tag="config"):
+    """Change the rate of the caller audio that follows."""
+
+    sample_rate: Annotated[int, msgspec.Meta(ge=8000, le=192000)]
+
+
+ClientMessage = TextMessage | CommitMessage | CancelMessage | EndMessage | ConfigMessage
+_decoder = msgspec.json.Decoder(ClientMessage)
+
+
+async def call_stream(websocket: WebSocket) -> None:
+    """Bridge one WebSocket and one running call until either ends."""
+    registry: CallRegistry = websocket.app.state.calls
+    try:
+        call = registry.get(websocket.path_params["call_id"])
+        session = call.running_session()
+        rate = call.sample_rate
+        if "sample_rate" in websocket.query_params:
+            rate = check_rate_param(websocket.query_params["sample_rate"],
+                                    "query parameter 'sample_rate'")
+    except CallError as exc:
+        await websocket.accept()
+        await websocket.close(4000 + exc.status, _reason(str(exc)))
+        return
+    except PipeflowError as exc:
+        await websocket.accept()
+        await websocket.close(4400, _reason(str(exc)))
+        return
+    await websocket.accept()
+    await websocket.send_text(msgspec.json.encode({"type": "call", "call": call.summary()})
+                              .decode())
+    sender = asyncio.create_task(_send_frames(websocket, registry, call, session))
+    try:
+        await _receive(websocket, registry, call, session, rate)
+    finally:
+        if not sender.done():
+            sender.cancel()
+        with contextlib.suppress(BaseException):
+            await sender
+
+
+async def _receive(websocket: WebSocket, registry: CallRegistry, call: Call,
+                   session: AgentSession, rate: int) -> None:
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        call.touch(registry.clock())
+        try:
+            if message.get("bytes") is not None:
+                pcm = message["bytes"]
+                if len(pcm) % 2:
+                    raise CallError(f"Audio message of {len(pcm)} bytes: PCM16 needs an even "
+                                    "number of bytes.")
+                if pcm:
+                    await call.running_session().stream_audio(pcm, rate)
+                continue
+            request = _decode(message.get("text") or "")
+            match request:
+                case TextMessage(q=q):
+                    await call.running_session().send_text(q)
+                case CommitMessage():
+                    await call.running_session().commit_audio()
+                case CancelMessage():
+                    await call.running_session().cancel_response()
+                case ConfigMessage(sample_rate=new_rate):
+                    rate = new_rate
+                case EndMessage():
+                    await registry.end(call.id)
+                    return
+        except PipeflowError as exc:
+            await _send_json(websocket, {"type": "error", "message": str(exc)})
+
+
+def _decode(text: str) -> Any:
+    try:
+        return _decoder.decode(text)
+    except msgspec.DecodeError as exc:
+        raise CallError(
+            f"Message not understood ({exc}); send JSON with a type of text, commit, cancel, "
+            "end or config, or binary PCM16 audio."
+        ) from None
+
+
+async def _send_frames(websocket: WebSocket, registry: CallRegistry, call: Call,
+                       session: AgentSession) -> None:
+    """Forward agent audio (binary) and events (JSON) until the session ends."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        async for frame in session.subscribe():
+            if type(frame) is AudioFrame:
+                if frame.item_id:
+                    await websocket.send_bytes(frame.pcm)
+                continue
+            if isinstance(frame, EndOfStream):
+                continue
+            await websocket.send_text(frame_json(frame).decode())
+            if isinstance(frame, ToolResult):
+                await _send_json(websocket, {"type": "order", "order": call.order()})
+        await registry.end(call.id, "finished")  # returns once the record is written
+        await _send_json(websocket, {"type": "ended", "call": call.summary()})
+        await websocket.close(1000)
+
+
+async def _send_json(websocket: WebSocket, data: dict[str, Any]) -> None:
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        await websocket.send_text(msgspec.json.encode(data).decode())
+
+
+def _reason(text: str) -> str:
+    """A close reason fits in 123 bytes."""
+    data = text.encode()
+    return text if len(data) <= 123 else data[:120].decode(errors="ignore") + "..."
+
+
+def routes() -> list[WebSocketRoute]:
+    """The call WebSocket route."""
+    return [WebSocketRoute("/api/calls/{call_id}/stream", call_stream)]
