@@ -22,8 +22,10 @@ import argparse
 import asyncio
 import gc
 import importlib
+import json
 import os
 import statistics
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -200,9 +202,32 @@ async def max_calls(
 # --- report --------------------------------------------------------------------
 
 
+DEFAULT_PROBE = "benchmarks.bench_worker:tone_call_probe"
+
+
 def _load_probe(ref: str) -> Probe:
     module, _, name = ref.partition(":")
     return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+def isolated(ref: str) -> Probe:
+    """A probe that runs each trial of ``ref`` in a fresh process.
+
+    A process never gives freed memory back to the system, so memory per
+    call is only meaningful from a process that ran nothing before.
+    """
+
+    async def probe(calls: int, seconds: float) -> LatenessStats:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.bench_worker", "--trial", str(calls),
+            "--seconds", str(seconds), "--probe", ref, stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"trial of {calls} calls failed (exit {proc.returncode})")
+        return LatenessStats(**json.loads(out.decode().strip().splitlines()[-1]))
+
+    return probe
 
 
 async def _run(args: argparse.Namespace) -> None:
@@ -221,7 +246,7 @@ async def _run(args: argparse.Namespace) -> None:
         "per submit and several per job (take, admit script, complete script).\n"
     )
     if not args.no_calls:
-        probe = _load_probe(args.probe) if args.probe else tone_call_probe
+        probe = isolated(args.probe or DEFAULT_PROBE)
         seconds = 3.0 if args.quick else 10.0
         best, trials = await max_calls(probe, seconds)
         for t in trials:
@@ -238,8 +263,8 @@ async def _run(args: argparse.Namespace) -> None:
                    if best else "no trial met the 20 ms budget")
         body += (f"\n\nProbe: {name}; {seconds:g} s of audio per call, each call a worker job, "
                  "the calls starting spread over the first second. "
-                 f"Result: {verdict}. Memory per call is the process RSS growth at the peak "
-                 "divided by the calls.\n")
+                 f"Result: {verdict}. Each trial runs in a fresh process; memory per call is "
+                 "that process's RSS growth at the peak divided by the calls.\n")
         data["calls"] = {"best": vars(best) if best else None,
                          "trials": [vars(t) for t in trials], "probe": name}
     command = "python -m benchmarks.bench_worker" + (" --quick" if args.quick else "")
@@ -254,7 +279,15 @@ def main() -> None:
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis queue")
     parser.add_argument("--no-calls", action="store_true", help="skip the calls-per-process search")
     parser.add_argument("--probe", help="'module:function' probe(n, seconds) -> LatenessStats")
-    asyncio.run(_run(parser.parse_args()))
+    parser.add_argument("--trial", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=3.0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.trial:
+        probe = _load_probe(args.probe or DEFAULT_PROBE)
+        stats = asyncio.run(probe(args.trial, args.seconds))  # type: ignore[arg-type]
+        print(json.dumps(vars(stats)))
+        return
+    asyncio.run(_run(args))
 
 
 if __name__ == "__main__":
