@@ -275,7 +275,9 @@ class Segmenter:
         Raises:
             ConfigError: the chunk is not whole PCM16 samples.
         """
-        samples = view(pcm, f"vad input at {pts:.3f} s")
+        if len(pcm) & 1:
+            view(pcm, f"vad input at {pts:.3f} s")  # raises, naming the stream time
+        samples = np.frombuffer(pcm, "<i2")
         window = self.engine.window
         if self._next_pts is None or abs(pts - self._expected(pts)) > self.window_s:
             # First chunk or a gap in the stream: restart the window grid here.

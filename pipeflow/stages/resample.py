@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from pipeflow.audio.pcm import check_rate, mix_down, view
 from pipeflow.audio.resampler import Quality, StreamResampler
@@ -91,41 +92,48 @@ class Resample(Stage):
         target = self.target_rate()
         quality, dither = self.options.quality, self.options.dither
         streams: dict[bool, _Stream] = {}  # keyed by "is agent audio"
+        frombuffer = np.frombuffer
         async for frame in frames:
-            if type(frame) is AudioFrame:
-                rate = frame.sample_rate
-                agent = frame.item_id != ""
-                stream = streams.get(agent)
-                if stream is not None and (
-                    stream.resampler.in_rate != rate or stream.item_id != frame.item_id
-                ):
-                    tail = stream.resampler.flush()
-                    if tail.size:
-                        yield stream.frame(tail)
-                    del streams[agent]
-                    stream = None
-                if rate == target:
-                    yield frame
-                    continue
-                where = f"resample input frame at pts {frame.pts:.3f} s"
-                samples = view(frame.pcm, where)
-                if frame.channels != 1:
-                    samples = mix_down(samples, frame.channels)
-                if stream is None:
-                    check_rate(rate, where)
-                    resampler = StreamResampler(rate, target, quality, dither)
-                    stream = streams[agent] = _Stream(resampler, frame.pts, frame.item_id)
-                out = stream.resampler.process(samples)
-                if out.size:
-                    yield stream.frame(out)
-            elif isinstance(frame, EndOfStream):
-                for stream in streams.values():
-                    tail = stream.resampler.flush()
-                    if tail.size:
-                        yield stream.frame(tail)
-                streams.clear()
+            if type(frame) is not AudioFrame:
+                if isinstance(frame, EndOfStream):
+                    for stream in streams.values():
+                        tail = stream.resampler.flush()
+                        if tail.size:
+                            yield stream.frame(tail)
+                    streams.clear()
+                elif isinstance(frame, Interrupt):
+                    streams.pop(True, None)  # the agent's unplayed audio is void
                 yield frame
+                continue
+            rate = frame.sample_rate
+            agent = frame.item_id != ""
+            stream = streams.get(agent)
+            if stream is not None and (
+                stream.resampler.in_rate != rate or stream.item_id != frame.item_id
+            ):
+                tail = stream.resampler.flush()
+                if tail.size:
+                    yield stream.frame(tail)
+                del streams[agent]
+                stream = None
+            if rate == target:
+                yield frame
+                continue
+            pcm = frame.pcm
+            if len(pcm) & 1 or frame.channels != 1:
+                samples = _checked(frame)
             else:
-                if isinstance(frame, Interrupt):
-                    streams.pop(True, None)
-                yield frame
+                samples = frombuffer(pcm, "<i2")
+            if stream is None:
+                check_rate(rate, f"resample input frame at pts {frame.pts:.3f} s")
+                resampler = StreamResampler(rate, target, quality, dither)
+                stream = streams[agent] = _Stream(resampler, frame.pts, frame.item_id)
+            out = stream.resampler.process(samples)
+            if out.size:
+                yield stream.frame(out)
+
+
+def _checked(frame: AudioFrame) -> np.ndarray:
+    """Mono int16 samples of an unusual frame (odd length raises, channels mixed down)."""
+    samples = view(frame.pcm, f"resample input frame at pts {frame.pts:.3f} s")
+    return mix_down(samples, frame.channels) if frame.channels != 1 else samples

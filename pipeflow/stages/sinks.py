@@ -1,4 +1,4 @@
-"""Sinks: WAV files, nothing, JSON-lines recordings, the speaker.
+"""Sinks: WAV files (``wav_sink``), nothing (``null``), JSON-lines recordings, the speaker.
 
 Every sink yields every frame it receives, so sinks chain. Audio sinks keep
 a playout clock (``pipeflow.audio.playout``): audio is released at its real
@@ -153,19 +153,20 @@ class AudioSink(Stage):
 
     async def _convert(self, frame: AudioFrame) -> bytes:
         """The frame's audio at the output rate (opening the output on first use)."""
-        where = f"{self.ctx.name} sink input frame at pts {frame.pts:.3f} s"
-        samples = view(frame.pcm, where)
-        if frame.channels != 1:
-            samples = mix_down(samples, frame.channels)
         rate = frame.sample_rate
+        if len(frame.pcm) & 1 or frame.channels != 1 or rate != self.rate:
+            where = f"{self.ctx.name} sink input frame at pts {frame.pts:.3f} s"
+            samples = view(frame.pcm, where)
+            if frame.channels != 1:
+                samples = mix_down(samples, frame.channels)
+            check_rate(rate, where)
         if self.rate is None:
-            self.rate = check_rate(rate, where)
+            self.rate = rate
         if self._playout is None:
             self._playout = Playout(self.rate)
             await self.open(self.rate)
         if rate == self.rate:
             return samples.tobytes() if frame.channels != 1 else frame.pcm
-        check_rate(rate, where)
         if self._resampler is None or self._resampler.in_rate != rate:
             self._resampler = StreamResampler(rate, self.rate)
         self._resampled_item = frame.item_id
@@ -251,7 +252,7 @@ class NullSink(AudioSink):
 
 
 class WavSinkOptions(AudioSinkOptions, kw_only=True, forbid_unknown_fields=True):
-    """Options of the ``wav`` sink."""
+    """Options of the ``wav_sink`` sink."""
 
     path: str
     """The WAV file to write (PCM16 mono at the output rate)."""

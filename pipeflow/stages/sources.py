@@ -41,23 +41,24 @@ __all__ = [
 _YIELD_EVERY = 50  # unpaced sources let other tasks run this often (frames)
 
 
-async def paced(frames: Iterator[Frame], speed: float, start_delay: float = 0.0) -> Frames:
+async def paced(frames: Iterator[Frame], speed: float, start: float | None = None) -> Frames:
     """Yield ``frames`` at ``speed`` times real time by their stream time.
 
-    Frame ``i`` leaves at ``start + pts / speed`` on the shared clock (audio
-    frames carry ``pts``; other frames keep the previous deadline). With
+    Frame ``i`` leaves at ``start + pts / speed`` on the shared clock
+    (``start`` defaults to now; frames without ``pts`` go at once). With
     ``speed`` 0 frames leave as fast as the consumer takes them.
     """
     clock = get_clock()
-    start = clock.now() + start_delay
-    if start_delay > 0:
-        await clock.sleep_until(start)
+    if start is None:
+        start = clock.now()
+    sleep_until = clock.sleep_until
+    if start > clock.now():  # a start delay holds even unpaced streams
+        await sleep_until(start)
     count = 0
     for frame in frames:
         if speed > 0:
             pts = getattr(frame, "pts", None)
-            if pts is not None:
-                await clock.sleep_until(start + pts / speed)
+            await sleep_until(start if pts is None else start + pts / speed)
         else:
             count += 1
             if count % _YIELD_EVERY == 0:
@@ -117,7 +118,7 @@ class WavSource(Stage):
         audio = read_wav(opts.path)
         slices = _slices(audio.samples, audio.sample_rate, opts.frame_ms, opts.loop)
         self.started_at = get_clock().now() + opts.start_delay_ms / 1000
-        async for frame in paced(slices, opts.speed, opts.start_delay_ms / 1000):
+        async for frame in paced(slices, opts.speed, self.started_at):
             yield frame
         yield EndOfStream()
 
