@@ -64,6 +64,16 @@ class Peer:
         self.received.append(event)
         return event
 
+    async def rest(self, ws: ServerConnection) -> None:
+        """Record every event until the client closes the connection."""
+        async for message in ws:
+            self.received.append(json.loads(message))
+
+    async def idle(self, ws: ServerConnection) -> None:
+        """A model that sets the session up and then only listens."""
+        await self.setup(ws)
+        await self.rest(ws)
+
     async def setup(self, ws: ServerConnection) -> dict[str, Any]:
         """Play the start of a session: session.created, then answer session.update."""
         await send(ws, {"type": "session.created", "session": {"type": "realtime"}})

@@ -76,12 +76,39 @@ class RealtimeTransport(Stage):
     name = "realtime"
     Options = RealtimeOptions
     accepts = (ToolResult, PlayoutPosition, Interrupt, TextInput, Say, TurnCommitted)
-    consumes = (AudioFrame, TurnCommitted, TextInput, Say, SpeechStarted, Interrupt,
-                ToolResult, PlayoutPosition)
-    produces = (SessionStarted, ResponseStarted, AudioFrame, Transcript, ToolCall, ResponseDone,
-                SpeechStarted, SpeechStopped, Interrupt, ErrorFrame, ModelEvent, Metric)
+    consumes = (
+        AudioFrame,
+        TurnCommitted,
+        TextInput,
+        Say,
+        SpeechStarted,
+        Interrupt,
+        ToolResult,
+        PlayoutPosition,
+    )
+    produces = (
+        SessionStarted,
+        ResponseStarted,
+        AudioFrame,
+        Transcript,
+        ToolCall,
+        ResponseDone,
+        SpeechStarted,
+        SpeechStopped,
+        Interrupt,
+        ErrorFrame,
+        ModelEvent,
+        Metric,
+    )
 
     def __init__(self, options: msgspec.Struct | None = None, /, **kwargs: Any) -> None:
+        if options is None:
+            # Keyword options may hold plain mappings (reconnect={...}), as in YAML.
+            try:
+                options = msgspec.convert(kwargs, RealtimeOptions)
+            except msgspec.ValidationError as exc:
+                raise ConfigError(f"stage realtime: {exc}") from None
+            kwargs = {}
         super().__init__(options, **kwargs)
         self.options: RealtimeOptions
         self.turns = TurnMachine()
@@ -97,6 +124,9 @@ class RealtimeTransport(Stage):
 
     def _reset_conversation(self) -> None:
         """Forget per-connection state (start, or after a reconnect)."""
+        # State as this loop has seen it (the protocol object runs ahead: the
+        # reader task decodes events before this loop handles them).
+        self._active: str | None = None  # the response in progress
         self._requested: str | None = None  # event id of a response.create not yet answered
         self._want_response: dict[str, Any] | bool | None = False
         self._muted = False  # drop audio of a cancelled response until it is done
@@ -210,9 +240,11 @@ class RealtimeTransport(Stage):
                     return
                 if self._ending and (self._idle() or frame is self._drain_deadline):
                     if frame is self._drain_deadline and not self._idle():
-                        yield self._error("the model's answer did not finish within "
-                                          f"drain_timeout_s={self.options.drain_timeout_s:g} s;"
-                                          " closing the session")
+                        yield self._error(
+                            "the model's answer did not finish within "
+                            f"drain_timeout_s={self.options.drain_timeout_s:g} s;"
+                            " closing the session"
+                        )
                     break
             self.turns.close()
             await self._close()
@@ -224,13 +256,14 @@ class RealtimeTransport(Stage):
             await self._close()
 
     def _idle(self) -> bool:
-        return not (self.turns.busy or self._calls or self._requested
-                    or (self.client is not None and self.client.protocol.active_response))
+        return not (self.turns.busy or self._calls or self._requested or self._active is not None)
 
-    def _error(self, message: str, *, fatal: bool = False, code: str = "",
-               event_id: str = "") -> ErrorFrame:
-        return ErrorFrame(stage=self.ctx.name, message=message, fatal=fatal, code=code,
-                          event_id=event_id)
+    def _error(
+        self, message: str, *, fatal: bool = False, code: str = "", event_id: str = ""
+    ) -> ErrorFrame:
+        return ErrorFrame(
+            stage=self.ctx.name, message=message, fatal=fatal, code=code, event_id=event_id
+        )
 
     # -- upstream and feedback frames -----------------------------------------------
 
@@ -248,8 +281,10 @@ class RealtimeTransport(Stage):
     def _rate_hint(self, rate: int) -> str:
         want = self.options.input_rate
         fmt = self.options.input_format
-        base = (f"stage {self.ctx.name}: the model takes {want} Hz audio ({fmt}) but got "
-                f"{rate} Hz audio")
+        base = (
+            f"stage {self.ctx.name}: the model takes {want} Hz audio ({fmt}) but got "
+            f"{rate} Hz audio"
+        )
         if any(st.name == "resample" for st in self.ctx.upstream_stages()):
             return base + f"; set the resample stage before it to rate: {want} (or leave it empty)"
         return base + f"; add a 'resample' stage (rate: {want}) before it"
@@ -272,11 +307,13 @@ class RealtimeTransport(Stage):
                 self._request()
             return (frame,)
         if isinstance(frame, Say):
-            self._request({
-                "instructions": "Say exactly the following text, word for word, and nothing "
-                                f"else: {frame.text}",
-                "metadata": {"say": frame.text[:512]},
-            })
+            self._request(
+                {
+                    "instructions": "Say exactly the following text, word for word, and nothing "
+                    f"else: {frame.text}",
+                    "metadata": {"say": frame.text[:512]},
+                }
+            )
             return (frame,)
         if isinstance(frame, SpeechStarted):
             return (*self._apply(self.turns.feed(Input.SPEECH_STARTED), "barge_in"), frame)
@@ -295,13 +332,14 @@ class RealtimeTransport(Stage):
             return ()
         return (frame,)
 
-    def _apply(self, actions: tuple[Action, ...], reason: str,
-               always: bool = False) -> tuple[Frame, ...]:
+    def _apply(
+        self, actions: tuple[Action, ...], reason: str, always: bool = False
+    ) -> tuple[Frame, ...]:
         """Carry out a transition's actions; returns the frames to yield."""
         assert self.client is not None
         proto = self.client.protocol
         out: tuple[Frame, ...] = ()
-        if Action.CANCEL in actions and proto.active_response:
+        if Action.CANCEL in actions and self._active is not None:
             proto.cancel_response()
             self._muted = True
         if Action.INTERRUPT in actions and (always or self._unplayed or self._muted):
@@ -316,7 +354,7 @@ class RealtimeTransport(Stage):
         self.turns.feed(Input.REQUESTED)
         if not deferred:
             self._asked_at = time.perf_counter()
-        if self._requested or proto.active_response:
+        if self._requested or self._active is not None:
             self._want_response = response if response is not None else True
             return
         self._next_request += 1
@@ -358,8 +396,11 @@ class RealtimeTransport(Stage):
             {"error": f"the tool {call.name!r} did not answer within {timeout:g} s"}
         ).decode()
         self.ctx.emit_nowait(
-            self._error(f"tool {call.name!r} (call {call.call_id}) did not answer within "
-                        f"{timeout:g} s; the model gets an error result", code="tool_timeout")
+            self._error(
+                f"tool {call.name!r} (call {call.call_id}) did not answer within "
+                f"{timeout:g} s; the model gets an error result",
+                code="tool_timeout",
+            )
         )
         self.ctx.emit_nowait(
             ToolResult(call_id=call.call_id, name=call.name, output=output, is_error=True)
@@ -399,8 +440,7 @@ class RealtimeTransport(Stage):
         if isinstance(event, ev.OutputAudioDelta):
             return self._on_audio(event)
         if isinstance(event, ev.OutputAudioTranscriptDelta | ev.OutputTextDelta):
-            return (Transcript(role="agent", text=event.delta, final=False,
-                               item_id=event.item_id),)
+            return (Transcript(role="agent", text=event.delta, final=False, item_id=event.item_id),)
         if isinstance(event, ev.OutputAudioTranscriptDone):
             return (Transcript(role="agent", text=event.transcript, item_id=event.item_id),)
         if isinstance(event, ev.OutputTextDone):
@@ -460,12 +500,17 @@ class RealtimeTransport(Stage):
         asked, self._asked_at = self._asked_at, None
         if asked is None:
             return (frame,)
-        metric = Metric(stage=self.ctx.name, name="commit_to_first_audio",
-                        value=time.perf_counter() - asked, unit="s")
+        metric = Metric(
+            stage=self.ctx.name,
+            name="commit_to_first_audio",
+            value=time.perf_counter() - asked,
+            unit="s",
+        )
         return (metric, frame)
 
     def _on_response_created(self, event: ev.ResponseCreated) -> tuple[Frame, ...]:
         self._requested = None
+        self._active = event.response.id or "response"
         self._muted = False
         self._calls_done = False
         self._seen_calls.clear()
@@ -475,6 +520,7 @@ class RealtimeTransport(Stage):
 
     def _on_response_done(self, event: ev.ResponseDone) -> tuple[Frame, ...]:
         response = event.response
+        self._active = None
         self._muted = False
         self._item_ms.clear()
         self.turns.feed(Input.RESPONSE_DONE)
@@ -494,9 +540,13 @@ class RealtimeTransport(Stage):
             self._requested = None  # that response will never come
             self.turns.feed(Input.RESPONSE_DONE)
         code = error.code or error.type
-        return (self._error(f"the model server reported an error ({error.type}): "
-                            f"{error.message}", code=code,
-                            event_id=error.event_id or event.event_id),)
+        return (
+            self._error(
+                f"the model server reported an error ({error.type}): {error.message}",
+                code=code,
+                event_id=error.event_id or event.event_id,
+            ),
+        )
 
     def _on_reconnected(self, event: Reconnected) -> tuple[Frame, ...]:
         lost = not self._idle()
@@ -505,10 +555,14 @@ class RealtimeTransport(Stage):
         self._timers.clear()
         self._reset_conversation()
         self._appended = False
-        out: list[Frame] = [self._error(
-            f"the connection to the model was lost ({event.reason}) and restored "
-            f"(attempt {event.attempt}); the session was set up again"
-            + ("; the answer in progress was lost" if lost else ""), code="reconnected")]
+        out: list[Frame] = [
+            self._error(
+                f"the connection to the model was lost ({event.reason}) and restored "
+                f"(attempt {event.attempt}); the session was set up again"
+                + ("; the answer in progress was lost" if lost else ""),
+                code="reconnected",
+            )
+        ]
         if lost:
             self.turns.feed(Input.RESPONSE_DONE)
             self.turns.feed(Input.INTERRUPT)
@@ -518,7 +572,7 @@ class RealtimeTransport(Stage):
     def _on_lost(self, event: _Lost) -> tuple[Frame, ...]:
         self.turns.fail()
         out: list[Frame] = []
-        if self.client is not None and self.client.protocol.active_response:
+        if self._active is not None:
             out.append(ResponseDone(status="failed"))
         out.append(self._error(event.message, fatal=True, code="connection_lost"))
         out.append(EndOfStream())
