@@ -128,9 +128,10 @@ class RealtimeTransport(Stage):
         # reader task decodes events before this loop handles them).
         self._active: str | None = None  # the response in progress
         self._requested: str | None = None  # event id of a response.create not yet answered
-        self._want_response: dict[str, Any] | bool | None = False
+        self._deferred: list[dict[str, Any] | None] = []  # requests made while busy
         self._muted = False  # drop audio of a cancelled response until it is done
-        self._asked_at: float | None = None
+        self._asked_at: float | None = None  # when the next answer was asked for
+        self._timing: float | None = None  # ...and for the response in progress
         self._unplayed: set[str] = set()
         self._item_ms: dict[str, float] = {}
         self._calls: dict[str, ToolCall] = {}
@@ -355,7 +356,8 @@ class RealtimeTransport(Stage):
         if not deferred:
             self._asked_at = time.perf_counter()
         if self._requested or self._active is not None:
-            self._want_response = response if response is not None else True
+            if response is not None or not self._deferred or self._deferred[-1] is not None:
+                self._deferred.append(response)  # plain requests made while busy merge
             return
         self._next_request += 1
         self._requested = f"pf_response_{self._next_request}"
@@ -497,7 +499,7 @@ class RealtimeTransport(Stage):
         self._item_ms[item_id] = pts + len(pcm) / (2 * rate)
         self._unplayed.add(item_id)
         frame = AudioFrame(pcm=pcm, sample_rate=rate, pts=pts, item_id=item_id)
-        asked, self._asked_at = self._asked_at, None
+        asked, self._timing = self._timing, None
         if asked is None:
             return (frame,)
         metric = Metric(
@@ -514,6 +516,7 @@ class RealtimeTransport(Stage):
         self._muted = False
         self._calls_done = False
         self._seen_calls.clear()
+        self._timing, self._asked_at = self._asked_at, None
         actions = self.turns.feed(Input.RESPONSE_STARTED)
         out = self._apply(actions, "barge_in")
         return (ResponseStarted(response_id=event.response.id), *out)
@@ -522,15 +525,15 @@ class RealtimeTransport(Stage):
         response = event.response
         self._active = None
         self._muted = False
+        self._timing = None
         self._item_ms.clear()
         self.turns.feed(Input.RESPONSE_DONE)
         if self._calls:
             self.turns.feed(Input.TOOL_PENDING)
             self._calls_done = True
             self._send_results()
-        elif self._want_response is not False:
-            want, self._want_response = self._want_response, False
-            self._request(want if isinstance(want, dict) else None, deferred=True)
+        elif self._deferred:
+            self._request(self._deferred.pop(0), deferred=True)
         usage = {k: v for k, v in (response.usage or {}).items() if type(v) is int}
         return (ResponseDone(response_id=response.id, status=response.status, usage=usage),)
 
