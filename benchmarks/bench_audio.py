@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import os
 import random
-import statistics
 import tempfile
 import time
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -88,7 +87,7 @@ async def stage_resample(frames: list[AudioFrame], rate_out: int) -> float:
 
 
 async def bench_resample(quick: bool) -> tuple[str, dict[str, Any]]:
-    rounds, seconds = (3, 4) if quick else (9, 20)
+    rounds, seconds = (5, 2) if quick else (15, 5)
     rows, data = [], {}
     for rate_in, rate_out in ((16000, 24000), (8000, 24000), (24000, 16000)):
         pcm = [c.tobytes() for c in chunks(speech(rate_in, seconds), rate_in)]
@@ -97,12 +96,13 @@ async def bench_resample(quick: bool) -> tuple[str, dict[str, Any]]:
         for _ in range(rounds):
             raw.append(raw_soxr(pcm, rate_in, rate_out) / len(pcm))
             staged.append(await stage_resample(frames, rate_out) / len(pcm))
-        r, s = statistics.median(raw) * 1e6, statistics.median(staged) * 1e6
+        # The fastest of many alternating rounds: other processes share this machine.
+        r, s = min(raw) * 1e6, min(staged) * 1e6
         key = f"{rate_in // 1000}k->{rate_out // 1000}k"
         rows.append([key, r, s, s / r])
         data[key] = {"raw_us": r, "stage_us": s, "ratio": s / r}
     body = (
-        "Per 20 ms frame, HQ, medians of alternating rounds (goal: stage within 1.2x raw soxr).\n\n"
+        "Per 20 ms frame, HQ, best of alternating rounds (goal: stage within 1.2x raw soxr).\n\n"
         + markdown_table(["conversion", "raw soxr µs", "resample stage µs", "ratio"], rows)
     )
     return body, data
@@ -186,16 +186,8 @@ class _Probe(Stage):
             yield frame
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 async def _trial(path: str, sessions: int, seconds: float) -> dict[str, float]:
     lateness: list[float] = []
-    gc.collect()
-    before = _rss()
-    peak = before
 
     ramp = 1.0  # calls arrive over a second, not all in one tick
     after = get_clock().now() + ramp + 0.2  # measure once every session runs
@@ -217,11 +209,7 @@ async def _trial(path: str, sessions: int, seconds: float) -> dict[str, float]:
 
     spread = random.Random(sessions)
     tasks = [asyncio.create_task(one(spread.uniform(0, ramp))) for _ in range(sessions)]
-    while not all(t.done() for t in tasks):
-        await asyncio.sleep(0.25)
-        peak = max(peak, _rss())
-    for task in tasks:
-        task.result()
+    await asyncio.gather(*tasks)
     lateness.sort()
     p99 = lateness[int(len(lateness) * 0.99)] if lateness else float("inf")
     return {
@@ -230,8 +218,27 @@ async def _trial(path: str, sessions: int, seconds: float) -> dict[str, float]:
         "p99_ms": p99 * 1000,
         "max_ms": lateness[-1] * 1000 if lateness else float("inf"),
         "frames": len(lateness),
-        "kib_per_session": (peak - before) / sessions / 1024,
     }
+
+
+async def _memory(path: str, sessions: int) -> float:
+    """KiB of Python and numpy heap per running session (tracemalloc, mid-call)."""
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+
+    async def one() -> None:
+        source = WavSource(path=path, speed=1.0)
+        await Pipeline([source, Resample(rate=24000), Vad(), NullSink(realtime=False)]).run()
+
+    tasks = [asyncio.create_task(one()) for _ in range(sessions)]
+    await asyncio.sleep(0.5)
+    used = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return used / sessions / 1024
 
 
 async def bench_sessions(quick: bool) -> tuple[str, dict[str, Any]]:
@@ -259,15 +266,9 @@ async def bench_sessions(quick: bool) -> tuple[str, dict[str, Any]]:
             trials.append(trial)
             low, high = (mid, high) if ok(trial) else (low, mid)
         best = low
+        kib = await _memory(path, 50 if quick else 200)
     rows = [
-        [
-            t["sessions"],
-            t["p50_ms"],
-            t["p99_ms"],
-            t["max_ms"],
-            t["kib_per_session"],
-            "yes" if ok(t) else "no",
-        ]
+        [t["sessions"], t["p50_ms"], t["p99_ms"], t["max_ms"], "yes" if ok(t) else "no"]
         for t in sorted(trials, key=lambda t: t["sessions"])
     ]
     body = (
@@ -279,12 +280,12 @@ async def bench_sessions(quick: bool) -> tuple[str, dict[str, Any]]:
         f"chunks; QQ/LQ do not), an algorithmic delay rather than lateness. Two probe stages "
         f"add two generator hops.\n\n"
         f"**Sessions per core with p99 lateness under 20 ms: {best}** "
-        "(goal: at least 300; later goal 1,000).\n\n"
-        + markdown_table(
-            ["sessions", "p50 ms", "p99 ms", "max ms", "KiB / session", "meets goal"], rows
-        )
+        "(goal: at least 300; later goal 1,000). "
+        f"**Memory per session: {kib:.0f} KiB** (tracemalloc, Python and numpy heap, "
+        "mid-call; the decoded WAV is shared through the read cache).\n\n"
+        + markdown_table(["sessions", "p50 ms", "p99 ms", "max ms", "meets goal"], rows)
     )
-    return body, {"sessions_per_core": best, "trials": trials}
+    return body, {"sessions_per_core": best, "kib_per_session": kib, "trials": trials}
 
 
 async def main(quick: bool) -> None:

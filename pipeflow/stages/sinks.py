@@ -54,11 +54,27 @@ class AudioSinkOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     """At end of stream, finish playing what is queued (false drops it)."""
 
 
+class _DuplexWhenRealtime:
+    """``is_duplex`` of audio sinks: a merged input only when playing in real time.
+
+    Without a playout clock nothing queues inside the sink, so an interrupt
+    has nothing to overtake, and the sink stays a plain generator hop (no
+    pump task per sink: this matters with thousands of sessions). On the
+    class (docs) it answers True.
+    """
+
+    def __get__(self, sink: AudioSink | None, cls: type) -> Any:
+        if sink is None:
+            return lambda: True
+        return lambda: bool(sink.options.realtime)
+
+
 class AudioSink(Stage):
     """Base of sinks with a playout clock; subclasses open, write and close the output."""
 
     Options = AudioSinkOptions
     duplex = True
+    is_duplex = _DuplexWhenRealtime()  # type: ignore[assignment]
     consumes = (AudioFrame, Interrupt, ResponseDone)
     produces = (Metric, PlayoutPosition)
 
