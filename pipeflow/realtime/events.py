@@ -501,6 +501,9 @@ SERVER_EVENT_TYPES: dict[str, type[ServerEvent]] = {
 """Server event name (GA and beta) -> struct."""
 
 _encoder = msgspec.json.Encoder()
+# What bad input can raise besides a validation error: malformed JSON, text
+# that is not UTF-8 (lone surrogates in a str), nesting deeper than the stack.
+_BAD_INPUT = (msgspec.DecodeError, UnicodeError, RecursionError)
 
 
 def _make_union(classes: list[type]) -> Any:
@@ -528,7 +531,7 @@ def _envelope(data: bytes | str, side: str) -> dict[str, Any]:
     """The event as a mapping, for events the typed decoder refused."""
     try:
         obj = _object_decoder.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except _BAD_INPUT as exc:
         raise ProtocolError(f"a {side} event is not a JSON object: {exc}") from None
     kind = obj.get("type")
     if not isinstance(kind, str):
@@ -550,7 +553,7 @@ def decode_server_event(data: bytes | str) -> ServerEvent | UnknownEvent:
         return _server_decoder.decode(data)
     except msgspec.ValidationError as exc:
         error: Exception = exc
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except _BAD_INPUT as exc:
         raise ProtocolError(f"a server event is not valid JSON: {exc}") from None
     obj = _envelope(data, "server")
     kind = obj["type"]
@@ -570,7 +573,7 @@ def decode_client_event(data: bytes | str) -> ClientEvent:
         return _client_decoder.decode(data)
     except msgspec.ValidationError as exc:
         error: Exception = exc
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except _BAD_INPUT as exc:
         raise ProtocolError(f"a client event is not valid JSON: {exc}") from None
     kind = _envelope(data, "client")["type"]
     if kind not in CLIENT_EVENT_TYPES:
