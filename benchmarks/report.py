@@ -17,12 +17,23 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["machine_info", "markdown_table", "write_section"]
+__all__ = ["machine_info", "markdown_table", "results_dir", "write_section"]
 
 HERE = Path(__file__).resolve().parent
-RESULTS_MD = HERE / "results.md"
-RESULTS_JSON = HERE / "results.json"
+RESULTS_DIR_ENV = "PIPEFLOW_RESULTS_DIR"
 PACKAGES = ("pipeflow", "numpy", "soxr", "msgspec", "websockets", "aiostream", "pipecat-ai")
+
+
+def results_dir() -> Path:
+    """Where results.md, results.json and plots go.
+
+    ``benchmarks/`` itself, unless ``PIPEFLOW_RESULTS_DIR`` names another
+    folder (tests use one, so they never overwrite the committed results).
+    """
+    override = os.environ.get(RESULTS_DIR_ENV)
+    path = Path(override) if override else HERE
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def machine_info() -> dict[str, Any]:
@@ -86,12 +97,14 @@ def write_section(key: str, title: str, body: str, command: str, data: Any = Non
         data: raw numbers stored under ``key`` in results.json.
     """
     info = machine_info()
+    results_md = results_dir() / "results.md"
+    results_json = results_dir() / "results.json"
     when = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = (
         f"<!-- begin {key} -->\n## {title}\n\n"
         f"Command: `{command}` ({when})\n\n{body.strip()}\n<!-- end {key} -->"
     )
-    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else ""
+    text = results_md.read_text() if results_md.exists() else ""
     header_end = text.find("<!-- begin ")
     sections = text[header_end:] if header_end >= 0 else ""
     pattern = re.compile(rf"<!-- begin {re.escape(key)} -->.*?<!-- end {re.escape(key)} -->", re.S)
@@ -99,13 +112,13 @@ def write_section(key: str, title: str, body: str, command: str, data: Any = Non
         sections = pattern.sub(lambda _: section, sections)
     else:
         sections = (sections.rstrip() + "\n\n" + section).strip()
-    RESULTS_MD.write_text(_header(info) + "\n" + sections + "\n")
+    results_md.write_text(_header(info) + "\n" + sections + "\n")
     store: dict[str, Any] = {}
-    if RESULTS_JSON.exists():
+    if results_json.exists():
         try:
-            store = json.loads(RESULTS_JSON.read_text())
+            store = json.loads(results_json.read_text())
         except ValueError:
             store = {}
     store["machine"] = info
     store[key] = {"when": when, "command": command, "data": data}
-    RESULTS_JSON.write_text(json.dumps(store, indent=2, sort_keys=True) + "\n")
+    results_json.write_text(json.dumps(store, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,215 @@
+"""Run the whole benchmark suite: ``python -m benchmarks [--quick] [--only NAME,...]``.
+
+Each benchmark module runs alone in a subprocess with its own time budget
+(so one that hangs or crashes cannot take the rest down) and writes its own
+section of ``results.md``/``results.json``. At the end a "Headline figures"
+section is put at the top of ``results.md``: each goal of the suite with the
+measured value and whether it was met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import markdown_table, results_dir, write_section
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# name -> (module, seconds allowed for a full run, for a --quick run)
+BENCHMARKS: dict[str, tuple[str, int, int]] = {
+    "pipeline": ("benchmarks.bench_pipeline", 90, 30),
+    "micro": ("benchmarks.bench_micro", 90, 30),
+    "audio": ("benchmarks.bench_audio", 120, 40),
+    "realtime": ("benchmarks.bench_realtime", 90, 40),
+    "latency": ("benchmarks.bench_latency", 90, 40),
+    "worker": ("benchmarks.bench_worker", 90, 40),
+    "scale": ("benchmarks.bench_scale", 260, 90),
+    "pipecat": ("benchmarks.bench_pipecat", 260, 120),
+}
+
+
+def run_one(name: str, quick: bool, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run one benchmark module in a subprocess within its time budget."""
+    module, full_s, quick_s = BENCHMARKS[name]
+    if importlib.util.find_spec(module) is None:
+        log(f"[{name}] skipped: {module} is not there yet")
+        return {"name": name, "status": "missing", "seconds": 0.0}
+    budget = quick_s if quick else full_s
+    command = [sys.executable, "-m", module, *(["--quick"] if quick else [])]
+    log(f"[{name}] {' '.join(command[1:])} (at most {budget} s)")
+    started = time.monotonic()
+    try:
+        done = subprocess.run(command, cwd=ROOT, timeout=budget, check=False)
+    except subprocess.TimeoutExpired:
+        log(f"[{name}] stopped after its {budget} s budget")
+        return {"name": name, "status": "timeout", "seconds": time.monotonic() - started}
+    took = time.monotonic() - started
+    status = "ok" if done.returncode == 0 else f"exit {done.returncode}"
+    log(f"[{name}] {status} in {took:.1f} s")
+    return {"name": name, "status": status, "seconds": took}
+
+
+# --- headline figures ------------------------------------------------------------------
+
+
+def _data(store: dict[str, Any], key: str) -> Any:
+    entry = store.get(key)
+    return entry.get("data") if isinstance(entry, dict) else None
+
+
+def _find(data: Any, *names: str) -> Any:
+    """The first value under any of ``names``, searched depth first."""
+    if isinstance(data, dict):
+        for name in names:
+            if name in data:
+                return data[name]
+        for value in data.values():
+            found = _find(value, *names)
+            if found is not None:
+                return found
+    elif isinstance(data, list):
+        for value in data:
+            found = _find(value, *names)
+            if found is not None:
+                return found
+    return None
+
+
+def headline_rows(store: dict[str, Any]) -> list[list[str]]:
+    """One row per goal: goal, measured value, met or not, section."""
+    rows: list[list[str]] = []
+
+    def add(goal: str, value: str, met: bool | None, where: str) -> None:
+        verdict = "not measured" if met is None else ("met" if met else "NOT met")
+        rows.append([goal, value, verdict, f"[{where}](#{_anchor(where)})"])
+
+    pipeline = _data(store, "pipeline")
+    if isinstance(pipeline, list) and pipeline:
+        ratios = [r["ratio"] for r in pipeline]
+        value = ", ".join(f"{r['ratio']:.2f}x at N={r['stages']}" for r in pipeline)
+        add("pass-through stage within 1.5x a bare async generator", value,
+            max(ratios) <= 1.5, "Pipeline runtime: pass-through stage vs bare async generator")
+    else:
+        add("pass-through stage within 1.5x a bare async generator", "-", None,
+            "Pipeline runtime: pass-through stage vs bare async generator")
+
+    ratio = _find(_data(store, "audio_resample"), "ratio")  # 16 -> 24 kHz comes first
+    add("resample stage within 1.2x raw soxr (16 -> 24 kHz)",
+        f"{ratio:.2f}x" if ratio is not None else "-", None if ratio is None else ratio <= 1.2,
+        "Audio: resample stage vs raw soxr")
+
+    added = _find(_data(store, "latency"), "added_p99_ms")
+    add("pipeflow adds under 1 ms p99 from end of speech to first audio (beyond VAD)",
+        f"{added:.3f} ms" if added is not None else "-",
+        None if added is None else added < 1.0, "Latency: end of speech to first agent audio")
+
+    pipecat = _data(store, "pipecat") or {}
+    scale = pipecat.get("scale") or {}
+    ours = (scale.get("pipeflow") or {}).get("sessions")
+    theirs = (scale.get("Pipecat 1.x defaults") or {}).get("sessions")
+    if ours and theirs:
+        add("at least 10x Pipecat's paced sessions per core (5 pass-through processors)",
+            f"{ours} vs {theirs} ({ours / theirs:.1f}x)", ours >= 10 * theirs,
+            "Side by side with Pipecat")
+    else:
+        add("at least 10x Pipecat's paced sessions per core (5 pass-through processors)",
+            f"{ours or '-'} vs {theirs or '-'}", None, "Side by side with Pipecat")
+
+    limits = (_data(store, "scale") or {}).get("limits") or {}
+    steps = (_data(store, "scale") or {}).get("steps") or {}
+    audio, bare = limits.get("audio"), limits.get("bare")
+    if audio is not None:
+        beat = f", hand-written chain {bare}" if bare is not None else ""
+        add("at least 1,000 sessions per core on wav -> resample -> vad -> null, beating the "
+            "hand-written chain", f"{audio}{beat}",
+            audio >= 1000 and (bare is None or audio > bare), "Sessions per core")
+    else:
+        add("at least 1,000 sessions per core on wav -> resample -> vad -> null", "-", None,
+            "Sessions per core")
+
+    def rss_at_limit(scenario: str) -> float | None:
+        ok = [s for s in steps.get(scenario, []) if s.get("ok")]
+        return ok[-1]["rss_per_session_kib"] if ok else None
+
+    passthrough, audio_rss = rss_at_limit("passthrough"), rss_at_limit("audio")
+    if passthrough is not None:
+        extra = f" (audio chain: {audio_rss:.0f} KiB)" if audio_rss is not None else ""
+        add("under 100 KiB per session (pass-through chain)", f"{passthrough:.1f} KiB{extra}",
+            passthrough < 100, "Sessions per core")
+    else:
+        add("under 100 KiB per session", "-", None, "Sessions per core")
+    return rows
+
+
+def _anchor(title: str) -> str:
+    """GitHub's anchor for a heading."""
+    slug = re.sub(r"[^\w\- ]", "", title.lower()).strip()
+    return slug.replace(" ", "-")
+
+
+def write_headline(command: str) -> str:
+    """Write the "Headline figures" section and move it to the top of results.md."""
+    out = results_dir()
+    try:
+        store = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        store = {}
+    rows = headline_rows(store)
+    table = markdown_table(["goal", "measured", "verdict", "details"], rows)
+    body = (
+        "Each goal of the suite with the figure measured in this run; every figure is a ratio "
+        "or a side-by-side taken in the same run, so it carries over between machines better "
+        "than an absolute timing.\n\n" + table
+    )
+    write_section("headline", "Headline figures", body, command, {"rows": rows})
+    md = out / "results.md"
+    text = md.read_text()
+    match = re.search(r"<!-- begin headline -->.*?<!-- end headline -->\n?", text, re.S)
+    first = text.find("<!-- begin ")
+    if match and first >= 0 and match.start() != first:
+        section = match.group(0).rstrip("\n") + "\n\n"
+        text = text[: match.start()] + text[match.end():]
+        text = text[:first] + section + text[first:]
+        md.write_text(re.sub(r"\n{3,}", "\n\n", text))
+    return table
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (CI)")
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated benchmarks among: {', '.join(BENCHMARKS)}"
+    )
+    args = parser.parse_args()
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(
+            f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}"
+        )
+    started = time.monotonic()
+    results = [run_one(name, args.quick) for name in names]
+    command = "python -m benchmarks" + (" --quick" if args.quick else "")
+    if args.only:
+        command += f" --only {args.only}"
+    print(write_headline(command))
+    print(f"results: {results_dir() / 'results.md'} ({time.monotonic() - started:.0f} s)")
+    failed = [r for r in results if r["status"] not in ("ok", "missing")]
+    for result in failed:
+        print(f"{result['name']}: {result['status']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

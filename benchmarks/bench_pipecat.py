@@ -1,0 +1,433 @@
+"""Side by side with Pipecat: the same pass-through pipeline, measured in one run.
+
+The pipeline is a source of 20 ms PCM16 frames, N = 1, 5 or 10 processors
+that pass every frame on, and a sink. Both frameworks run it in child
+processes of this one, alternating, on the same machine and core:
+
+- latency: one session at real-time pace; time from the source emitting a
+  frame to the sink receiving it (p50, p99);
+- flood: frames pushed as fast as they are taken; µs per frame per processor;
+- sessions per core: the step search of ``bench_scale`` (5 processors, one
+  pinned process, p99 lateness under 20 ms, no missing frame), with RSS per
+  session. Pipecat runs once with its defaults and once lean (RTVI, turn
+  tracking and the idle observer off).
+
+Pipecat lives in its own virtual environment (``.venv-bench``, made on first
+use with ``pip install -e '.[bench]'``) so it never touches pipeflow's.
+
+    python -m benchmarks.bench_pipecat [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks import bench_scale
+from benchmarks.report import markdown_table, write_section
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_VENV = ROOT / ".venv-bench"
+FRAME_S = 0.020
+PCM = bytes(640)  # 20 ms of 16 kHz PCM16 silence
+COUNTS = (1, 5, 10)
+
+
+def bench_python() -> Path:
+    """The interpreter of the bench venv, created (with pipecat-ai) on first use.
+
+    Raises:
+        RuntimeError: the venv cannot be created or pipecat cannot be installed.
+    """
+    python = BENCH_VENV / "bin" / "python"
+    if python.exists() and _has_pipecat(python):
+        return python
+    print(f"creating {BENCH_VENV} with pipecat-ai (first use)...", flush=True)
+    steps = [
+        [sys.executable, "-m", "venv", str(BENCH_VENV)],
+        [str(python), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[bench]"],
+    ]
+    for command in steps:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"setting up {BENCH_VENV} failed ({' '.join(command[:4])}...): "
+                f"{done.stderr.strip()[-400:]}"
+            )
+    return python
+
+
+def _has_pipecat(python: Path) -> bool:
+    done = subprocess.run(
+        [str(python), "-c", "import pipecat, uvloop"], capture_output=True, check=False
+    )
+    return done.returncode == 0
+
+
+# --- the pipecat side (runs inside .venv-bench) ---------------------------------------
+
+
+def _pipecat_parts(processors: int, lean: bool, on_audio: Any) -> Any:
+    """A PipelineWorker of ``processors`` pass-through processors and a recording sink."""
+    from pipecat.frames.frames import InputAudioRawFrame
+    from pipecat.pipeline.pipeline import Pipeline
+    from pipecat.pipeline.worker import PipelineWorker
+    from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+    class PassThrough(FrameProcessor):
+        async def process_frame(self, frame: Any, direction: FrameDirection) -> None:
+            await super().process_frame(frame, direction)
+            await self.push_frame(frame, direction)
+
+    class Sink(FrameProcessor):
+        async def process_frame(self, frame: Any, direction: FrameDirection) -> None:
+            await super().process_frame(frame, direction)
+            if isinstance(frame, InputAudioRawFrame):
+                on_audio(frame)
+            await self.push_frame(frame, direction)
+
+    pipeline = Pipeline([*(PassThrough() for _ in range(processors)), Sink()])
+    options: dict[str, Any] = {"cancel_on_idle_timeout": False}
+    if lean:
+        options.update(enable_rtvi=False, enable_turn_tracking=False, idle_timeout_secs=None)
+    return PipelineWorker(pipeline, **options)
+
+
+async def pipecat_session(
+    processors: int, frames: int, paced: bool, lean: bool, record: Any, schedule: bool = False
+) -> float:
+    """Run one Pipecat session; ``record(seconds)`` gets each frame's source-to-sink time.
+
+    With ``schedule`` the time is counted from when the frame was due (its
+    session's real-time schedule) rather than from when it was emitted.
+    Returns the seconds from the first frame queued to the last frame received.
+    """
+    from pipecat.frames.frames import EndFrame, InputAudioRawFrame
+    from pipecat.workers.runner import WorkerRunner
+
+    loop = asyncio.get_running_loop()
+    emitted: dict[int, float] = {}
+    last = [0.0]
+
+    def on_audio(frame: Any) -> None:
+        now = loop.time()
+        record(now - emitted.pop(id(frame), now))
+        last[0] = now
+
+    worker = _pipecat_parts(processors, lean, on_audio)
+    started = asyncio.Event()
+
+    @worker.event_handler("on_pipeline_started")
+    async def _started(_worker: Any, _frame: Any) -> None:
+        started.set()
+
+    runner = WorkerRunner(handle_sigint=False, check_dangling_tasks=False)
+    await runner.add_workers(worker)
+    run = asyncio.ensure_future(runner.run())
+    await started.wait()
+    begin = loop.time()
+    for i in range(frames):
+        if paced:
+            delay = begin + i * FRAME_S - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        frame = InputAudioRawFrame(audio=PCM, sample_rate=16000, num_channels=1)
+        emitted[id(frame)] = begin + i * FRAME_S if schedule else loop.time()
+        await worker.queue_frame(frame)
+    await worker.queue_frame(EndFrame())
+    await run
+    return last[0] - begin
+
+
+# --- the pipeflow side ------------------------------------------------------------------
+
+
+async def pipeflow_session(
+    processors: int, frames: int, paced: bool, record: Any, schedule: bool = False
+) -> float:
+    """Run one pipeflow session of ``processors`` PassThrough stages; as above."""
+    from pipeflow import Pipeline
+    from pipeflow.audio.clock import get_clock
+    from pipeflow.frames import AudioFrame
+    from pipeflow.stages.basic import PassThrough
+
+    clock = get_clock()
+    emitted: dict[int, float] = {}
+
+    async def source() -> Any:
+        begin = clock.now()
+        for i in range(frames):
+            if paced:
+                await clock.sleep_until(begin + i * FRAME_S)
+            frame = AudioFrame(pcm=PCM, sample_rate=16000, pts=i * FRAME_S)
+            emitted[id(frame)] = begin + i * FRAME_S if schedule else clock.now()
+            yield frame
+
+    pipeline = Pipeline([PassThrough() for _ in range(processors)])
+    begin = clock.now()
+    last = begin
+    async for frame in pipeline.stream(source()):
+        if type(frame) is AudioFrame:
+            last = clock.now()
+            record(last - emitted.pop(id(frame), last))
+    return last - begin
+
+
+# --- one measurement, in a child process ----------------------------------------------
+
+
+async def _measure(side: str, what: str, processors: int, frames: int, lean: bool) -> dict:
+    samples: list[float] = []
+    if side == "pipecat":
+        took = await pipecat_session(processors, frames, what == "latency", lean, samples.append)
+    else:
+        took = await pipeflow_session(processors, frames, what == "latency", samples.append)
+    ordered = sorted(samples)
+
+    def pct(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e6 if ordered else 0.0
+
+    return {
+        "side": side, "what": what, "processors": processors, "frames": len(samples),
+        "p50_us": pct(0.50), "p99_us": pct(0.99), "seconds": took,
+    }
+
+
+async def _scale_step(side: str, n: int, seconds: float, lean: bool) -> dict[str, Any]:
+    """N paced sessions of 5 pass-through processors, as ``bench_scale`` measures them."""
+    frames = round(seconds / FRAME_S)
+    late: list[list[float]] = [[] for _ in range(n)]
+    gc.collect()
+    rss0 = bench_scale.rss_bytes()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    tasks = []
+    for i in range(n):
+        delay = started + bench_scale.RAMP_S * i / n - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if side == "pipecat":
+            coro = pipecat_session(5, frames, True, lean, late[i].append, schedule=True)
+        else:
+            coro = pipeflow_session(5, frames, True, late[i].append, schedule=True)
+        tasks.append(asyncio.ensure_future(coro))
+    await asyncio.sleep(max(0.0, started + bench_scale.RAMP_S + min(1.0, seconds / 2)
+                            - loop.time()))
+    rss_running = bench_scale.rss_bytes()
+    deadline = started + bench_scale.RAMP_S + seconds + 1.0
+    _done, pending = await asyncio.wait(tasks, timeout=max(0.1, deadline - loop.time()))
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    values = sorted(v * 1000 for row in late for v in row)
+    missing = sum(frames - len(row) for row in late)
+
+    def pct(q: float) -> float:
+        return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+    return {
+        "scenario": f"{side}{'-lean' if lean else ''}", "sessions": n, "frames": len(values),
+        "missing": missing, "p50_ms": pct(0.5), "p99_ms": pct(0.99),
+        "max_ms": values[-1] if values else float("nan"),
+        "rss_per_session_kib": (rss_running - rss0) / n / 1024, "unfinished": len(pending),
+    }
+
+
+def child(args: argparse.Namespace) -> None:
+    """Entry of one measurement: pin to one core, run, print a JSON line."""
+    import logging
+
+    logging.disable(logging.WARNING)
+    try:
+        from loguru import logger  # pipecat logs every session start at DEBUG
+
+        logger.remove()
+    except ImportError:
+        pass
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {args.core if args.core in cpus else cpus[-1]})
+    if args.what == "scale":
+        result = asyncio.run(_scale_step(args.side, args.sessions, args.seconds, args.lean))
+    else:
+        result = asyncio.run(
+            _measure(args.side, args.what, args.processors, args.frames, args.lean)
+        )
+    print(json.dumps(result))
+
+
+# --- the parent --------------------------------------------------------------------------
+
+
+def _run_child(python: Path, extra: list[str], timeout: float) -> dict[str, Any]:
+    command = [str(python), "-m", "benchmarks.bench_pipecat", "--child", *extra]
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, check=False, cwd=ROOT
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": "timed out"}
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        return {"error": tail[0]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--no-scale", action="store_true", help="skip sessions per core")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--side", default="pipeflow", help=argparse.SUPPRESS)
+    parser.add_argument("--what", default="latency", help=argparse.SUPPRESS)
+    parser.add_argument("--processors", type=int, default=5, help=argparse.SUPPRESS)
+    parser.add_argument("--frames", type=int, default=250, help=argparse.SUPPRESS)
+    parser.add_argument("--sessions", type=int, default=10, help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=3.0, help=argparse.SUPPRESS)
+    parser.add_argument("--lean", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--core", type=int, default=-1, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    try:
+        pipecat_python = bench_python()
+    except RuntimeError as exc:
+        print(f"Pipecat side skipped: {exc}", file=sys.stderr)
+        body = f"Not measured: {exc}"
+        command = "python -m benchmarks.bench_pipecat"
+        write_section("pipecat", "Side by side with Pipecat", body, command)
+        return
+    ours = Path(sys.executable)
+    core = sorted(os.sched_getaffinity(0))[-1]
+    paced_frames, flood_frames, rounds = (50, 500, 1) if args.quick else (250, 5000, 3)
+    sides = (("pipeflow", ours, False), ("pipecat", pipecat_python, False))
+    latency: dict[tuple[str, int], list[dict]] = {}
+    flood: dict[tuple[str, int], list[dict]] = {}
+    for _ in range(rounds):
+        for n in COUNTS:
+            for side, python, lean in sides:
+                common = ["--side", side, "--processors", str(n), "--core", str(core)]
+                if lean:
+                    common.append("--lean")
+                latency.setdefault((side, n), []).append(_run_child(
+                    python, [*common, "--what", "latency", "--frames", str(paced_frames)], 120
+                ))
+                flood.setdefault((side, n), []).append(_run_child(
+                    python, [*common, "--what", "flood", "--frames", str(flood_frames)], 120
+                ))
+                print(f"  {side:<8} N={n:<2} latency p50 "
+                      f"{latency[(side, n)][-1].get('p50_us', float('nan')):8.1f} µs  flood "
+                      f"{flood[(side, n)][-1].get('seconds', float('nan')):.3f} s", flush=True)
+    rows, data_rows = [], []
+    for n in COUNTS:
+        row: dict[str, Any] = {"processors": n}
+        for side, _python, _lean in sides:
+            runs = [r for r in latency[(side, n)] if "p50_us" in r]
+            floods = [r for r in flood[(side, n)] if "seconds" in r and r["frames"]]
+            row[f"{side}_p50_us"] = statistics.median(r["p50_us"] for r in runs) if runs else None
+            row[f"{side}_p99_us"] = statistics.median(r["p99_us"] for r in runs) if runs else None
+            row[f"{side}_flood_us"] = (
+                statistics.median(r["seconds"] / r["frames"] / n * 1e6 for r in floods)
+                if floods else None
+            )
+        data_rows.append(row)
+
+        def fmt(value: Any) -> Any:
+            return "-" if value is None else value
+
+        ratio = (row["pipecat_flood_us"] / row["pipeflow_flood_us"]
+                 if row["pipecat_flood_us"] and row["pipeflow_flood_us"] else None)
+        rows.append([
+            n, fmt(row["pipeflow_p50_us"]), fmt(row["pipeflow_p99_us"]),
+            fmt(row["pipecat_p50_us"]), fmt(row["pipecat_p99_us"]),
+            fmt(row["pipeflow_flood_us"]), fmt(row["pipecat_flood_us"]),
+            f"{ratio:.0f}x" if ratio else "-",
+        ])
+    table = markdown_table(
+        ["processors", "pipeflow p50 µs", "pipeflow p99 µs", "Pipecat p50 µs", "Pipecat p99 µs",
+         "pipeflow flood µs/frame/proc", "Pipecat flood µs/frame/proc", "flood ratio"],
+        rows,
+    )
+    scale_rows: list[list[Any]] = []
+    limits: dict[str, Any] = {}
+    if not args.no_scale:
+        seconds = 1.0 if args.quick else 3.0
+        budget = 20.0 if args.quick else 60.0
+        configs = (
+            ("pipeflow", ours, False, "pipeflow"),
+            ("pipecat", pipecat_python, False, "Pipecat 1.x defaults"),
+            ("pipecat", pipecat_python, True, "Pipecat, RTVI/turn tracking/idle off"),
+        )
+        for side, python, lean, label in configs:
+            print(f"sessions per core: {label}", flush=True)
+
+            def step(n: int, python: Path = python, side: str = side, lean: bool = lean) -> dict:
+                extra = ["--side", side, "--what", "scale", "--sessions", str(n),
+                         "--seconds", str(seconds), "--core", str(core)]
+                if lean:
+                    extra.append("--lean")
+                result = _run_child(python, extra, 60 + seconds + n / 50)
+                result.setdefault("sessions", n)
+                result["ok"] = (
+                    "error" not in result and result["p99_ms"] < bench_scale.LATENESS_LIMIT_MS
+                    and result["missing"] == 0 and result["unfinished"] == 0
+                )
+                return result
+
+            limit, steps = bench_scale.search(
+                step, budget, start=10, growth=5 if args.quick else 1.6,
+                bisect=0 if args.quick else 2, label=label,
+            )
+            best = next((s for s in steps if s["ok"] and s["sessions"] == limit), {})
+            limits[label] = {"sessions": limit, "steps": steps}
+            scale_rows.append([label, limit, best.get("p99_ms", "-"),
+                               best.get("rss_per_session_kib", "-")])
+        ours_limit = limits["pipeflow"]["sessions"]
+        theirs = limits["Pipecat 1.x defaults"]["sessions"]
+        lean_limit = limits["Pipecat, RTVI/turn tracking/idle off"]["sessions"]
+        scale_table = markdown_table(
+            ["5 pass-through processors", "paced sessions per core", "p99 lateness (ms)",
+             "RSS per session (KiB)"],
+            scale_rows,
+        )
+        ratio_text = (
+            f"pipeflow holds {ours_limit / theirs:.1f}x Pipecat's sessions per core with its "
+            f"defaults and {ours_limit / lean_limit:.1f}x the lean configuration."
+            if theirs and lean_limit else "Pipecat held no step."
+        )
+    else:
+        scale_table, ratio_text = "", "Sessions per core not run (--no-scale)."
+    show = "import importlib.metadata as m; print(m.version('pipecat-ai'))"
+    versions = subprocess.run(
+        [str(pipecat_python), "-c", show],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()
+    body = (
+        f"Pipecat {versions} in .venv-bench, pipeflow from this tree; each measurement is a "
+        f"child process pinned to one core, the two frameworks alternating, {rounds} round(s), "
+        "medians. Frames are 20 ms of 16 kHz PCM16 (pipeflow `AudioFrame`, Pipecat "
+        f"`InputAudioRawFrame`, what an input transport emits). Latency: one session paced in "
+        f"real time ({paced_frames} frames), source to sink. Flood: {flood_frames} frames "
+        "pushed as fast as taken.\n\n"
+        f"{table}\n\nSessions per core (as in the scale section: one core, sessions arriving "
+        "over 1 s, p99 lateness under 20 ms, no missing frame):\n\n"
+        f"{scale_table}\n\n{ratio_text}\nGoal: at least 10x Pipecat's paced sessions per core "
+        "on the same pass-through pipeline; under 100 KiB per session."
+    )
+    command = "python -m benchmarks.bench_pipecat" + (" --quick" if args.quick else "")
+    data = {"latency_flood": data_rows, "scale": limits, "pipecat_version": versions}
+    write_section("pipecat", "Side by side with Pipecat", body, command, data)
+    print(table)
+    print(scale_table)
+
+
+if __name__ == "__main__":
+    main()
