@@ -295,3 +295,29 @@ async def test_sending_waits_while_the_peer_does_not_read() -> None:
         assert not done, "flush returned although the peer read nothing"
         reading.set()
         assert await asyncio.wait_for(flush, 30) == 400
+
+
+async def test_close_while_reconnecting_ends_the_events_quietly() -> None:
+    second = asyncio.Event()
+    closed = asyncio.Event()
+
+    async def handler(peer: Peer, ws: ServerConnection) -> None:
+        if peer.connections == 1:
+            await peer.setup(ws)
+            await ws.close()
+            return
+        second.set()
+        await closed.wait()  # the client gives up while this setup is in flight
+        await peer.idle(ws)
+
+    async with Peer(handler) as peer:
+        client = RealtimeClient(options(peer.url, reconnect=ReconnectOptions(attempts=3,
+                                                                             backoff_s=0)))
+        await client.connect()
+        reader = asyncio.ensure_future(collect(client, 100))
+        await second.wait()
+        await client.close()
+        closed.set()
+        events = await asyncio.wait_for(reader, 5)
+    assert [type(e) for e in events] == [ev.SessionCreated, ev.SessionUpdated]
+    assert not client.connected and client.reconnects == 0

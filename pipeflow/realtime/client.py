@@ -186,6 +186,9 @@ class RealtimeClient:
                 ``connect_timeout_s``.
         """
         self._closing = False
+        await self._connect()
+
+    async def _connect(self) -> None:
         ws = await self._open()
         try:
             await asyncio.wait_for(self._setup(ws), self.options.connect_timeout_s)
@@ -232,8 +235,12 @@ class RealtimeClient:
                 return True
         return False
 
-    async def _reconnect(self, reason: str) -> Reconnected:
-        """Reconnect with exponential backoff; raises RemoteError when out of attempts."""
+    async def _reconnect(self, reason: str) -> Reconnected | None:
+        """Reconnect with exponential backoff.
+
+        Returns ``None`` when ``close()`` was called meanwhile; raises
+        RemoteError when out of attempts.
+        """
         settings = self.options.reconnect
         delay = settings.backoff_s
         last = reason
@@ -241,16 +248,23 @@ class RealtimeClient:
             if delay:
                 await asyncio.sleep(delay)
             delay = min(max(delay * 2, 0.05), settings.backoff_max_s)
+            if self._closing:
+                break
             try:
-                await self.connect()
+                await self._connect()
             except RemoteError as exc:
                 last = str(exc)
                 log.warning("reconnect attempt %d/%d failed: %s", attempt, settings.attempts,
                             last)
                 continue
+            if self._closing:  # closed while reconnecting: do not leave a socket open
+                await self.close()
+                break
             self.reconnects += 1
             log.info("reconnected to the Realtime server after: %s", reason)
             return Reconnected(attempt=attempt, reason=reason)
+        if self._closing:
+            return None
         raise RemoteError(
             f"lost the connection to the Realtime server at {self.url} ({reason})"
             + (f" and {settings.attempts} reconnect attempt(s) failed: {last}"
@@ -330,7 +344,10 @@ class RealtimeClient:
                 if self._closing:
                     return
                 self._ws = None
-                yield await self._reconnect(_close_reason(exc))
+                marker = await self._reconnect(_close_reason(exc))
+                if marker is None:
+                    return
+                yield marker
                 continue
             for event in self._receive(message):
                 yield event
