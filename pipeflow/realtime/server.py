@@ -1,0 +1,255 @@
+"""The local Realtime server: a scripted, offline stand-in for the OpenAI Realtime API.
+
+It serves the Realtime WebSocket protocol (GA event names by default, beta
+names for a client that sends ``OpenAI-Beta: realtime=v1``, connects with
+``?shape=beta`` or sends a beta-shaped ``session.update``) at
+``ws://HOST:PORT/v1/realtime``. Each connection is one ``ServerSession``
+(``pipeflow.realtime.server_session``), a pure object; this module only moves
+its bytes and sleeps until its next event is due. Use it in tests, in demos
+(``pipeflow realtime-server``) and as the ``realtime`` stage's default when
+no API key is set::
+
+    async with LocalRealtimeServer(script="pipelines/scripts/demo.yaml") as server:
+        client = AsyncOpenAI(api_key="unused", websocket_base_url=server.base_url)
+        async with client.realtime.connect(model="gpt-realtime") as conn:
+            ...
+
+With ``api_key`` set, connections must send ``Authorization: Bearer KEY``
+(else HTTP 401), like the real API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+import msgspec
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from pipeflow.errors import LocalError
+from pipeflow.realtime.script import DEFAULT_SCRIPT, Script, load_script
+from pipeflow.realtime.server_faults import FaultBudget, Faults
+from pipeflow.realtime.server_session import ServerOptions, ServerSession
+from pipeflow.realtime.voice import Speaker, Transcriber
+
+__all__ = ["PATH", "LocalRealtimeServer"]
+
+log = logging.getLogger("pipeflow.realtime.server")
+
+PATH = "/v1/realtime"
+"""The endpoint path, as on the OpenAI API."""
+
+_MAX_MESSAGE = 16 * 1024 * 1024
+
+
+def _error_body(message: str, code: str, kind: str = "invalid_request_error") -> str:
+    body = {"error": {"message": message, "type": kind, "code": code, "param": None}}
+    return msgspec.json.encode(body).decode() + "\n"
+
+
+class LocalRealtimeServer:
+    """A Realtime-compatible WebSocket server that plays a script.
+
+    Args:
+        script: a ``Script``, a path to a script YAML file, or None for the
+            built-in default.
+        host: address to listen on.
+        port: TCP port (0 picks a free one; read it back from ``port``/``url``).
+        first_audio_delay_ms: delay before each response's first audio
+            (overrides the script's).
+        speed: audio pacing, 1 real time, 0 none (overrides the script's).
+        api_key: when set, the bearer key every connection must send.
+        faults: faults to inject (overrides ``options.faults``).
+        options: the rest (chunk size, speech engine, server VAD).
+        transcriber: turns committed user audio into words.
+
+    Raises:
+        ConfigError: the script file is missing or invalid.
+    """
+
+    def __init__(
+        self,
+        script: Script | str | Path | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        first_audio_delay_ms: int | None = None,
+        speed: float | None = None,
+        api_key: str | None = None,
+        faults: Faults | None = None,
+        options: ServerOptions | None = None,
+        transcriber: Transcriber | None = None,
+    ) -> None:
+        if script is None:
+            self.script = DEFAULT_SCRIPT
+        elif isinstance(script, Script):
+            self.script = script
+        else:
+            self.script = load_script(script)
+        opts = options or ServerOptions()
+        changes: dict[str, Any] = {}
+        if first_audio_delay_ms is not None:
+            changes["first_audio_delay_ms"] = first_audio_delay_ms
+        if speed is not None:
+            changes["speed"] = speed
+        if faults is not None:
+            changes["faults"] = faults
+        self.options = msgspec.structs.replace(opts, **changes)
+        self.host = host
+        self.port = port
+        self.api_key = api_key
+        self.transcriber = transcriber
+        self.sessions: list[ServerSession] = []
+        """Every connection's session, oldest first (for tests and diagnostics)."""
+        self.refused = 0
+        """Connection attempts refused (bad path, key or an injected fault)."""
+        self.budget = FaultBudget(self.options.faults)
+        self._speaker: Speaker | None = None
+        self._server: Server | None = None
+        self._refusals_left = self.options.faults.refuse_connections
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``ws://HOST:PORT/v1/realtime``: the Realtime URL clients connect to."""
+        return f"ws://{self.host}:{self.port}{PATH}"
+
+    @property
+    def base_url(self) -> str:
+        """``ws://HOST:PORT/v1``: the ``websocket_base_url`` of the openai SDK."""
+        return f"ws://{self.host}:{self.port}/v1"
+
+    async def start(self) -> None:
+        """Listen; ``port`` holds the real port afterwards.
+
+        Raises:
+            LocalError: the address cannot be bound.
+        """
+        script = self.script
+        speech = self.options.speech
+        self._speaker = await asyncio.to_thread(
+            Speaker, script.voice, script.words_per_minute, speech
+        )
+        try:
+            self._server = await serve(
+                self._handle, self.host, self.port, process_request=self._check,
+                compression=None, max_size=_MAX_MESSAGE, close_timeout=2,
+            )
+        except OSError as exc:
+            raise LocalError(
+                f"the local Realtime server cannot listen on {self.host}:{self.port}: {exc}"
+            ) from exc
+        self.port = next(iter(self._server.sockets)).getsockname()[1]
+        log.info("local Realtime server listening on %s (script %s)", self.url,
+                 script.source or "<built-in>")
+
+    async def close(self) -> None:
+        """Stop listening and close every connection (idempotent)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+
+    async def serve_forever(self) -> None:
+        """Serve until cancelled (the CLI's main loop)."""
+        if self._server is None:
+            await self.start()
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    async def __aenter__(self) -> LocalRealtimeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- connections -------------------------------------------------------------------
+
+    def _check(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Refuse a wrong path, a missing or wrong key, or an injected refusal."""
+        path = urlsplit(request.path).path.rstrip("/")
+        if path != PATH:
+            self.refused += 1
+            return connection.respond(404, _error_body(
+                f"No Realtime endpoint at {path or '/'}; connect to {PATH}.", "not_found"))
+        if self.api_key is not None:
+            sent = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(sent.encode(), f"Bearer {self.api_key}".encode()):
+                self.refused += 1
+                return connection.respond(401, _error_body(
+                    "Incorrect or missing API key: send 'Authorization: Bearer KEY' with the "
+                    "key the local Realtime server was started with.", "invalid_api_key"))
+        if self._refusals_left > 0:
+            self._refusals_left -= 1
+            self.refused += 1
+            return connection.respond(503, _error_body(
+                "The server is overloaded (injected fault); try again.", "server_overloaded",
+                "server_error"))
+        return None
+
+    def _session_for(self, request: Request) -> ServerSession:
+        query = parse_qs(urlsplit(request.path).query)
+        beta = "realtime=v1" in request.headers.get("OpenAI-Beta", "")
+        shape: Literal["ga", "beta"] = (
+            "beta" if beta or query.get("shape", [""])[0] == "beta" else "ga"
+        )
+        model = query.get("model", ["gpt-realtime"])[0]
+        return ServerSession(
+            self.script, self.options, shape=shape, model=model, number=len(self.sessions) + 1,
+            budget=self.budget, transcriber=self.transcriber, speaker=self._speaker,
+        )
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        """One connection: read client events; a writer task sends what is due."""
+        loop = asyncio.get_running_loop()
+        assert ws.request is not None
+        session = self._session_for(ws.request)
+        self.sessions.append(session)
+        session.start(loop.time())
+        wake = asyncio.Event()
+        writer = asyncio.create_task(self._write(ws, session, wake))
+        try:
+            async for message in ws:
+                session.receive_data(message, loop.time())
+                wake.set()
+        except ConnectionClosed:
+            pass
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    async def _write(self, ws: ServerConnection, session: ServerSession,
+                     wake: asyncio.Event) -> None:
+        """Send each event when it is due; waits while the client does not read."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                wake.clear()
+                for data in session.data_to_send(loop.time()):
+                    await ws.send(data, text=True)
+                if session.close is not None:
+                    close = session.close
+                    if close.abort:
+                        ws.transport.abort()
+                    else:
+                        await ws.close(close.code, close.reason)
+                    return
+                deadline = session.next_deadline()
+                if deadline is None:
+                    await wake.wait()
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(deadline):
+                        await wake.wait()
+        except ConnectionClosed:
+            return

@@ -1,0 +1,657 @@
+"""One connection of the local Realtime server, as a pure state object.
+
+``ServerSession`` is the server side of the Realtime protocol with no I/O:
+client messages go in through ``receive_data(data, now)``, encoded server
+events come out of ``data_to_send(now)`` once they are due, and
+``next_deadline()`` says when the next one will be. Time is passed in, so
+pacing, first-audio delay, cancellation and faults are tested with no
+sleeps; the websockets shell (``pipeflow.realtime.server``) only moves bytes
+and sleeps until the next deadline.
+
+A response is planned whole when it starts: its events are put on a
+schedule with their due times (audio deltas at real-time pacing after the
+first-audio delay). ``response.cancel`` and a barge-in remove what is not
+sent yet and answer ``response.done`` with status ``cancelled``.
+
+The model is a script (``pipeflow.realtime.script``); speech is espeak-ng
+(``pipeflow.audio.tts``); server VAD is the project's ``Segmenter``.
+Wire format: the OpenAI Realtime API, GA names by default, beta names when
+the connection or the client's ``session.update`` is beta.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
+import numpy as np
+
+from pipeflow.audio import g711
+from pipeflow.audio.resampler import resample
+from pipeflow.audio.vad import Segmenter, VadOptions
+from pipeflow.errors import ProtocolError
+from pipeflow.frames import SpeechStarted, SpeechStopped
+from pipeflow.realtime import events as ev
+from pipeflow.realtime.script import DEFAULT_SCRIPT, Script, Step, render
+from pipeflow.realtime.server_config import (
+    ClientError,
+    ServerConfig,
+    Shape,
+    apply_update,
+    detect_shape,
+    session_object,
+)
+from pipeflow.realtime.server_faults import Close, FaultBudget, Faults
+from pipeflow.realtime.voice import Speaker, Transcriber
+
+__all__ = ["Close", "FaultBudget", "Faults", "ServerOptions", "ServerSession"]
+
+RATES = {"pcm16": 24000, "g711_ulaw": 8000, "g711_alaw": 8000}
+_ENCODE = {"g711_ulaw": g711.ulaw_encode, "g711_alaw": g711.alaw_encode}
+_DECODE = {"g711_ulaw": g711.ulaw_decode, "g711_alaw": g711.alaw_decode}
+_WORDS = re.compile(r"\S+\s*")
+
+_NAMES: dict[str, dict[Shape, type[ev.ServerEvent]]] = {
+    "audio": {"ga": ev.OutputAudioDelta, "beta": ev.OutputAudioDeltaBeta},
+    "audio_done": {"ga": ev.OutputAudioDone, "beta": ev.OutputAudioDoneBeta},
+    "transcript": {"ga": ev.OutputAudioTranscriptDelta, "beta": ev.OutputAudioTranscriptDeltaBeta},
+    "transcript_done": {"ga": ev.OutputAudioTranscriptDone,
+                        "beta": ev.OutputAudioTranscriptDoneBeta},
+    "text": {"ga": ev.OutputTextDelta, "beta": ev.OutputTextDeltaBeta},
+    "text_done": {"ga": ev.OutputTextDone, "beta": ev.OutputTextDoneBeta},
+}
+
+
+class ServerOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """How the local Realtime server plays its script."""
+
+    first_audio_delay_ms: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    """Delay before the first audio of each response; empty: the script's."""
+    speed: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    """Audio pacing (1 real time, 0 none); empty: the script's."""
+    chunk_ms: Annotated[int, msgspec.Meta(ge=5, le=1000)] = 40
+    """Audio per output audio delta event."""
+    speech: Literal["espeak", "tones"] = "espeak"
+    """Reply voice: espeak-ng speech, or one tone per word."""
+    vad: VadOptions = msgspec.field(default_factory=VadOptions)
+    """Server VAD settings (session turn_detection silence_duration_ms and
+    prefix_padding_ms override min_silence_ms and preroll_ms)."""
+    faults: Faults = msgspec.field(default_factory=Faults)
+    """Faults to inject, for tests of clients."""
+
+
+class _Entry(msgspec.Struct, order=False):
+    """A scheduled server event: its encoding and what sending it means."""
+
+    data: bytes
+    response: str = ""
+    mark: str = ""  # created | delta | added | done | response_done | error
+    item: str = ""
+    ms: float = 0.0
+
+
+class _Response(msgspec.Struct, kw_only=True):
+    id: str
+    created_sent: bool = False
+    deltas: int = 0
+    open: set[str] = msgspec.field(default_factory=set)
+    items: list[ev.Item] = msgspec.field(default_factory=list)
+
+
+class _UserInput(msgspec.Struct):
+    words: str
+    turn: int | None
+
+
+class ServerSession:
+    """The server side of one Realtime connection; no I/O, time passed in.
+
+    Args:
+        script: what the model says and does.
+        options: pacing, speech, VAD and faults.
+        shape: the wire shape to start with (``ga`` or ``beta``).
+        model: the model name reported in the session.
+        number: this session's number on its server (part of every id).
+        budget: fault counters shared by a server's sessions.
+        transcriber: turns committed audio into words (else the script's ``user`` text).
+        speaker: speech synthesis (one shared cache per process by default).
+
+    Attributes:
+        received: every client event decoded, in order (for tests).
+        transcripts: the user transcript of each committed input.
+        truncated: item id -> ``audio_end_ms`` of each truncation.
+        cancelled: ids of cancelled responses.
+        close: set when the connection must close (a fault); nothing more is sent.
+    """
+
+    def __init__(
+        self,
+        script: Script | None = None,
+        options: ServerOptions | None = None,
+        *,
+        shape: Shape = "ga",
+        model: str = "gpt-realtime",
+        number: int = 1,
+        budget: FaultBudget | None = None,
+        transcriber: Transcriber | None = None,
+        speaker: Speaker | None = None,
+    ) -> None:
+        self.script = script or DEFAULT_SCRIPT
+        self.options = options or ServerOptions()
+        self.shape: Shape = shape
+        self.config = ServerConfig(model=model)
+        self.number = number
+        self.budget = budget or FaultBudget(self.options.faults)
+        self.transcriber = transcriber
+        self.speaker = speaker or Speaker(self.script.voice, self.script.words_per_minute,
+                                          self.options.speech)
+        opts, script_ = self.options, self.script
+        self.delay_s = (opts.first_audio_delay_ms if opts.first_audio_delay_ms is not None
+                        else script_.first_audio_delay_ms) / 1000
+        self.speed = opts.speed if opts.speed is not None else script_.speed
+        self.received: list[ev.ClientEvent] = []
+        self.transcripts: list[str] = []
+        self.truncated: dict[str, int] = {}
+        self.cancelled: list[str] = []
+        self.close: Close | None = None
+        self._counters: dict[str, int] = {}
+        self._heap: list[tuple[float, int, _Entry]] = []
+        self._seq = 0
+        self._active: _Response | None = None
+        self._responses = 0
+        self._last_item: str | None = None
+        self._items: dict[str, ev.Item] = {}
+        self._audio_ms: dict[str, float] = {}
+        self._buffer = bytearray()
+        self._input_samples = 0
+        self._segmenter: Segmenter | None = None
+        self._speech_item: str | None = None
+        self._pending: _UserInput | None = None
+        self._used: set[int] = set()
+        self._ended = False
+        self._words = ""
+        self._continuation: list[Step] | None = None
+        self._waiting: dict[str, str | None] = {}
+        self._result: str | None = None
+
+    # -- the sans-I/O interface ---------------------------------------------------
+
+    def start(self, now: float) -> None:
+        """Queue ``session.created`` (the first event of a connection)."""
+        self._push(now, ev.SessionCreated(session=self._session()))
+
+    def receive_data(self, data: str | bytes, now: float) -> None:
+        """Handle one client message; what it causes is queued for ``data_to_send``.
+
+        Never raises for bad input: a malformed or unknown event, or one the
+        session refuses, is answered with an ``error`` event.
+        """
+        if self.close is not None:
+            return
+        try:
+            event = ev.decode_client_event(data)
+        except ProtocolError as exc:
+            self._client_error(now, exc, data)
+            return
+        self.received.append(event)
+        kind = event.__struct_config__.tag
+        faults = self.options.faults
+        if kind in faults.reject and self.budget.fire("reject"):
+            self._error(now, faults.error_message, faults.error_code, event_id=event.event_id,
+                        kind="server_error")
+            return
+        try:
+            self._handle(event, now)
+        except ClientError as exc:
+            self._error(now, exc.message, exc.code, exc.param, event.event_id)
+
+    def data_to_send(self, now: float) -> list[bytes]:
+        """The encoded server events due at ``now``, in order."""
+        out: list[bytes] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now and self.close is None:
+            entry = heapq.heappop(heap)[2]
+            out.append(entry.data)
+            if entry.mark:
+                self._sent(entry, now, out)
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When the next queued event is due (``None`` when nothing is queued)."""
+        if self.close is not None or not self._heap:
+            return None
+        return self._heap[0][0]
+
+    @property
+    def responding(self) -> bool:
+        """Whether a response is in progress."""
+        return self._active is not None
+
+    # -- scheduling -------------------------------------------------------------------
+
+    def _id(self, prefix: str) -> str:
+        count = self._counters[prefix] = self._counters.get(prefix, 0) + 1
+        return f"{prefix}_{self.number}_{count}"
+
+    def _push(self, due: float, event: ev.ServerEvent, response: str = "", mark: str = "",
+              item: str = "", ms: float = 0.0) -> None:
+        event.event_id = self._id("event")
+        self._seq += 1
+        entry = _Entry(ev.encode_event(event), response, mark, item, ms)
+        heapq.heappush(self._heap, (due, self._seq, entry))
+
+    def _sent(self, entry: _Entry, now: float, out: list[bytes]) -> None:
+        """Bookkeeping once an event is sent: open items, active response, faults."""
+        running = self._active if self._active and self._active.id == entry.response else None
+        mark = entry.mark
+        if mark == "response_done":
+            if running is not None:
+                self._active = None
+            return
+        if running is None:
+            return
+        if mark == "added":
+            running.open.add(entry.item)
+        elif mark == "done":
+            running.open.discard(entry.item)
+        elif mark == "created":
+            running.created_sent = True
+            self._check_faults(running, now, out)
+        elif mark == "delta":
+            running.deltas += 1
+            self._audio_ms[entry.item] = entry.ms
+            self._check_faults(running, now, out)
+
+    def _check_faults(self, running: _Response, now: float, out: list[bytes]) -> None:
+        faults, n, fire = self.options.faults, running.deltas, self.budget.fire
+        if faults.close_after_deltas == n and n and fire("close"):
+            self._heap.clear()
+            self.close = Close(code=faults.close_code, abort=faults.abort,
+                               reason="injected fault: closed in the middle of a response")
+        elif faults.error_after_deltas == n and n and fire("error"):
+            detail = ev.ErrorDetail(type="server_error", code=faults.error_code,
+                                    message=faults.error_message)
+            out.append(ev.encode_event(ev.ErrorEvent(error=detail, event_id=self._id("event"))))
+        elif faults.stall_after_deltas == n and fire("stall"):
+            self._drop(running.id)
+
+    def _drop(self, response_id: str) -> list[_Entry]:
+        """Remove the queued events of a response; returns them."""
+        keep, dropped = [], []
+        for item in self._heap:
+            (dropped if item[2].response == response_id else keep).append(item)
+        heapq.heapify(keep)
+        self._heap = keep
+        return [item[2] for item in dropped]
+
+    def _error(self, now: float, message: str, code: str, param: str | None = None,
+               event_id: str | None = None, kind: str = "invalid_request_error") -> None:
+        detail = ev.ErrorDetail(type=kind, code=code, message=message, param=param,
+                                event_id=event_id)
+        self._push(now, ev.ErrorEvent(error=detail), mark="error")
+
+    def _client_error(self, now: float, exc: ProtocolError, data: str | bytes) -> None:
+        try:
+            obj = msgspec.json.decode(data)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            self._error(now, "The message is not valid JSON: each client event must be one "
+                        "JSON object.", "invalid_json")
+            return
+        if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+            self._error(now, "A client event must be a JSON object with a string 'type'.",
+                        "missing_required_parameter", "type")
+            return
+        event_id = obj.get("event_id") if isinstance(obj.get("event_id"), str) else None
+        kind = obj["type"]
+        if kind not in ev.CLIENT_EVENT_TYPES:
+            supported = ", ".join(f"'{k}'" for k in sorted(ev.CLIENT_EVENT_TYPES))
+            self._error(now, f"Invalid value: {kind!r}. Supported values are: {supported}.",
+                        "invalid_value", "type", event_id)
+            return
+        self._error(now, f"Invalid client event: {exc}.", "invalid_value", None, event_id)
+
+    # -- client events ----------------------------------------------------------------
+
+    def _handle(self, event: ev.ClientEvent, now: float) -> None:
+        match event:
+            case ev.InputAudioBufferAppend():
+                self._append(event.audio, now)
+            case ev.InputAudioBufferCommit():
+                if not self._buffer:
+                    raise ClientError("Error committing input audio buffer: the buffer is "
+                                      "empty.", "input_audio_buffer_commit_empty")
+                self._commit(now, self._id("item"))
+            case ev.InputAudioBufferClear():
+                self._buffer.clear()
+                self._push(now, ev.InputAudioBufferCleared())
+            case ev.ConversationItemCreate():
+                self._create_item(event.item, now)
+            case ev.ResponseCreate():
+                if self._active is not None:
+                    raise ClientError(
+                        f"Conversation already has an active response in progress: "
+                        f"{self._active.id}. Wait until the response is finished before "
+                        "creating a new one.", "conversation_already_has_active_response")
+                meta = (event.response or {}).get("metadata")
+                say = meta.get("say") if isinstance(meta, dict) else None
+                self._respond(now, say if isinstance(say, str) else None)
+            case ev.ResponseCancel():
+                if self._active is None:
+                    raise ClientError("Cancellation failed: no active response found.",
+                                      "response_cancel_not_active")
+                self._cancel(now, "client_cancelled")
+            case ev.ConversationItemTruncate():
+                self._truncate(event, now)
+            case ev.ConversationItemDelete():
+                if self._items.pop(event.item_id, None) is None:
+                    raise ClientError(f"Item with item_id '{event.item_id}' not found.",
+                                      "item_delete_invalid_item_id", "item_id")
+                self._push(now, ev.ConversationItemDeleted(item_id=event.item_id))
+            case ev.SessionUpdate():
+                self._update(event.session, now)
+
+    def _session(self) -> dict[str, Any]:
+        return session_object(self.config, self.shape, f"sess_{self.number}")
+
+    def _update(self, session: dict[str, Any], now: float) -> None:
+        shape = detect_shape(session, self.shape) if isinstance(session, dict) else self.shape
+        config = apply_update(self.config, session, shape)
+        if (config.input_format, config.turn_detection) != (
+            self.config.input_format, self.config.turn_detection
+        ):
+            self._segmenter = None
+        self.config, self.shape = config, shape
+        self._push(now, ev.SessionUpdated(session=self._session()))
+
+    def _announce(self, due: float, item: ev.Item, response: str = "") -> None:
+        """``conversation.item.added`` (GA) or ``conversation.item.created`` (beta)."""
+        cls = ev.ConversationItemAdded if self.shape == "ga" else ev.ConversationItemCreated
+        self._push(due, cls(item=item, previous_item_id=self._last_item), response)
+        self._last_item = item.id
+        if item.id:
+            self._items[item.id] = item
+
+    def _finish_item(self, due: float, item: ev.Item, response: str = "") -> None:
+        if self.shape == "ga":
+            self._push(due, ev.ConversationItemDone(item=item), response)
+
+    def _create_item(self, item: ev.Item, now: float) -> None:
+        if item.type == "function_call_output":
+            call_id = item.call_id or ""
+            if call_id not in self._waiting:
+                raise ClientError(f"Invalid 'item.call_id': no function call {call_id!r} is "
+                                  "waiting for its output.", "invalid_value", "item.call_id")
+            self._waiting[call_id] = item.output or ""
+            self._result = item.output or ""
+        elif item.type == "message" and item.role == "user":
+            words = " ".join(part.text or part.transcript or "" for part in item.content or [])
+            turn = None if self._ended else self.script.choose(words, self._used)
+            self._take(turn)
+            self._pending = _UserInput(words, turn)
+        elif item.type not in ("message", "function_call"):
+            raise ClientError(f"Invalid value: {item.type!r}. Supported values are: 'message', "
+                              "'function_call', 'function_call_output'.", "invalid_value",
+                              "item.type")
+        stored = msgspec.structs.replace(item, id=item.id or self._id("item"),
+                                         object="realtime.item", status="completed")
+        self._announce(now, stored)
+        self._finish_item(now, stored)
+
+    def _take(self, turn: int | None) -> None:
+        if turn is not None:
+            self._used.add(turn)
+
+    # -- input audio and server VAD -----------------------------------------------------
+
+    def _append(self, audio: bytes, now: float) -> None:
+        fmt = self.config.input_format
+        pcm = _DECODE[fmt](audio) if fmt in _DECODE else audio
+        if len(pcm) % 2:
+            raise ClientError("Input audio must be whole 16-bit samples (an even number of "
+                              "bytes) in the session's input format.", "invalid_value", "audio")
+        rate = RATES[fmt]
+        pts = self._input_samples / rate
+        self._input_samples += len(pcm) // 2
+        self._buffer += pcm
+        if not self.config.server_vad or not pcm:
+            return
+        for frame in self._vad(rate).feed(pcm, pts):
+            at_ms = round(frame.at * 1000)  # type: ignore[attr-defined]
+            if isinstance(frame, SpeechStarted):
+                self._speech_item = self._id("item")
+                self._push(now, ev.InputAudioBufferSpeechStarted(
+                    audio_start_ms=at_ms, item_id=self._speech_item))
+                if self._active and self.config.turn_option("interrupt_response", True):
+                    self._cancel(now, "turn_detected")
+            elif isinstance(frame, SpeechStopped):
+                self._push(now, ev.InputAudioBufferSpeechStopped(
+                    audio_end_ms=at_ms, item_id=self._speech_item or ""))
+            else:  # TurnCommitted
+                self._commit(now, self._speech_item or self._id("item"))
+                self._speech_item = None
+                if self.config.turn_option("create_response", True) and not self._active:
+                    self._respond(now, None)
+
+    def _vad(self, rate: int) -> Segmenter:
+        if self._segmenter is None:
+            vad = self.options.vad
+            silence = self.config.turn_option("silence_duration_ms", vad.min_silence_ms)
+            preroll = self.config.turn_option("prefix_padding_ms", vad.preroll_ms)
+            options = msgspec.structs.replace(vad, min_silence_ms=silence, preroll_ms=preroll,
+                                              commit_on_silence=True)
+            self._segmenter = Segmenter(options, rate)
+        return self._segmenter
+
+    def _commit(self, now: float, item_id: str) -> None:
+        pcm, rate = bytes(self._buffer), RATES[self.config.input_format]
+        self._buffer.clear()
+        self._push(now, ev.InputAudioBufferCommitted(item_id=item_id,
+                                                     previous_item_id=self._last_item))
+        item = ev.Item(id=item_id, object="realtime.item", type="message", status="completed",
+                       role="user", content=[ev.ContentPart(type="input_audio")])
+        self._announce(now, item)
+        self._finish_item(now, item)
+        words = self._transcribe(pcm, rate)
+        turn = None if self._ended else self.script.choose(words, self._used)
+        self._take(turn)
+        if words is None:
+            words = self.script.turns[turn].user if turn is not None else ""
+        self.transcripts.append(words)
+        self._push(now, ev.InputTranscriptionCompleted(item_id=item_id, transcript=words))
+        self._pending = _UserInput(words, turn)
+
+    def _transcribe(self, pcm: bytes, rate: int) -> str | None:
+        if self.transcriber is None:
+            return None
+        if rate != 24000:
+            pcm = resample(np.frombuffer(pcm, dtype=np.int16), rate, 24000).tobytes()
+        return self.transcriber.transcribe(pcm)
+
+    # -- responses --------------------------------------------------------------------------
+
+    def _steps(self, say: str | None) -> tuple[list[Step], bool]:
+        """The steps of the next response, and whether their texts are templates."""
+        if say is not None:
+            return [Step(say=say)], False
+        cont, self._continuation = self._continuation, None
+        outputs_in = all(v is not None for v in self._waiting.values())
+        if cont is not None and (outputs_in or self._pending is None):
+            self._waiting.clear()
+            return cont, True
+        pending, self._pending = self._pending, None
+        if pending is None and self._responses == 0 and self.script.greeting:
+            return [Step(say=self.script.greeting)], True
+        if pending is None:
+            turn = None if self._ended else self.script.choose(None, self._used)
+            self._take(turn)
+            pending = _UserInput("", turn)
+        self._words = pending.words
+        self._waiting.clear()
+        if pending.turn is None:
+            return list(self.script.fallback), True
+        return list(self.script.turns[pending.turn].steps), True
+
+    def _respond(self, now: float, say: str | None) -> None:
+        steps, templated = self._steps(say)
+        running = _Response(id=self._id("resp"))
+        self._active = running
+        self._responses += 1
+        rid = running.id
+        self._push(now, ev.ResponseCreated(response=ev.Response(id=rid)), rid, "created")
+        says: list[str] = []
+        calls: list[Step] = []
+        rest = list(steps)
+        while rest and rest[0].say is not None:
+            text = rest.pop(0).say or ""
+            says.append(render(text, self._result, self._words) if templated else text)
+        while rest and rest[0].call is not None:
+            calls.append(rest.pop(0))
+        if rest and rest[0].end and not calls:
+            self._ended = True
+            rest = []
+        end = now + self.delay_s
+        if says:
+            end = self._message(running, " ".join(says), now, end)
+        for step in calls:
+            self._call(running, step, end)
+        self._continuation = rest if calls else None
+        tokens = sum(len(s.split()) for s in says) + 4 * len(calls)
+        usage = {"total_tokens": tokens + 10, "input_tokens": 10, "output_tokens": tokens}
+        done = ev.Response(id=rid, status="completed", output=running.items, usage=usage)
+        self._push(end, ev.ResponseDone(response=done), rid, "response_done")
+        self._push(end, ev.RateLimitsUpdated(rate_limits=[
+            {"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 60.0},
+            {"name": "tokens", "limit": 100000, "remaining": 100000 - tokens,
+             "reset_seconds": 60.0},
+        ]), rid)
+
+    def _message(self, running: _Response, text: str, now: float, start: float) -> float:
+        """Queue an assistant message speaking ``text``; returns when it is done."""
+        rid, ga, index = running.id, self.shape == "ga", len(running.items)
+        item_id = self._id("item")
+        item = ev.Item(id=item_id, object="realtime.item", type="message", status="in_progress",
+                       role="assistant", content=[])
+        self._push(now, ev.OutputItemAdded(response_id=rid, output_index=index, item=item), rid,
+                   "added", item_id)
+        self._announce(now, item, rid)
+        part_type = "text" if self.config.text_only else "audio"
+        ids = {"response_id": rid, "item_id": item_id, "output_index": index}
+        self._push(now, ev.ResponseContentPartAdded(
+            **ids, part=ev.ContentPart(type=part_type, transcript="" if part_type == "audio"
+                                       else None, text="" if part_type == "text" else None)), rid)
+        if self.config.text_only:
+            for word in _WORDS.findall(text):
+                self._push(start, _NAMES["text"][self.shape](**ids, delta=word), rid)
+            self._push(start, _NAMES["text_done"][self.shape](**ids, text=text), rid)
+            end, part = start, ev.ContentPart(type="text", text=text)
+            content = ev.ContentPart(type="output_text" if ga else "text", text=text)
+        else:
+            end = self._audio(running, text, start, ids)
+            part = ev.ContentPart(type="audio", transcript=text)
+            content = ev.ContentPart(type="output_audio" if ga else "audio", transcript=text)
+        self._push(end, ev.ResponseContentPartDone(**ids, part=part), rid)
+        final = msgspec.structs.replace(item, status="completed", content=[content])
+        self._push(end, ev.OutputItemDone(response_id=rid, output_index=index, item=final), rid,
+                   "done", item_id)
+        self._finish_item(end, final, rid)
+        self._items[item_id] = final
+        running.items.append(final)
+        return end
+
+    def _audio(self, running: _Response, text: str, start: float, ids: dict[str, Any]) -> float:
+        """Queue the audio and transcript deltas of one message, paced; returns the end."""
+        fmt, rid = self.config.output_format, running.id
+        rate = RATES[fmt]
+        pcm = self.speaker.speak(text, rate)
+        step = max(1, rate * self.options.chunk_ms // 1000) * 2
+        chunks = [pcm[i:i + step] for i in range(0, len(pcm), step)] or [b""]
+        by_chunk: dict[int, list[str]] = {}
+        offset = 0
+        for word in _WORDS.findall(text):  # each word with the chunk it starts in
+            by_chunk.setdefault(offset * len(chunks) // max(1, len(text)), []).append(word)
+            offset += len(word)
+        chunk_s = step / 2 / rate
+        item_id, due, sent_ms = ids["item_id"], start, 0.0
+        audio_cls, transcript_cls = _NAMES["audio"][self.shape], _NAMES["transcript"][self.shape]
+        for k, chunk in enumerate(chunks):
+            due = start + (k * chunk_s / self.speed if self.speed else 0.0)
+            for word in by_chunk.get(k, ()):
+                self._push(due, transcript_cls(**ids, delta=word), rid)
+            if chunk:
+                sent_ms += len(chunk) / 2 / rate * 1000
+                data = _ENCODE[fmt](chunk) if fmt in _ENCODE else chunk
+                self._push(due, audio_cls(**ids, delta=data), rid, "delta", item_id, sent_ms)
+        self._audio_ms[item_id] = 0.0
+        self._push(due, _NAMES["audio_done"][self.shape](**ids), rid)
+        self._push(due, _NAMES["transcript_done"][self.shape](**ids, transcript=text), rid)
+        return due
+
+    def _call(self, running: _Response, step: Step, due: float) -> None:
+        """Queue a function call item; its output is awaited before the next steps."""
+        rid, index = running.id, len(running.items)
+        item_id, call_id = self._id("item"), self._id("call")
+        name = step.call or ""
+        arguments = msgspec.json.encode(step.arguments or {}).decode()
+        item = ev.Item(id=item_id, object="realtime.item", type="function_call",
+                       status="in_progress", name=name, call_id=call_id, arguments="")
+        self._push(due, ev.OutputItemAdded(response_id=rid, output_index=index, item=item), rid,
+                   "added", item_id)
+        self._announce(due, item, rid)
+        ids = {"response_id": rid, "item_id": item_id, "output_index": index, "call_id": call_id}
+        self._push(due, ev.ResponseFunctionCallArgumentsDelta(**ids, delta=arguments), rid)
+        self._push(due, ev.ResponseFunctionCallArgumentsDone(**ids, name=name,
+                                                             arguments=arguments), rid)
+        final = msgspec.structs.replace(item, status="completed", arguments=arguments)
+        self._push(due, ev.OutputItemDone(response_id=rid, output_index=index, item=final), rid,
+                   "done", item_id)
+        self._finish_item(due, final, rid)
+        self._items[item_id] = final
+        running.items.append(final)
+        self._waiting[call_id] = None
+
+    def _cancel(self, now: float, reason: str) -> None:
+        """Stop the active response: drop what is not sent, report it cancelled."""
+        running = self._active
+        assert running is not None  # callers check
+        self._active = None
+        self._continuation = None
+        self.cancelled.append(running.id)
+        dropped = self._drop(running.id)
+        rid = running.id
+        if any(e.mark == "created" for e in dropped):
+            self._push(now, ev.ResponseCreated(response=ev.Response(id=rid)), rid)
+        unannounced = {e.item for e in dropped if e.mark == "added"}
+        output = []
+        for item in running.items:
+            if item.id in unannounced:  # never sent: forget it
+                self._items.pop(item.id or "", None)
+                self._waiting.pop(item.call_id or "", None)
+            elif item.id in running.open:
+                cut = msgspec.structs.replace(item, status="incomplete")
+                self._push(now, ev.OutputItemDone(response_id=rid, item=cut), rid)
+                self._finish_item(now, cut, rid)
+                output.append(cut)
+            else:
+                output.append(item)
+        done = ev.Response(id=rid, status="cancelled", output=output,
+                           status_details={"type": "cancelled", "reason": reason})
+        self._push(now, ev.ResponseDone(response=done), rid)
+
+    def _truncate(self, event: ev.ConversationItemTruncate, now: float) -> None:
+        item = self._items.get(event.item_id)
+        if item is None or item.role != "assistant" or item.type != "message":
+            raise ClientError(f"Item with item_id '{event.item_id}' is not an assistant message "
+                              "in this conversation.", "item_truncate_invalid_item_id",
+                              "item_id")
+        if event.content_index != 0:
+            raise ClientError("Invalid 'content_index': assistant messages have one content "
+                              "part (0).", "invalid_value", "content_index")
+        heard = self._audio_ms.get(event.item_id, 0.0)
+        if event.audio_end_ms > heard + 1:
+            raise ClientError(f"Audio content of {heard:.0f}ms is already shorter than "
+                              f"{event.audio_end_ms}ms.", "invalid_value", "audio_end_ms")
+        self.truncated[event.item_id] = event.audio_end_ms
+        self._push(now, ev.ConversationItemTruncated(item_id=event.item_id, content_index=0,
+                                                     audio_end_ms=event.audio_end_ms))
