@@ -1,0 +1,152 @@
+"""The benchmark suite: the runner, the headline figures and the scale search.
+
+Speed is never asserted here (the machines are shared); what is tested is
+that the suite runs, writes where it is told, and judges goals correctly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from benchmarks import bench_scale
+from benchmarks.__main__ import headline_rows, write_headline
+from benchmarks.bench_latency import Turn, summarise
+from benchmarks.report import write_section
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_suite_writes_its_tables_to_the_results_dir(tmp_path: Path) -> None:
+    committed = (ROOT / "benchmarks" / "results.md").read_bytes() if (
+        ROOT / "benchmarks" / "results.md").exists() else None
+    env = {**os.environ, "PIPEFLOW_RESULTS_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "micro,pipeline"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=150, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = (tmp_path / "results.md").read_text()
+    # The headline comes first, then each benchmark's own section with its command.
+    assert text.index("<!-- begin headline -->") < text.index("<!-- begin micro -->")
+    assert "Command: `python -m benchmarks.bench_micro --quick`" in text
+    assert "Command: `python -m benchmarks.bench_pipeline --quick`" in text
+    assert "| encode 20 ms audio frame | msgspec msgpack |" in text
+    store = json.loads((tmp_path / "results.json").read_text())
+    assert {"machine", "micro", "pipeline", "headline"} <= set(store)
+    assert store["machine"]["cores"] >= 1
+    assert [r["stages"] for r in store["pipeline"]["data"]] == [1, 5, 10]
+    if committed is not None:
+        assert (ROOT / "benchmarks" / "results.md").read_bytes() == committed
+
+
+def test_unknown_benchmark_name_is_a_usage_error() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "nonsense"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 2
+    assert "unknown benchmark(s) nonsense" in done.stderr
+
+
+def _store(pipeline_ratio: float, resample: float, added: float, ours: int, theirs: int,
+           audio: int, bare: int, kib: float) -> dict:
+    step = {"ok": True, "rss_per_session_kib": kib}
+    return {
+        "pipeline": {"data": [{"stages": 5, "ratio": pipeline_ratio}]},
+        "audio_resample": {"data": {"16k->24k": {"ratio": resample}}},
+        "latency": {"data": {"added_p99_ms": added}},
+        "pipecat": {"data": {"scale": {"pipeflow": {"sessions": ours},
+                                       "Pipecat 1.x defaults": {"sessions": theirs}}}},
+        "scale": {"data": {"limits": {"audio": audio, "bare": bare},
+                           "steps": {"passthrough": [step], "audio": [step]}}},
+    }
+
+
+def test_headline_marks_each_goal_met_or_not() -> None:
+    good = headline_rows(_store(1.2, 1.1, 0.5, 2000, 60, 1200, 900, 20.0))
+    assert [row[2] for row in good] == ["met"] * 6
+    bad = headline_rows(_store(1.6, 1.3, 1.5, 500, 60, 800, 900, 150.0))
+    assert [row[2] for row in bad] == ["NOT met"] * 6
+    assert "500 vs 60 (8.3x)" in bad[3][1]
+
+
+def test_headline_says_what_was_not_measured() -> None:
+    rows = headline_rows({})
+    assert rows and all(row[2] == "not measured" for row in rows)
+
+
+def test_headline_goes_to_the_top(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPEFLOW_RESULTS_DIR", str(tmp_path))
+    write_section("one", "One", "body one", "cmd one", {"x": 1})
+    write_headline("python -m benchmarks")
+    write_section("two", "Two", "body two", "cmd two")
+    write_headline("python -m benchmarks")  # replaced in place, still first
+    text = (tmp_path / "results.md").read_text()
+    assert text.count("<!-- begin headline -->") == 1
+    assert text.index("begin headline") < text.index("begin one") < text.index("begin two")
+    assert text.startswith("# pipeflow benchmark results")
+
+
+@settings(max_examples=60, deadline=None)
+@given(threshold=st.integers(min_value=0, max_value=20_000), bisect=st.integers(0, 3))
+def test_scale_search_never_reports_a_failing_step(threshold: int, bisect: int) -> None:
+    calls: list[int] = []
+
+    def step(n: int) -> dict:
+        calls.append(n)
+        return {"sessions": n, "ok": n <= threshold}
+
+    limit, steps = bench_scale.search(step, 1e9, bisect=bisect, log=lambda _: None)
+    assert limit <= threshold
+    assert limit == max([s["sessions"] for s in steps if s["ok"]], default=0)
+    assert any(not s["ok"] for s in steps)  # it stopped at a failure, not at the budget
+    assert len(calls) == len(set(calls))
+
+
+def test_scale_search_stops_at_the_budget() -> None:
+    limit, steps = bench_scale.search(
+        lambda n: {"sessions": n, "ok": True}, -1.0, log=lambda _: None
+    )
+    assert (limit, steps) == (0, [])
+
+
+@pytest.mark.parametrize("scenario", ["passthrough", "audio", "bare"])
+async def test_scale_step_measures_every_frame(
+    scenario: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bench_scale, "RAMP_S", 0.05)
+    wav = bench_scale._speech_wav(tmp_path, 0.4)
+    result = await bench_scale.run_step(scenario, 3, 0.4, wav)
+    assert result["missing"] == 0 and result["unfinished"] == 0
+    # The resampler emits in soxr's own blocks (734 samples): some frames yield none.
+    expected = 3 * 20
+    assert expected // 2 <= result["frames"] <= expected
+    assert 0 <= result["p50_ms"] <= result["p99_ms"] <= result["max_ms"] < 1000
+    assert result["cpu_us_per_frame"] > 0
+
+
+def test_latency_summary_subtracts_the_bare_client() -> None:
+    turns = []
+    for i in range(10):
+        turn = Turn()
+        turn.vad_delay = 0.5
+        turn.decision, turn.create, turn.delta = 1.0, 1.0004, 1.0005
+        turn.transport, turn.sink = 1.0008, 1.001 + i * 1e-5
+        turns.append(turn)
+    result = summarise(turns, [0.0006] * 10)
+    assert result["turns"] == 10
+    assert result["added_p50_ms"] == pytest.approx(1.04 - 0.6, abs=0.001)
+    stages = result["stages"]
+    assert stages["VAD decision (stream time, VAD's own)"]["p99_ms"] == pytest.approx(500)
+    assert stages["sink (AudioFrame -> first audio playing)"]["p50_ms"] == pytest.approx(
+        0.25, abs=0.01)
+    assert np.isfinite(result["added_p99_ms"])
