@@ -75,8 +75,9 @@ async def read_body(request: Request) -> bytes:
         if not declared.isdigit():
             raise CallError(f"Content-Length {declared!r} is not a number of bytes.", 400)
         if int(declared) > limit:
-            raise CallError(f"The request body ({declared} bytes) is over the limit of "
-                            f"{limit} bytes.", 413)
+            raise CallError(
+                f"The request body ({declared} bytes) is over the limit of {limit} bytes.", 413
+            )
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -89,11 +90,16 @@ def _decode(data: bytes, kind: type[Any], what: str) -> Any:
     try:
         return msgspec.json.decode(data or b"{}", type=kind)
     except msgspec.DecodeError as exc:
-        raise CallError(f"The {what} body is not valid: {_explain(exc)}.", 400) from None
+        fields = ", ".join(kind.__struct_fields__)
+        raise CallError(
+            f"The {what} body is not valid: {_explain(exc)} (expected a JSON "
+            f"object with: {fields}).",
+            400,
+        ) from None
 
 
 def _explain(exc: msgspec.DecodeError) -> str:
-    text = str(exc)
+    text = str(exc).replace("`", "'")
     return text[0].lower() + text[1:] if text else "malformed JSON"
 
 
@@ -138,17 +144,28 @@ async def send_audio(request: Request) -> Response:
     else:
         pcm, rate = data, None
     if rate is None:
-        rate = call.sample_rate if rate_param is None else check_rate_param(
-            rate_param, "query parameter 'sample_rate'")
+        rate = (
+            call.sample_rate
+            if rate_param is None
+            else check_rate_param(rate_param, "query parameter 'sample_rate'")
+        )
     if not pcm:
         raise CallError("The audio body is empty: send PCM16 mono samples.", 400)
     if len(pcm) % 2:
-        raise CallError(f"The audio body has {len(pcm)} bytes, an odd number: PCM16 samples "
-                        "take 2 bytes each.", 400)
+        raise CallError(
+            f"The audio body has {len(pcm)} bytes, an odd number: PCM16 samples take 2 bytes each.",
+            400,
+        )
     session = call.running_session()
     await session.stream_audio(pcm, rate)
-    return JSONResponse({"accepted_bytes": len(pcm), "sample_rate": rate,
-                         "duration_ms": round(len(pcm) * 500 / rate)}, 202)
+    return JSONResponse(
+        {
+            "accepted_bytes": len(pcm),
+            "sample_rate": rate,
+            "duration_ms": round(len(pcm) * 500 / rate),
+        },
+        202,
+    )
 
 
 async def commit_audio(request: Request) -> Response:
@@ -175,12 +192,15 @@ async def send_text(request: Request) -> Response:
     except LocalError as exc:
         raise CallError(f"Call {call.id} ended before it answered: {exc}", 409) from exc
     call.touch(_registry(request).clock())
-    reply = " ".join(f.text.strip() for f in frames
-                     if getattr(f, "role", "") == "agent" and getattr(f, "final", False)
-                     and hasattr(f, "text"))
+    reply = " ".join(
+        f.text.strip()
+        for f in frames
+        if getattr(f, "role", "") == "agent" and getattr(f, "final", False) and hasattr(f, "text")
+    )
     tools = [msgspec.to_builtins(f) for f in frames if isinstance(f, ToolResult)]
-    return JSONResponse({"ok": True, "answered": True, "reply": reply, "tool_results": tools,
-                         "order": call.order()})
+    return JSONResponse(
+        {"ok": True, "answered": True, "reply": reply, "tool_results": tools, "order": call.order()}
+    )
 
 
 async def cancel_response(request: Request) -> Response:
@@ -211,8 +231,9 @@ async def list_calls(request: Request) -> Response:
     """GET /api/calls: every known call, briefly."""
     registry = _registry(request)
     calls = [call.summary(brief=True) for call in registry.calls()]
-    return JSONResponse({"calls": calls, "live": registry.live_count,
-                         "max_calls": registry.options.max_calls})
+    return JSONResponse(
+        {"calls": calls, "live": registry.live_count, "max_calls": registry.options.max_calls}
+    )
 
 
 async def get_agent_audio(request: Request) -> Response:
@@ -225,9 +246,14 @@ async def get_agent_audio(request: Request) -> Response:
 def wav_bytes(pcm: bytes, rate: int) -> bytes:
     """PCM16 mono as a complete WAV file in memory."""
     size = len(pcm)
-    header = (b"RIFF" + struct.pack("<I", 36 + size) + b"WAVEfmt "
-              + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
-              + b"data" + struct.pack("<I", size))
+    header = (
+        b"RIFF"
+        + struct.pack("<I", 36 + size)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", size)
+    )
     return header + pcm
 
 
@@ -241,8 +267,11 @@ async def stream_agent_audio(request: Request) -> Response:
             if type(frame) is AudioFrame and frame.item_id:
                 yield frame.pcm
 
-    return StreamingResponse(chunks(), media_type="application/octet-stream",
-                             headers={"X-Sample-Rate": "24000", "Cache-Control": "no-store"})
+    return StreamingResponse(
+        chunks(),
+        media_type="application/octet-stream",
+        headers={"X-Sample-Rate": "24000", "Cache-Control": "no-store"},
+    )
 
 
 async def stream_events(request: Request) -> Response:
@@ -250,13 +279,15 @@ async def stream_events(request: Request) -> Response:
     call = _call(request)
     with_audio = request.query_params.get("audio", "false").lower() in ("1", "true", "yes")
     return StreamingResponse(
-        sse_stream(call, with_audio), media_type="text/event-stream",
+        sse_stream(call, with_audio),
+        media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 
-async def sse_stream(call: Call, with_audio: bool = False,
-                     keepalive_s: float = 15.0) -> AsyncIterator[bytes]:
+async def sse_stream(
+    call: Call, with_audio: bool = False, keepalive_s: float = 15.0
+) -> AsyncIterator[bytes]:
     """``call`` then every frame as an SSE event named after its type; ``end`` last."""
     yield _sse("call", msgspec.json.encode(call.summary(brief=True)))
     session = call.session

@@ -5,7 +5,7 @@ source. File sinks are kept and write under ``<output_dir>/<call_id>/``, so
 every call is recorded apart; a speaker sink (meaningless on a server)
 becomes a null sink with the same playout clock. When a call ends (asked
 for, idle too long, or the gateway stops) its record is written to
-``call.json`` and its agent audio to ``agent.wav`` in that folder, and the
+``call.json`` and its agent audio to ``gateway_agent.wav`` in that folder, and the
 registry keeps the record, so ``GET /api/calls/{id}`` still answers.
 
 Call states move along a table (``TRANSITIONS``); the registry refuses an
@@ -55,6 +55,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "failed": frozenset(),
 }
 """Allowed call state changes."""
+
+AGENT_AUDIO = "gateway_agent.wav"
+"""The agent's audio as sent to the caller, written in the call folder at the end."""
 
 LIVE_STATES = frozenset({"starting", "active", "ending"})
 
@@ -169,17 +172,19 @@ class Call:
 
     def order(self) -> Any:
         """The order taking shape in the session's userdata (``userdata["order"]``), as data."""
+        return self._userdata_item("order")
+
+    def _userdata_item(self, key: str) -> Any:
         if self._record is not None:
-            return self._record.get("order")
+            return self._record.get(key)
         session = self.session
         userdata = session.userdata if session is not None else None
-        order = userdata.get("order") if isinstance(userdata, dict) else None
-        return _as_data(order)
+        return _as_data(userdata.get(key) if isinstance(userdata, dict) else None)
 
     def agent_audio(self) -> tuple[bytes, int]:
         """The agent's audio so far as PCM16 mono and its rate (24 kHz when none yet)."""
         if self._record is not None:
-            path = self.folder / "agent.wav"
+            path = self.folder / AGENT_AUDIO
             if path.exists():
                 from pipeflow.audio.wav import read_wav
 
@@ -193,7 +198,7 @@ class Call:
         record = dict(self._record) if self._record is not None else self._build_record()
         record["state"] = self.state
         if brief:
-            for key in ("turns", "tool_calls", "transcript", "order"):
+            for key in ("turns", "tool_calls", "transcript", "order", "placed"):
                 record.pop(key, None)
         return record
 
@@ -212,6 +217,7 @@ class Call:
             "turns": conversation.get("turns", []),
             "tool_calls": conversation.get("tool_calls", []),
             "order": self.order(),
+            "placed": self._userdata_item("placed"),
         }
 
     # -- ending ------------------------------------------------------------------
@@ -239,7 +245,7 @@ class Call:
             (self.folder / "call.json").write_bytes(msgspec.json.format(
                 msgspec.json.encode(record), indent=2))
             if pcm:
-                with WavWriter(self.folder / "agent.wav", rate) as writer:
+                with WavWriter(self.folder / AGENT_AUDIO, rate) as writer:
                     writer.write(pcm)
         except OSError as exc:
             log.error("call %s: cannot write its record under %s: %s", self.id, self.folder, exc)
@@ -454,6 +460,9 @@ class CallRegistry:
 def relocate_outputs(session: AgentSession, folder: Path, base_output: str) -> None:
     """Point the session's file sinks into the call's folder; make speakers null sinks.
 
+    Audio sinks stop draining at the end: ending a call drops the agent's
+    unplayed audio instead of waiting for it to play out.
+
     A relative path under the pipeline's ``output_dir`` keeps its place
     below the call folder; any other path keeps only its file name, so two
     calls never write the same file.
@@ -466,12 +475,14 @@ def relocate_outputs(session: AgentSession, folder: Path, base_output: str) -> N
             continue
         if stage.name == "speaker":
             opts = stage.options
-            null = registry.resolve("null")(
-                realtime=opts.realtime, source=opts.source, drain=opts.drain
-            )
+            null = registry.resolve("null")(realtime=opts.realtime, source=opts.source,
+                                            drain=False)
             null.id = stage.id
             stages[index] = null
             continue
+        if getattr(stage.options, "drain", False):
+            # A hung-up caller hears nothing more: the end of a call never waits for playout.
+            stage.options = msgspec.structs.replace(stage.options, drain=False)
         path = getattr(stage.options, "path", None)
         if not isinstance(path, str) or stage.name == "transcript":
             continue  # the transcript sink already writes under output_dir

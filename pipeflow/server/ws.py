@@ -92,7 +92,10 @@ async def call_stream(websocket: WebSocket) -> None:
                               .decode())
     sender = asyncio.create_task(_send_frames(websocket, registry, call, session))
     try:
-        await _receive(websocket, registry, call, session, rate)
+        hung_up = await _receive(websocket, registry, call, session, rate)
+        if hung_up:  # let the sender say "ended" and close
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(sender), 5.0)
     finally:
         if not sender.done():
             sender.cancel()
@@ -101,11 +104,12 @@ async def call_stream(websocket: WebSocket) -> None:
 
 
 async def _receive(websocket: WebSocket, registry: CallRegistry, call: Call,
-                   session: AgentSession, rate: int) -> None:
+                   session: AgentSession, rate: int) -> bool:
+    """Caller audio and commands until the client leaves (False) or hangs up (True)."""
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
-            return
+            return False
         call.touch(registry.clock())
         try:
             if message.get("bytes") is not None:
@@ -128,7 +132,7 @@ async def _receive(websocket: WebSocket, registry: CallRegistry, call: Call,
                     rate = new_rate
                 case EndMessage():
                     await registry.end(call.id)
-                    return
+                    return True
         except PipeflowError as exc:
             await _send_json(websocket, {"type": "error", "message": str(exc)})
 
