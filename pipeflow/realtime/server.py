@@ -49,6 +49,18 @@ PATH = "/v1/realtime"
 _MAX_MESSAGE = 16 * 1024 * 1024
 
 
+_CLOSE_TIMEOUT = 2.0
+
+
+async def _close(ws: ServerConnection, timeout: float) -> None:
+    """Close one connection; drop it when the close frame cannot be sent in time."""
+    try:
+        async with asyncio.timeout(timeout):
+            await ws.close(1001, "the server is shutting down")
+    except TimeoutError:
+        ws.transport.abort()
+
+
 def _error_body(message: str, code: str, kind: str = "invalid_request_error") -> str:
     body = {"error": {"message": message, "type": kind, "code": code, "param": None}}
     return msgspec.json.encode(body).decode() + "\n"
@@ -114,6 +126,9 @@ class LocalRealtimeServer:
         self._speaker: Speaker | None = None
         self._server: Server | None = None
         self._refusals_left = self.options.faults.refuse_connections
+        self._live: set[ServerConnection] = set()
+        self.close_timeout = _CLOSE_TIMEOUT
+        """Seconds a closing connection may take before it is dropped."""
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -141,7 +156,7 @@ class LocalRealtimeServer:
         try:
             self._server = await serve(
                 self._handle, self.host, self.port, process_request=self._check,
-                compression=None, max_size=_MAX_MESSAGE, close_timeout=2,
+                compression=None, max_size=_MAX_MESSAGE, close_timeout=self.close_timeout,
             )
         except OSError as exc:
             raise LocalError(
@@ -152,11 +167,17 @@ class LocalRealtimeServer:
                  script.source or "<built-in>")
 
     async def close(self) -> None:
-        """Stop listening and close every connection (idempotent)."""
+        """Stop listening and close every connection (idempotent).
+
+        A client that stopped reading cannot take the close frame; its
+        connection is dropped after ``close_timeout`` seconds.
+        """
         server, self._server = self._server, None
-        if server is not None:
-            server.close()
-            await server.wait_closed()
+        if server is None:
+            return
+        server.close(close_connections=False)
+        await asyncio.gather(*(_close(ws, self.close_timeout) for ws in list(self._live)))
+        await server.wait_closed()
 
     async def serve_forever(self) -> None:
         """Serve until cancelled (the CLI's main loop)."""
@@ -214,6 +235,7 @@ class LocalRealtimeServer:
         assert ws.request is not None
         session = self._session_for(ws.request)
         self.sessions.append(session)
+        self._live.add(ws)
         session.start(loop.time())
         wake = asyncio.Event()
         writer = asyncio.create_task(self._write(ws, session, wake))
@@ -224,6 +246,7 @@ class LocalRealtimeServer:
         except ConnectionClosed:
             pass
         finally:
+            self._live.discard(ws)
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer

@@ -210,9 +210,8 @@ class ServerSession:
     def data_to_send(self, now: float) -> list[bytes]:
         """The encoded server events due at ``now``, in order."""
         out: list[bytes] = []
-        heap = self._heap
-        while heap and heap[0][0] <= now and self.close is None:
-            entry = heapq.heappop(heap)[2]
+        while self._heap and self._heap[0][0] <= now and self.close is None:
+            entry = heapq.heappop(self._heap)[2]
             out.append(entry.data)
             if entry.mark:
                 self._sent(entry, now, out)
@@ -649,6 +648,9 @@ class ServerSession:
             raise ClientError("Invalid 'content_index': assistant messages have one content "
                               "part (0).", "invalid_value", "content_index")
         heard = self._audio_ms.get(event.item_id, 0.0)
+        if event.audio_end_ms < 0:
+            raise ClientError("Invalid 'audio_end_ms': it must be 0 or more.", "invalid_value",
+                              "audio_end_ms")
         if event.audio_end_ms > heard + 1:
             raise ClientError(f"Audio content of {heard:.0f}ms is already shorter than "
                               f"{event.audio_end_ms}ms.", "invalid_value", "audio_end_ms")

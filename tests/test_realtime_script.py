@@ -1,0 +1,102 @@
+"""The local Realtime server's script: loading, errors with file:line, turn choice, templates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeflow.errors import ConfigError
+from pipeflow.realtime.script import DEFAULT_SCRIPT, load_script, parse_script, render
+from tests.realtime_fixtures import TEST_SCRIPT
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_script_loads_and_uses_every_step_kind() -> None:
+    script = load_script(ROOT / "pipelines" / "scripts" / "demo.yaml")
+    steps = [step for turn in script.turns for step in turn.steps]
+    assert script.greeting and script.source.endswith("demo.yaml")
+    assert {"say", "call", "end"} <= {
+        "say" if s.say else "call" if s.call else "end" for s in steps
+    }
+    assert script.choose("is it raining? what's the weather", set()) == 0
+    assert script.choose("please add these", set()) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        ("turns:\n  - steps:\n      - say: hi\n        call: f\n", ":3:9",
+         "exactly one of 'say', 'call' or 'end: true', found 'say' and 'call'"),
+        ("turns:\n  - steps:\n      - {}\n", ":3:9", "found none of them"),
+        ("turns:\n  - steps:\n      - say: hi\n        arguments: {a: 1}\n", ":4:9",
+         "'arguments' belongs to a 'call' step"),
+        ("turns:\n  - steps:\n      - sya: hi\n", ":3:9", "did you mean 'say'?"),
+        ("greting: hi\n", ":1:1", "did you mean 'greeting'?"),
+        ("turns:\n  - match: ['(']\n    steps: [{say: hi}]\n", ":2:13",
+         "not a valid regular expression"),
+        ("turns:\n  - steps:\n      - say: 'total {total}'\n", ":3:9",
+         "unknown placeholder {total}"),
+        ("turns:\n  - steps:\n      - say: 'a } b'\n", ":3:9", "unbalanced brace"),
+        ("turns:\n  - steps: []\n", ":2:5", "has no steps"),
+        ("speed: -1\n", ":1:1", "expected"),
+        ("words_per_minute: 20\n", ":1:1", "expected"),
+        ("turns:\n  - steps:\n      - call: 'bad name'\n", ":3:9", "must be a function name"),
+        ("- just a list\n", "", "must be a mapping"),
+        ("turns: [\n", ":2:1", "invalid YAML"),
+    ],
+)
+def test_mistakes_name_the_line_and_the_field(text: str, where: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_script(text, "calls.yaml")
+    assert message in str(info.value)
+    assert str(info.value).startswith(f"calls.yaml{where}")
+
+
+def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_script(tmp_path / "missing.yaml")
+
+
+def test_turns_are_chosen_by_match_then_in_order() -> None:
+    script = TEST_SCRIPT  # weather (match), order (match), goodbye (no match)
+    assert script.choose("How is the WEATHER today?", set()) == 0
+    assert script.choose("I want to place an order", set()) == 1
+    assert script.choose("something else", set()) == 2  # the first turn with no match
+    assert script.choose("weather again", {0}) == 2  # used turns are not taken again
+    assert script.choose("nothing", {2}) is None  # fallback
+    assert script.choose(None, set()) == 0  # words unknown: the next turn in order
+    assert script.choose(None, {0}) == 1
+
+
+def test_repeat_keeps_a_turn_available() -> None:
+    script = parse_script("turns:\n  - match: hi\n    repeat: true\n    steps: [{say: hey}]\n")
+    assert script.choose("hi", {0}) == 0
+    assert script.choose("bye", {0}) is None
+
+
+def test_render_fills_result_fields_user_and_braces() -> None:
+    result = '{"total": 12.5, "items": [{"name": "pizza"}], "note": "ok"}'
+    text = render("{user}: {result.items.0.name} costs {result.total} {{EUR}} ({result.note})",
+                  result, "Ann")
+    assert text == "Ann: pizza costs 12.5 {EUR} (ok)"
+    assert render("Result: {result}", "plain text", "") == "Result: plain text"
+    # a field that is not there stays visible instead of failing the response
+    assert render("Total {result.total}", "not json", "") == "Total {result.total}"
+    assert render("Total {result.missing}", result, "") == "Total {result.missing}"
+
+
+@given(st.text(max_size=60), st.one_of(st.none(), st.text(max_size=60)))
+def test_render_never_raises_for_any_result(template_words: str, result: str | None) -> None:
+    safe = template_words.replace("{", "").replace("}", "")
+    out = render(safe + " {result.a.0} {result} {user}", result, "u")
+    assert out.startswith(safe)
+
+
+def test_default_script_answers_anything() -> None:
+    assert DEFAULT_SCRIPT.greeting
+    assert DEFAULT_SCRIPT.choose("anything at all", set()) is None
+    assert DEFAULT_SCRIPT.fallback and DEFAULT_SCRIPT.fallback[0].say
