@@ -21,6 +21,7 @@ column, the stage and the field, with a suggestion for misspellings.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import sys
 import typing
@@ -293,7 +294,8 @@ def load_config(
     """Read and validate a pipeline file.
 
     The file's folder is put on ``sys.path`` so ``type: mystages:Denoise`` and
-    tool references next to the file import.
+    tool references next to the file import, and is ``${PIPELINE_DIR}`` in the
+    file (for paths next to it).
 
     Raises:
         ConfigError: the file cannot be read or is invalid.
@@ -308,6 +310,7 @@ def load_config(
     folder = str(file.resolve().parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)
+    env = {**(os.environ if env is None else env), "PIPELINE_DIR": folder}
     return parse_config(text, str(path), overrides, env)
 
 

@@ -29,7 +29,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, get_type_hints
 
 import msgspec
@@ -72,6 +74,14 @@ class StageContext:
         self.pipeline = pipeline
         self.inbox = inbox
         self.log = logging.getLogger(f"pipeflow.stage.{name}")
+
+    def output_path(self, path: str | os.PathLike[str]) -> Path:
+        """Where a stage writes ``path``: relative paths go under the pipeline's output_dir."""
+        result = Path(path)
+        folder = self.pipeline.services.get("output_dir")
+        if not result.is_absolute() and folder:
+            result = Path(folder) / result
+        return result
 
     def upstream_stages(self) -> list[Stage]:
         """Stages before this one, nearest first."""

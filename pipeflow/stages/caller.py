@@ -94,11 +94,7 @@ class CallerSource(Stage):
     def _record_path(self) -> Path | None:
         if not self.options.record:
             return None
-        path = Path(self.options.record)
-        folder = self.ctx.pipeline.services.get("output_dir")
-        if not path.is_absolute() and folder:
-            path = Path(folder) / path
-        return path
+        return self.ctx.output_path(self.options.record)
 
     async def process(self, frames: Frames) -> Frames:
         opts = self.options

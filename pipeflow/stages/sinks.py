@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import msgspec
@@ -287,7 +286,9 @@ class WavSink(AudioSink):
         self._writer: WavWriter | None = None
 
     async def open(self, sample_rate: int) -> None:
-        self._writer = WavWriter(self.options.path, sample_rate)
+        path = self.ctx.output_path(self.options.path)
+        self._writer = WavWriter(path, sample_rate)
+        self.ctx.pipeline.services.setdefault("outputs", {})["agent audio"] = str(path)
 
     def write(self, chunk: Chunk) -> None:
         writer = self._writer
@@ -301,9 +302,9 @@ class WavSink(AudioSink):
     async def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
-        elif self.rate is None and not Path(self.options.path).exists():
+        elif self.rate is None and not self.ctx.output_path(self.options.path).exists():
             # Nothing played: still leave an (empty) file where the user expects one.
-            WavWriter(self.options.path, 16000).close()
+            WavWriter(self.ctx.output_path(self.options.path), 16000).close()
 
 
 # --- speaker -------------------------------------------------------------------
@@ -407,7 +408,8 @@ class JsonlSink(Stage):
     consumes = (Frame,)
 
     async def process(self, frames: Frames) -> Frames:
-        path = Path(self.options.path)
+        path = self.ctx.output_path(self.options.path)
+        self.ctx.pipeline.services.setdefault("outputs", {})["frames"] = str(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             out: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed in finally

@@ -8,7 +8,6 @@ without replaying it. Every frame is passed on.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import TextIO
 
 import msgspec
@@ -41,17 +40,8 @@ class TranscriptSink(Stage):
     consumes = (Transcript, ToolCall, ToolResult, Interrupt)
     produces = (Frame,)
 
-    def output_path(self) -> Path:
-        """Where the file goes: absolute, or under the pipeline's output folder."""
-        path = Path(self.options.path)
-        if not path.is_absolute():
-            folder = self.ctx.pipeline.services.get("output_dir")
-            if folder and not str(path).startswith(str(folder)):
-                path = Path(folder) / path
-        return path
-
     async def process(self, frames: Frames) -> Frames:
-        path = self.output_path()
+        path = self.ctx.output_path(self.options.path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             out = path.open("w", encoding="utf-8")
