@@ -34,6 +34,7 @@ from pipeflow.errors import PipeflowError, ProtocolError
 from pipeflow.frames import AudioFrame, Interrupt, PlayoutPosition, ResponseDone
 from pipeflow.server.auth import scope_token, token_matches
 from pipeflow.server.calls import CALL_ID, Call, CallError, CallRegistry
+from pipeflow.server.ws import close_quietly
 
 __all__ = [
     "CallerAudio",
@@ -336,9 +337,8 @@ async def media_stream(websocket: WebSocket) -> None:
                     case Stopped():
                         return
     except PipeflowError as exc:
-        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-            await websocket.close(1008 if isinstance(exc, ProtocolError) else 1011,
-                                  str(exc)[:120])
+        await close_quietly(websocket, 1008 if isinstance(exc, ProtocolError) else 1011,
+                            str(exc))
     finally:
         if sender is not None:
             sender.cancel()
@@ -346,6 +346,7 @@ async def media_stream(websocket: WebSocket) -> None:
                 await sender
         if call is not None and call.live:
             await registry.end(call.id, "hangup")
+        await close_quietly(websocket)
 
 
 async def _start(websocket: WebSocket, registry: CallRegistry,
@@ -354,7 +355,7 @@ async def _start(websocket: WebSocket, registry: CallRegistry,
     token = registry.options.auth_token()
     given = parameters.get("token") or scope_token(websocket.scope)
     if token and not token_matches(given, token):
-        await websocket.close(4401, "A valid gateway token is required.")
+        await close_quietly(websocket, 4401, "A valid gateway token is required.")
         return None
     call_id = parameters.get("call_id") or translator.call_sid or translator.stream_sid
     try:
@@ -367,7 +368,7 @@ async def _start(websocket: WebSocket, registry: CallRegistry,
         call.running_session()
         return call
     except CallError as exc:
-        await websocket.close(4000 + exc.status, str(exc)[:120])
+        await close_quietly(websocket, 4000 + exc.status, str(exc))
         return None
 
 

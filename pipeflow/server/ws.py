@@ -26,7 +26,7 @@ from typing import Annotated, Any
 
 import msgspec
 from starlette.routing import WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from pipeflow.errors import PipeflowError
 from pipeflow.frames import AudioFrame, EndOfStream, ToolResult
@@ -34,7 +34,7 @@ from pipeflow.server.api import frame_json
 from pipeflow.server.calls import Call, CallError, CallRegistry, check_rate_param
 from pipeflow.session import AgentSession
 
-__all__ = ["ClientMessage", "routes"]
+__all__ = ["ClientMessage", "close_quietly", "routes"]
 
 
 class _Message(msgspec.Struct, tag_field="type", kw_only=True, forbid_unknown_fields=True):
@@ -81,11 +81,11 @@ async def call_stream(websocket: WebSocket) -> None:
                                     "query parameter 'sample_rate'")
     except CallError as exc:
         await websocket.accept()
-        await websocket.close(4000 + exc.status, _reason(str(exc)))
+        await close_quietly(websocket, 4000 + exc.status, str(exc))
         return
     except PipeflowError as exc:
         await websocket.accept()
-        await websocket.close(4400, _reason(str(exc)))
+        await close_quietly(websocket, 4400, str(exc))
         return
     await websocket.accept()
     await websocket.send_text(msgspec.json.encode({"type": "call", "call": call.summary()})
@@ -101,6 +101,7 @@ async def call_stream(websocket: WebSocket) -> None:
             sender.cancel()
         with contextlib.suppress(BaseException):
             await sender
+        await close_quietly(websocket)
 
 
 async def _receive(websocket: WebSocket, registry: CallRegistry, call: Call,
@@ -163,7 +164,7 @@ async def _send_frames(websocket: WebSocket, registry: CallRegistry, call: Call,
                 await _send_json(websocket, {"type": "order", "order": call.order()})
         await registry.end(call.id, "finished")  # returns once the record is written
         await _send_json(websocket, {"type": "ended", "call": call.summary()})
-        await websocket.close(1000)
+        await close_quietly(websocket)
 
 
 async def _send_json(websocket: WebSocket, data: dict[str, Any]) -> None:
@@ -171,10 +172,15 @@ async def _send_json(websocket: WebSocket, data: dict[str, Any]) -> None:
         await websocket.send_text(msgspec.json.encode(data).decode())
 
 
-def _reason(text: str) -> str:
-    """A close reason fits in 123 bytes."""
-    data = text.encode()
-    return text if len(data) <= 123 else data[:120].decode(errors="ignore") + "..."
+async def close_quietly(websocket: WebSocket, code: int = 1000, reason: str = "") -> None:
+    """Close the socket unless it is already closed (a close reason fits in 123 bytes)."""
+    data = reason.encode()
+    if len(data) > 123:
+        reason = data[:120].decode(errors="ignore") + "..."
+    if websocket.application_state == WebSocketState.DISCONNECTED:
+        return
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        await websocket.close(code, reason)
 
 
 def routes() -> list[WebSocketRoute]:
