@@ -205,6 +205,11 @@ async def _scale_step(side: str, n: int, seconds: float, lean: bool) -> dict[str
     """N paced sessions of 5 pass-through processors, as ``bench_scale`` measures them."""
     frames = round(seconds / FRAME_S)
     late: list[list[float]] = [[] for _ in range(n)]
+    # One short session first, so lazy imports are not counted per session.
+    if side == "pipecat":
+        await pipecat_session(5, 3, False, lean, lambda _: None)
+    else:
+        await pipeflow_session(5, 3, False, lambda _: None)
     gc.collect()
     rss0 = bench_scale.rss_bytes()
     loop = asyncio.get_running_loop()
@@ -307,7 +312,7 @@ def main() -> None:
         return
     ours = Path(sys.executable)
     core = sorted(os.sched_getaffinity(0))[-1]
-    paced_frames, flood_frames, rounds = (50, 500, 1) if args.quick else (250, 5000, 3)
+    paced_frames, flood_frames, rounds = (50, 500, 1) if args.quick else (150, 3000, 2)
     sides = (("pipeflow", ours, False), ("pipecat", pipecat_python, False))
     latency: dict[tuple[str, int], list[dict]] = {}
     flood: dict[tuple[str, int], list[dict]] = {}
@@ -335,7 +340,7 @@ def main() -> None:
             row[f"{side}_p50_us"] = statistics.median(r["p50_us"] for r in runs) if runs else None
             row[f"{side}_p99_us"] = statistics.median(r["p99_us"] for r in runs) if runs else None
             row[f"{side}_flood_us"] = (
-                statistics.median(r["seconds"] / r["frames"] / n * 1e6 for r in floods)
+                statistics.median(r["seconds"] / r["frames"] * 1e6 for r in floods)
                 if floods else None
             )
         data_rows.append(row)
@@ -353,42 +358,55 @@ def main() -> None:
         ])
     table = markdown_table(
         ["processors", "pipeflow p50 µs", "pipeflow p99 µs", "Pipecat p50 µs", "Pipecat p99 µs",
-         "pipeflow flood µs/frame/proc", "Pipecat flood µs/frame/proc", "flood ratio"],
+         "pipeflow flood µs/frame", "Pipecat flood µs/frame", "flood ratio"],
         rows,
+    )
+    slopes = {}
+    for side, _python, _lean in sides:
+        first, last = data_rows[0][f"{side}_flood_us"], data_rows[-1][f"{side}_flood_us"]
+        if first is not None and last is not None:
+            slopes[side] = (last - first) / (COUNTS[-1] - COUNTS[0])
+    slope_text = (
+        f"Cost of each extra processor in the flood (slope from N={COUNTS[0]} to "
+        f"N={COUNTS[-1]}): pipeflow {slopes['pipeflow']:.2f} µs, Pipecat "
+        f"{slopes['pipecat']:.1f} µs per frame."
+        if len(slopes) == 2 else ""
     )
     scale_rows: list[list[Any]] = []
     limits: dict[str, Any] = {}
     if not args.no_scale:
         seconds = 1.0 if args.quick else 3.0
-        budget = 20.0 if args.quick else 60.0
+        budget = 30.0 if args.quick else 120.0
         configs = (
             ("pipeflow", ours, False, "pipeflow"),
             ("pipecat", pipecat_python, False, "Pipecat 1.x defaults"),
             ("pipecat", pipecat_python, True, "Pipecat, RTVI/turn tracking/idle off"),
         )
-        for side, python, lean, label in configs:
-            print(f"sessions per core: {label}", flush=True)
-
-            def step(n: int, python: Path = python, side: str = side, lean: bool = lean) -> dict:
-                extra = ["--side", side, "--what", "scale", "--sessions", str(n),
-                         "--seconds", str(seconds), "--core", str(core)]
-                if lean:
-                    extra.append("--lean")
-                result = _run_child(python, extra, 60 + seconds + n / 50)
-                result.setdefault("sessions", n)
-                result["ok"] = (
-                    "error" not in result and result["p99_ms"] < bench_scale.LATENESS_LIMIT_MS
-                    and result["missing"] == 0 and result["unfinished"] == 0
-                )
-                return result
-
-            limit, steps = bench_scale.search(
-                step, budget, start=10, growth=5 if args.quick else 1.6,
-                bisect=0 if args.quick else 2, label=label,
+        def step(n: int, python: Path, side: str, lean: bool) -> dict[str, Any]:
+            extra = ["--side", side, "--what", "scale", "--sessions", str(n),
+                     "--seconds", str(seconds), "--core", str(core)]
+            if lean:
+                extra.append("--lean")
+            result = _run_child(python, extra, 60 + seconds + n / 50)
+            result.setdefault("sessions", n)
+            result["ok"] = (
+                "error" not in result and result["p99_ms"] < bench_scale.LATENESS_LIMIT_MS
+                and result["missing"] == 0 and result["unfinished"] == 0
             )
-            best = next((s for s in steps if s["ok"] and s["sessions"] == limit), {})
-            limits[label] = {"sessions": limit, "steps": steps}
-            scale_rows.append([label, limit, best.get("p99_ms", "-"),
+            return result
+
+        print("sessions per core, 5 pass-through processors:", flush=True)
+        found, all_steps = bench_scale.search_all(
+            {label: (lambda n, p=python, s=side, lean=lean: step(n, p, s, lean))
+             for side, python, lean, label in configs},
+            budget, start=10, growth=5 if args.quick else 2.0, bisect=0 if args.quick else 3,
+            retries=0 if args.quick else 1,
+        )
+        for _side, _python, _lean, label in configs:
+            steps = all_steps[label]
+            best = next((s for s in steps if s["ok"] and s["sessions"] == found[label]), {})
+            limits[label] = {"sessions": found[label], "steps": steps}
+            scale_rows.append([label, found[label], best.get("p99_ms", "-"),
                                best.get("rss_per_session_kib", "-")])
         ours_limit = limits["pipeflow"]["sessions"]
         theirs = limits["Pipecat 1.x defaults"]["sessions"]
@@ -417,13 +435,14 @@ def main() -> None:
         f"`InputAudioRawFrame`, what an input transport emits). Latency: one session paced in "
         f"real time ({paced_frames} frames), source to sink. Flood: {flood_frames} frames "
         "pushed as fast as taken.\n\n"
-        f"{table}\n\nSessions per core (as in the scale section: one core, sessions arriving "
-        "over 1 s, p99 lateness under 20 ms, no missing frame):\n\n"
+        f"{table}\n\n{slope_text}\n\nSessions per core (as in the scale section: one core, "
+        "sessions arriving over 1 s, p99 lateness under 20 ms, no missing frame):\n\n"
         f"{scale_table}\n\n{ratio_text}\nGoal: at least 10x Pipecat's paced sessions per core "
         "on the same pass-through pipeline; under 100 KiB per session."
     )
     command = "python -m benchmarks.bench_pipecat" + (" --quick" if args.quick else "")
-    data = {"latency_flood": data_rows, "scale": limits, "pipecat_version": versions}
+    data = {"latency_flood": data_rows, "flood_slope_us": slopes, "scale": limits,
+            "pipecat_version": versions}
     write_section("pipecat", "Side by side with Pipecat", body, command, data)
     print(table)
     print(scale_table)

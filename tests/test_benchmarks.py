@@ -150,3 +150,24 @@ def test_latency_summary_subtracts_the_bare_client() -> None:
     assert stages["sink (AudioFrame -> first audio playing)"]["p50_ms"] == pytest.approx(
         0.25, abs=0.01)
     assert np.isfinite(result["added_p99_ms"])
+
+
+def test_scale_search_interleaves_scenarios_and_retries_a_failed_step() -> None:
+    order: list[tuple[str, int]] = []
+    flaky = {"b": {20}}  # b fails its first try at N=20, then passes
+
+    def make(name: str, threshold: int):
+        def step(n: int) -> dict:
+            order.append((name, n))
+            if n in flaky.get(name, set()):
+                flaky[name].discard(n)
+                return {"sessions": n, "ok": False}
+            return {"sessions": n, "ok": n <= threshold}
+        return step
+
+    limits, steps = bench_scale.search_all(
+        {"a": make("a", 25), "b": make("b", 45)}, 1e9, bisect=0, retries=1, log=lambda _: None
+    )
+    assert limits == {"a": 20, "b": 40}
+    assert order[:4] == [("a", 10), ("b", 10), ("a", 20), ("b", 20)]
+    assert [s["attempt"] for s in steps["b"] if s["sessions"] == 20] == [1, 2]
