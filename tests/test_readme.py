@@ -49,7 +49,7 @@ def test_readme_custom_stage_runs_from_yaml(tmp_path: Path) -> None:
     (tmp_path / "gain.yaml").write_text(base)
     (tmp_path / "plain.yaml").write_text(base.replace("db: 6", "db: 0"))
     for name in ("gain", "plain"):
-        proc = run_cli("run", f"{name}.yaml", "--set", f"wav_sink.path=out/{name}.wav",
+        proc = run_cli("run", f"{name}.yaml", "--set", f"wav_sink.path={name}.wav",
                        cwd=tmp_path)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     loud = read_wav(tmp_path / "out" / "gain.wav").samples.astype(float)

@@ -1,0 +1,216 @@
+"""AgentSession against the local Realtime server: text, audio, tools, barge-in."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeflow import Agent, AgentSession, Pipeline, Stage
+from pipeflow.audio.playout import Chunk
+from pipeflow.audio.tts import synthesize
+from pipeflow.errors import LocalError
+from pipeflow.frames import (
+    AudioFrame,
+    Interrupt,
+    ResponseDone,
+    SpeechStarted,
+    ToolCall,
+    ToolResult,
+    Transcript,
+)
+from pipeflow.registry import registry
+from pipeflow.stages.sinks import NullSink
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = str(ROOT / "pipelines" / "scripts" / "demo.yaml")
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENAI_API_KEY", "OAI_API_KEY", "OAI_REALTIME_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def demo_agent() -> Agent:
+    from pipelines.example_tools import add_numbers, get_weather
+
+    return Agent("You are a helpful assistant.", tools=[add_numbers, get_weather])
+
+
+class RecordingSink(NullSink):
+    """A null sink that notes when each chunk of agent audio starts playing."""
+
+    def __init__(self) -> None:
+        super().__init__(realtime=True)
+        self.played: list[tuple[float, str]] = []
+
+    def write(self, chunk: Chunk) -> None:
+        self.played.append((time.monotonic(), chunk.item_id))
+
+
+class SpeechTap(Stage):
+    """Notes the wall time at which the VAD reported the caller's speech."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.speech_at: list[float] = []
+
+    async def process(self, frames):  # type: ignore[no-untyped-def]
+        async for frame in frames:
+            if isinstance(frame, SpeechStarted):
+                self.speech_at.append(time.monotonic())
+            yield frame
+
+
+def make(name: str, **options: object) -> Stage:
+    return registry.resolve(name)(**options)
+
+
+async def speak(session: AgentSession, text: str, rate: int = 16000, realtime: bool = True) -> None:
+    """Stream synthesised speech and a second of silence as 20 ms chunks."""
+    samples = np.concatenate([synthesize(text, rate), np.zeros(rate, np.int16)])
+    step = rate // 50
+    for start in range(0, samples.size, step):
+        await session.stream_audio(samples[start : start + step].tobytes(), rate)
+        if realtime:
+            await asyncio.sleep(0.02)
+
+
+async def test_text_turn_with_tool_call() -> None:
+    async with AgentSession(demo_agent(), transport={"script": DEMO, "speed": 0}) as session:
+        start = session.frames_seen
+        await session.send_text("What is two plus three?")
+        call = await session.wait_for(ToolCall, 20, after=start)
+        assert call.name == "add_numbers"  # type: ignore[attr-defined]
+        result = await session.wait_for(ToolResult, 20, after=start)
+        assert float(result.output) == 5 and not result.is_error  # type: ignore[attr-defined]
+        said = await session.wait_for(
+            lambda f: isinstance(f, Transcript) and f.role == "agent" and f.final, 20, after=start
+        )
+        assert said.text.startswith("Two plus three is 5")  # type: ignore[attr-defined]
+        assert session.state != "closed"
+    assert session.state == "closed"
+    roles = [(t.role, t.source) for t in session.conversation.turns]
+    assert roles == [("user", "text"), ("agent", "audio")]
+    assert session.conversation.turns[1].audio_duration > 0.5
+    assert float(session.conversation.tool_calls[0].output or 0) == 5
+
+
+async def test_audio_turn_is_committed_by_vad_and_answered() -> None:
+    async with AgentSession(demo_agent(), transport={"script": DEMO, "speed": 0}) as session:
+        start = session.frames_seen
+        await speak(session, "What is the weather in Paris?", realtime=False)
+        call = await session.wait_for(ToolCall, 30, after=start)
+        assert call.name == "get_weather"  # type: ignore[attr-defined]
+        await session.wait_for(
+            lambda f: (
+                isinstance(f, Transcript) and f.role == "agent" and f.final and "Paris" in f.text
+            ),
+            30,
+            after=start,
+        )
+    user = [t for t in session.conversation.turns if t.role == "user"]
+    assert user and user[0].source == "audio"
+    assert 1.0 < user[0].audio_duration < 4.0
+    assert user[0].text == "What is the weather in Paris?"  # the script's transcript
+
+
+async def test_commit_audio_ends_the_turn_on_demand() -> None:
+    stages = [
+        make("push", sample_rate=16000),
+        make("resample"),
+        make("realtime", script=DEMO, speed=0),
+        make("tools"),
+        make("callbacks"),
+        make("null", realtime=False),
+    ]
+    session = AgentSession(demo_agent(), pipeline=Pipeline(stages))
+    async with session:
+        start = session.frames_seen
+        pcm = synthesize("What is the weather in Paris?", 16000).tobytes()
+        await session.stream_audio(pcm, 16000)
+        await session.commit_audio()  # no vad stage: nothing else would end the turn
+        done = await session.wait_for(ToolCall, 20, after=start)
+        assert done.name == "get_weather"  # type: ignore[attr-defined]
+
+
+async def test_barge_in_stops_agent_audio_within_100_ms() -> None:
+    sink, tap = RecordingSink(), SpeechTap()
+    stages = [
+        make("push", sample_rate=16000),
+        make("resample"),
+        make("vad", commit_on_silence=True),
+        tap,
+        make("realtime", script=DEMO, response_on_start=True),
+        make("tools"),
+        make("callbacks"),
+        sink,
+    ]
+    interrupted: list[str] = []
+    session = AgentSession(demo_agent(), pipeline=Pipeline(stages))
+    session.on("interrupted", lambda event: interrupted.append(event.name))
+    async with session:
+        # wait until the greeting is audibly playing, then talk over it
+        while not sink.played:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)
+        await speak(session, "What is two plus three?")
+        await session.wait_for(ToolCall, 20, after=0)
+    assert tap.speech_at, "the VAD never heard the caller"
+    speech = tap.speech_at[0]
+    greeting_item = sink.played[0][1]
+    after = [t for t, item in sink.played if item == greeting_item and t > speech]
+    assert not after or max(after) - speech < 0.1, f"played {max(after) - speech:.3f}s late"
+    frames = session.frames
+    assert any(isinstance(f, Interrupt) for f in frames)
+    assert interrupted == ["interrupted"]
+    greeting = session.conversation.turns[0]
+    assert greeting.role == "agent" and greeting.interrupted
+    cancelled = [f for f in frames if isinstance(f, ResponseDone) and f.status == "cancelled"]
+    assert cancelled
+
+
+async def test_cancel_response_interrupts_on_demand() -> None:
+    sink = RecordingSink()
+    stages = [
+        make("push", sample_rate=16000),
+        make("realtime", script=DEMO, response_on_start=True),
+        make("tools"),
+        make("callbacks"),
+        sink,
+    ]
+    async with AgentSession(demo_agent(), pipeline=Pipeline(stages)) as session:
+        while not sink.played:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+        asked = time.monotonic()
+        await session.cancel_response()
+        await session.wait_for(lambda f: isinstance(f, ResponseDone), 10, after=0)
+    late = [t for t, _ in sink.played if t > asked]
+    assert not late or max(late) - asked < 0.1
+    assert session.conversation.turns[0].interrupted
+
+
+async def test_say_makes_the_agent_speak() -> None:
+    async with AgentSession(demo_agent(), transport={"script": DEMO, "speed": 0}) as session:
+        await session.say("Your table is ready.")
+        said = await session.wait_for(
+            lambda f: isinstance(f, Transcript) and f.role == "agent" and f.final, 20, after=0
+        )
+        assert "Your table is ready." in said.text  # type: ignore[attr-defined]
+        assert any(isinstance(f, AudioFrame) and f.item_id for f in session.frames)
+
+
+async def test_misuse_gives_clear_errors() -> None:
+    session = AgentSession(demo_agent(), transport={"script": DEMO, "speed": 0})
+    with pytest.raises(LocalError, match="not started"):
+        await session.send_text("hi")
+    async with session:
+        with pytest.raises(LocalError, match="already started"):
+            await session.start()
+    with pytest.raises(LocalError, match="closed"):
+        await session.send_text("hi")
