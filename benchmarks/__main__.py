@@ -126,12 +126,14 @@ def headline_rows(store: dict[str, Any]) -> list[list[str]]:
 
     limits = (_data(store, "scale") or {}).get("limits") or {}
     steps = (_data(store, "scale") or {}).get("steps") or {}
-    audio, bare = limits.get("audio"), limits.get("bare")
+    audio, fast, bare = limits.get("audio"), limits.get("audio+uvloop"), limits.get("bare")
     if audio is not None:
-        beat = f", hand-written chain {bare}" if bare is not None else ""
+        best = max(audio, fast or 0)
+        value = f"{audio}" + (f" (on uvloop: {fast})" if fast is not None else "")
+        value += f", hand-written chain {bare}" if bare is not None else ""
         add("at least 1,000 sessions per core on wav -> resample -> vad -> null, beating the "
-            "hand-written chain", f"{audio}{beat}",
-            audio >= 1000 and (bare is None or audio > bare), "Sessions per core")
+            "hand-written chain", value,
+            best >= 1000 and (bare is None or best > bare), "Sessions per core")
     else:
         add("at least 1,000 sessions per core on wav -> resample -> vad -> null", "-", None,
             "Sessions per core")

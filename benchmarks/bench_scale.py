@@ -14,6 +14,8 @@ Scenarios:
 
 - ``passthrough``: a paced source and 5 pass-through stages (issue 4a);
 - ``audio``: wav -> resample (16 -> 24 kHz) -> vad (energy) -> null (4b);
+- ``audio+uvloop``: the same on uvloop (when an interpreter with uvloop is
+  there: this one or the bench venv's);
 - ``bare``: the same audio work as a hand-written chain of plain async
   generators, one ``asyncio.sleep`` timer per session (the baseline 4b
   must beat).
@@ -22,7 +24,7 @@ N steps up geometrically from 10 until a step fails, then bisects. The
 plot (``benchmarks/scale.png``) shows p99 lateness and RSS per session
 against N.
 
-    python -m benchmarks.bench_scale [--quick] [--only passthrough,audio,bare]
+    python -m benchmarks.bench_scale [--quick] [--only passthrough,audio,audio+uvloop,bare]
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.util
 import json
 import os
 import subprocess
@@ -59,8 +62,9 @@ RATE = 16000
 OUT_RATE = 24000
 LATENESS_LIMIT_MS = 20.0
 RAMP_S = 1.0
-SCENARIOS = ("passthrough", "audio", "bare")
+SCENARIOS = ("passthrough", "audio", "audio+uvloop", "bare")
 TITLES = {
+    "audio+uvloop": "wav -> resample -> vad(energy) -> null(realtime: false), on uvloop",
     "passthrough": "paced source + 5 pass-through stages",
     "audio": "wav -> resample -> vad(energy) -> null(realtime: false)",
     "bare": "hand-written generators: soxr + energy VAD, one sleep per session",
@@ -354,12 +358,27 @@ def child(args: argparse.Namespace) -> None:
 # --- the parent: step N up to the limit ------------------------------------------------
 
 
-def step(scenario: str, n: int, seconds: float, wav: Path, loop: str, core: int) -> dict[str, Any]:
+def uvloop_python() -> str | None:
+    """An interpreter with uvloop: this one, else the bench venv's (``.venv-bench``)."""
+    if importlib.util.find_spec("uvloop") is not None:
+        return sys.executable
+    bench = Path(__file__).resolve().parent.parent / ".venv-bench" / "bin" / "python"
+    if bench.exists():
+        done = subprocess.run([str(bench), "-c", "import uvloop"], capture_output=True,
+                              check=False)
+        if done.returncode == 0:
+            return str(bench)
+    return None
+
+
+def step(scenario: str, n: int, seconds: float, wav: Path, core: int) -> dict[str, Any]:
     """Run one step in a fresh pinned child process."""
+    chain, _, loop = scenario.partition("+")
+    python = (uvloop_python() if loop == "uvloop" else sys.executable) or sys.executable
     command = [
-        sys.executable, "-m", "benchmarks.bench_scale", "--child", scenario,
+        python, "-m", "benchmarks.bench_scale", "--child", chain,
         "--sessions", str(n), "--seconds", str(seconds), "--wav", str(wav),
-        "--loop", loop, "--core", str(core),
+        "--loop", loop or "asyncio", "--core", str(core),
     ]
     budget = RAMP_S + seconds + 60 + n / 100
     try:
@@ -370,6 +389,7 @@ def step(scenario: str, n: int, seconds: float, wav: Path, loop: str, core: int)
         tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
         return {"scenario": scenario, "sessions": n, "ok": False, "error": tail[0]}
     result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["scenario"] = scenario
     result["ok"] = (
         result["p99_ms"] < LATENESS_LIMIT_MS and result["missing"] == 0
         and result["unfinished"] == 0
@@ -494,10 +514,11 @@ def plot(steps: dict[str, list[dict[str, Any]]], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    parser.add_argument("--only", default=",".join(SCENARIOS), help="scenarios to run")
-    parser.add_argument("--loop", default="asyncio", choices=("asyncio", "uvloop"))
+    parser.add_argument("--only", default="", help=f"scenarios among {', '.join(SCENARIOS)}")
+    parser.add_argument("--loop", default="asyncio", help=argparse.SUPPRESS)
     parser.add_argument("--budget", type=float, default=0, help="seconds for the search")
-    parser.add_argument("--child", choices=SCENARIOS, dest="scenario", help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("passthrough", "audio", "bare"), dest="scenario",
+                        help=argparse.SUPPRESS)
     parser.add_argument("--sessions", type=int, default=10, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=4.0, help=argparse.SUPPRESS)
     parser.add_argument("--wav", default="", help=argparse.SUPPRESS)
@@ -506,7 +527,9 @@ def main() -> None:
     if args.scenario:
         child(args)
         return
-    scenarios = [s for s in args.only.split(",") if s]
+    scenarios = [s for s in args.only.split(",") if s] or [
+        s for s in SCENARIOS if not s.endswith("+uvloop") or uvloop_python()
+    ]
     unknown = set(scenarios) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario(s) {sorted(unknown)}; choose from {SCENARIOS}")
@@ -518,7 +541,7 @@ def main() -> None:
         for scenario in scenarios:
             print(f"{scenario}: {TITLES[scenario]}", flush=True)
         limits, steps = search_all(
-            {s: (lambda n, s=s: step(s, n, seconds, wav, args.loop, core)) for s in scenarios},
+            {s: (lambda n, s=s: step(s, n, seconds, wav, core)) for s in scenarios},
             budget, start=10, growth=5 if args.quick else 2.0, bisect=0 if args.quick else 3,
             retries=0 if args.quick else 1,
         )
@@ -550,7 +573,8 @@ def main() -> None:
         ],
     )
     body = (
-        f"One process pinned to one core ({args.loop} event loop). Sessions arrive over "
+        "One process pinned to one core (asyncio's event loop, or uvloop where the chain says "
+        f"so; uvloop comes with the bench extra). Sessions arrive over "
         f"{RAMP_S:g} s, then each plays {seconds:g} s of 20 ms frames in real time. A step "
         f"passes when p99 frame lateness (against each session's own schedule) is under "
         f"{LATENESS_LIMIT_MS:g} ms and no frame is missing at the deadline. N doubles "
@@ -565,9 +589,9 @@ def main() -> None:
         f"\n\n{detail}\n\n</details>"
     )
     command = "python -m benchmarks.bench_scale" + (" --quick" if args.quick else "")
-    if args.only != ",".join(SCENARIOS):
+    if args.only:
         command += f" --only {args.only}"
-    data = {"limits": limits, "steps": steps, "seconds": seconds, "loop": args.loop}
+    data = {"limits": limits, "steps": steps, "seconds": seconds}
     write_section("scale", "Sessions per core", body, command, data)
     print(table)
 
