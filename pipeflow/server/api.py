@@ -21,7 +21,18 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from pipeflow.errors import ConfigError, LocalError
-from pipeflow.frames import AudioFrame, EndOfStream, Frame, ToolResult, encode_json
+from pipeflow.frames import (
+    AudioFrame,
+    EndOfStream,
+    Frame,
+    ResponseDone,
+    ResponseStarted,
+    TextInput,
+    ToolCall,
+    ToolResult,
+    Transcript,
+    encode_json,
+)
 from pipeflow.server.calls import Call, CallError, CallRegistry, check_rate_param
 
 __all__ = ["error_response", "read_body", "routes"]
@@ -177,8 +188,6 @@ async def commit_audio(request: Request) -> Response:
 
 async def send_text(request: Request) -> Response:
     """POST /api/calls/{id}/text: caller text (chat, DTMF, IVR); optionally wait for the answer."""
-    from pipeflow.commands.chat import answer
-
     body = _decode(await read_body(request), TextBody, "text")
     call = _call(request)
     session = call.running_session()
@@ -186,7 +195,7 @@ async def send_text(request: Request) -> Response:
         await session.send_text(body.q)
         return JSONResponse({"ok": True}, 202)
     try:
-        frames = await answer(session, body.q, body.timeout_s)
+        frames = await answer_text(session, body.q, body.timeout_s)
     except TimeoutError:
         return JSONResponse({"ok": True, "answered": False, "reply": ""}, 202)
     except LocalError as exc:
@@ -201,6 +210,42 @@ async def send_text(request: Request) -> Response:
     return JSONResponse(
         {"ok": True, "answered": True, "reply": reply, "tool_results": tools, "order": call.order()}
     )
+
+
+async def answer_text(session: Any, text: str, timeout_s: float) -> list[Frame]:
+    """Send ``text`` and return the frames of the agent's answer to it.
+
+    The answer is every frame from the first response that starts after the
+    text went in, until a response is done with the agent having spoken and
+    every tool call answered; a response already running (a greeting) is not
+    the answer.
+
+    Raises:
+        TimeoutError: no complete answer within ``timeout_s``.
+    """
+    mark = session.frames_seen
+    await session.send_text(text)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    index = mark
+    while True:
+        await session.wait_for(ResponseDone, max(0.05, deadline - loop.time()), after=index)
+        frames = session.frames
+        index = len(frames)
+        sent = next((i for i in range(mark, index) if isinstance(frames[i], TextInput)
+                     and frames[i].text == text), None)
+        if sent is None:
+            continue
+        first = next((i for i in range(sent, index) if isinstance(frames[i], ResponseStarted)),
+                     None)
+        if first is None:
+            continue
+        answer = frames[first:]
+        spoke = any(isinstance(f, Transcript) and f.role == "agent" and f.final for f in answer)
+        calls = {f.call_id for f in answer if isinstance(f, ToolCall)}
+        results = {f.call_id for f in answer if isinstance(f, ToolResult)}
+        if spoke and calls <= results and isinstance(answer[-1], ResponseDone):
+            return answer
 
 
 async def cancel_response(request: Request) -> Response:

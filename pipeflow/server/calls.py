@@ -109,6 +109,7 @@ class Call:
         self.error = ""
         self.last_activity = now
         self._seen = 0
+        self._streamed = False
         self._record: dict[str, Any] | None = None
         self._ended = asyncio.Event()
 
@@ -148,6 +149,15 @@ class Call:
         if self.state == "active":
             return "closed"
         return "still starting" if self.state == "starting" else self.state
+
+    def backlog_start(self) -> int | None:
+        """Where the first audio client's stream starts: 0 for the first one, so
+        it gets what the agent said before it connected (the greeting); ``None``
+        (live frames only) for later ones."""
+        if self._streamed:
+            return None
+        self._streamed = True
+        return 0
 
     def report_playout(self, position: PlayoutPosition) -> bool:
         """Tell the model transport how much of its item the caller heard (for truncation).

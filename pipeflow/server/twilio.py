@@ -378,7 +378,7 @@ async def _send(websocket: WebSocket, translator: TwilioMediaTranslator, call: C
     if session is None:
         return
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-        async for frame in session.subscribe():
+        async for frame in session.subscribe(call.backlog_start()):
             messages: list[str] = []
             if type(frame) is AudioFrame and frame.item_id:
                 messages = translator.agent_audio(frame)

@@ -152,7 +152,7 @@ async def _send_frames(websocket: WebSocket, registry: CallRegistry, call: Call,
                        session: AgentSession) -> None:
     """Forward agent audio (binary) and events (JSON) until the session ends."""
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-        async for frame in session.subscribe():
+        async for frame in session.subscribe(call.backlog_start()):
             if type(frame) is AudioFrame:
                 if frame.item_id:
                     await websocket.send_bytes(frame.pcm)

@@ -180,8 +180,10 @@ registerProcessor("pipeflow-capture", Capture);
 `;
 
 async function startMic(send) {
+  // ?aec=0 turns echo cancellation off (headsets, or a recorded caller in tests).
+  const aec = new URLSearchParams(location.search).get("aec") !== "0";
   const stream = await navigator.mediaDevices.getUserMedia({
-    audio: { channelCount: 1, echoCancellation: true, noiseSuppression: false, autoGainControl: false },
+    audio: { channelCount: 1, echoCancellation: aec, noiseSuppression: false, autoGainControl: false },
   });
   const ctx = new AudioContext({ sampleRate: MIC_RATE });
   const source = ctx.createMediaStreamSource(stream);
