@@ -402,12 +402,21 @@ class AgentSession:
         """Every frame that left the pipeline, in order."""
         return list(self._frames)
 
-    async def subscribe(self) -> AsyncIterator[Frame]:
-        """Frames leaving the pipeline from now on, until the session ends."""
+    async def subscribe(self, since: int | None = None) -> AsyncIterator[Frame]:
+        """Frames leaving the pipeline from now on, until the session ends.
+
+        Args:
+            since: first replay the frames already seen from this index of
+                ``frames_seen`` on (0: all of them), with no gap and no repeat
+                before the live ones.
+        """
         queue: asyncio.Queue[Frame | None] = asyncio.Queue()
         self._subscribers.append(queue)
+        backlog = self._frames[since:] if since is not None else []
         try:
-            if self._task is not None and self._task.done():
+            for frame in backlog:
+                yield frame
+            if self._task is not None and self._task.done() and queue.empty():
                 return
             while (frame := await queue.get()) is not None:
                 yield frame
