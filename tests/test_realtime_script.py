@@ -100,3 +100,19 @@ def test_default_script_answers_anything() -> None:
     assert DEFAULT_SCRIPT.greeting
     assert DEFAULT_SCRIPT.choose("anything at all", set()) is None
     assert DEFAULT_SCRIPT.fallback and DEFAULT_SCRIPT.fallback[0].say
+
+
+def test_docs_describe_every_script_and_fault_field() -> None:
+    import msgspec
+
+    from pipeflow.realtime.script import Script, Step, Turn
+    from pipeflow.realtime.server_faults import Faults
+
+    doc = (ROOT / "docs" / "realtime.md").read_text()
+    missing = [
+        f"{cls.__name__}.{field.name}"
+        for cls in (Script, Turn, Step, Faults)
+        for field in msgspec.structs.fields(cls)
+        if field.name != "source" and f"| `{field.name}` |" not in doc
+    ]
+    assert not missing, f"docs/realtime.md does not describe: {missing}"
