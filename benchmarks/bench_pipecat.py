@@ -399,7 +399,7 @@ def main() -> None:
         found, all_steps = bench_scale.search_all(
             {label: (lambda n, p=python, s=side, lean=lean: step(n, p, s, lean))
              for side, python, lean, label in configs},
-            budget, start=10, growth=5 if args.quick else 2.0, bisect=0 if args.quick else 3,
+            budget, start=10, growth=5 if args.quick else 2.0, bisect=0 if args.quick else 2,
             retries=0 if args.quick else 1,
         )
         for _side, _python, _lean, label in configs:

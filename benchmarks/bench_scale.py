@@ -12,7 +12,8 @@ divided by N.
 
 Scenarios:
 
-- ``passthrough``: a paced source and 5 pass-through stages (issue 4a);
+- ``passthrough``: a paced source and 5 pass-through stages (issue 4a), the
+  very session the Pipecat side by side runs;
 - ``audio``: wav -> resample (16 -> 24 kHz) -> vad (energy) -> null (4b);
 - ``audio+uvloop``: the same on uvloop (when an interpreter with uvloop is
   there: this one or the bench venv's);
@@ -49,9 +50,8 @@ from benchmarks.report import markdown_table, results_dir, write_section
 from pipeflow import Pipeline
 from pipeflow.audio.clock import get_clock
 from pipeflow.audio.vad import Segmenter, VadOptions
-from pipeflow.frames import AudioFrame, EndOfStream
+from pipeflow.frames import AudioFrame
 from pipeflow.stage import Frames, Stage
-from pipeflow.stages.basic import PassThrough
 from pipeflow.stages.resample import Resample
 from pipeflow.stages.sinks import NullSink
 from pipeflow.stages.sources import WavSource
@@ -81,29 +81,6 @@ def rss_bytes() -> int:
 # --- stages only the benchmark needs ----------------------------------------------
 
 
-class PacedFrames(Stage):
-    """A paced source of silent 20 ms frames that all share one PCM buffer.
-
-    Unlike ``silence`` it holds no per-session audio, so RSS per session is
-    the runtime's own cost. It sleeps on the shared pacing clock, like the
-    built-in sources.
-    """
-
-    def __init__(self, frames: int) -> None:
-        super().__init__()
-        self.frames = frames
-        self.started_at = 0.0
-
-    async def process(self, frames: Frames) -> Frames:
-        pcm = bytes(int(RATE * FRAME_S) * 2)
-        clock = get_clock()
-        start = self.started_at = clock.now()
-        for i in range(self.frames):
-            await clock.sleep_until(start + i * FRAME_S)
-            yield AudioFrame(pcm=pcm, sample_rate=RATE, pts=i * FRAME_S)
-        yield EndOfStream()
-
-
 class Meter:
     """Per-session lateness bookkeeping shared by the Stamp, Mark and Probe stages.
 
@@ -127,21 +104,18 @@ class Meter:
 
 
 class Stamp(Stage):
-    """Notes the due time of each source frame (and tags it when ``mark``)."""
+    """Notes the due time of each source frame."""
 
-    def __init__(self, meter: Meter, mark: bool = False) -> None:
+    def __init__(self, meter: Meter) -> None:
         super().__init__()
         self.meter = meter
-        self.mark = mark
 
     async def process(self, frames: Frames) -> Frames:
-        meter, source, tags, mark = self.meter, self.meter.source, self.meter.tags, self.mark
+        meter, source = self.meter, self.meter.source
         async for frame in frames:
             if type(frame) is AudioFrame:
                 meter.due = source.started_at + frame.pts
                 meter.stamped += 1
-                if mark:
-                    tags[id(frame)] = meter.due
             yield frame
 
 
@@ -250,22 +224,38 @@ def _speech_wav(directory: Path, seconds: float) -> Path:
     return path
 
 
-def _chain(scenario: str, frames: int, wav: Path, row: np.ndarray) -> tuple[Pipeline, Meter]:
-    """One session's pipeline, with its lateness instruments."""
-    if scenario == "passthrough":
-        source: Any = PacedFrames(frames)
-        meter = Meter(row, source)
-        stages: list[Stage] = [
-            source, Stamp(meter, mark=True), *(PassThrough() for _ in range(5)), Probe(meter)
-        ]
-    else:
-        source = WavSource(path=str(wav))
-        meter = Meter(row, source)
-        stages = [
-            source, Stamp(meter), Resample(rate=OUT_RATE), Mark(meter), Vad(engine="energy"),
-            NullSink(realtime=False), Probe(meter),
-        ]
+def _chain(frames: int, wav: Path, row: np.ndarray) -> tuple[Pipeline, Meter]:
+    """One session of the audio chain, with its lateness instruments."""
+    source = WavSource(path=str(wav))
+    meter = Meter(row, source)
+    stages = [
+        source, Stamp(meter), Resample(rate=OUT_RATE), Mark(meter), Vad(engine="energy"),
+        NullSink(realtime=False), Probe(meter),
+    ]
     return Pipeline(stages), meter
+
+
+async def passthrough_session(frames: int, row: np.ndarray, counts: list[int]) -> None:
+    """A paced source and 5 PassThrough stages: the same session as the Pipecat side by side.
+
+    Each frame's lateness (against its session's schedule) is taken where it
+    leaves the last stage; ``counts`` gets the number of frames that did.
+    """
+    from benchmarks.bench_pipecat import pipeflow_session
+
+    received = 0
+    size = row.size
+
+    def record(seconds: float) -> None:
+        nonlocal received
+        if received < size:
+            row[received] = seconds
+        received += 1
+
+    try:
+        await pipeflow_session(5, frames, True, record, schedule=True)
+    finally:
+        counts.append(received)
 
 
 async def _warm_up(scenario: str, wav: Path, audio: np.ndarray | None) -> None:
@@ -274,7 +264,7 @@ async def _warm_up(scenario: str, wav: Path, audio: np.ndarray | None) -> None:
         assert audio is not None
         await bare_session(audio, 2, np.zeros(2), [])
     elif scenario == "passthrough":
-        await Pipeline([PacedFrames(2), *(PassThrough() for _ in range(5))]).run()
+        await passthrough_session(2, np.zeros(2), [])
     else:
         await Pipeline([
             WavSource(path=str(wav), speed=0), Resample(rate=OUT_RATE), Vad(engine="energy"),
@@ -308,8 +298,10 @@ async def run_step(scenario: str, n: int, seconds: float, wav: Path) -> dict[str
         if scenario == "bare":
             assert audio is not None
             coro: Any = bare_session(audio, frames, late[i], counts)
+        elif scenario == "passthrough":
+            coro = passthrough_session(frames, late[i], counts)
         else:
-            pipeline, meter = _chain(scenario, frames, wav, late[i])
+            pipeline, meter = _chain(frames, wav, late[i])
             meters.append(meter)
             coro = pipeline.run()
         tasks.append(asyncio.ensure_future(coro))
@@ -321,7 +313,7 @@ async def run_step(scenario: str, n: int, seconds: float, wav: Path) -> dict[str
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     cpu = time.process_time() - cpu0
-    if scenario == "bare":
+    if scenario != "audio":
         missing = n * frames - sum(counts)
     else:
         missing = sum(frames - m.stamped + len(m.tags) for m in meters)
@@ -534,7 +526,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown scenario(s) {sorted(unknown)}; choose from {SCENARIOS}")
     seconds = 1.0 if args.quick else 3.0
-    budget = args.budget or (30.0 if args.quick else 200.0)
+    budget = args.budget or (30.0 if args.quick else 170.0)
     core = sorted(os.sched_getaffinity(0))[-1]
     with tempfile.TemporaryDirectory() as tmp:
         wav = _speech_wav(Path(tmp), seconds)
