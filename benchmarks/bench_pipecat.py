@@ -376,7 +376,7 @@ def main() -> None:
     limits: dict[str, Any] = {}
     if not args.no_scale:
         seconds = 1.0 if args.quick else 3.0
-        budget = 30.0 if args.quick else 120.0
+        budget = 30.0 if args.quick else 100.0
         configs = (
             ("pipeflow", ours, False, "pipeflow"),
             ("pipecat", pipecat_python, False, "Pipecat 1.x defaults"),
