@@ -41,12 +41,14 @@ from pipeflow.frames import (
     TurnCommitted,
 )
 from pipeflow.pipeline import Pipeline, PipelineContext
+from pipeflow.realtime.server import LocalRealtimeServer
 from pipeflow.registry import registry
 from pipeflow.stage import Frames, Stage
 from pipeflow.stages.realtime import RealtimeTransport
 from pipeflow.testing import run_stage
 from pipeflow.tools import tool
 from pipeflow.turns import Turn
+from tests.speech import need_tts, spoken
 from tests.test_realtime_client import Peer, send
 
 TONE = (np.sin(np.arange(480) / 5) * 8000).astype("<i2").tobytes()  # 20 ms at 24 kHz
@@ -526,9 +528,11 @@ async def test_connection_lost_mid_response_reconnects_and_goes_on() -> None:
 
 
 async def reconnecting_source(stage: RealtimeTransport) -> AsyncIterator[Frame]:
+    """Asks again once the first response is over (it never completes: the connection drops)."""
+    failed = asyncio.Event()
+    stage.turns.on_change = lambda step: failed.set() if step.after is Turn.IDLE else None
     yield TextInput(text="Hi")
-    while stage.client is None or stage.client.reconnects == 0:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(failed.wait(), 10)
     yield TextInput(text="Are you there?")
 
 
@@ -590,3 +594,121 @@ async def test_a_slow_consumer_holds_the_model_back_without_losing_frames() -> N
 
 async def single(frame: Frame) -> AsyncIterator[Frame]:
     yield frame
+
+
+# --- against the local Realtime server (the embedded default) -----------------------
+
+SCRIPT = """\
+turns:
+  - match: [pizza]
+    user: "What does a pizza cost?"
+    steps:
+      - say: "Let me check."
+      - call: price
+        arguments: {item: pizza}
+      - say: "A pizza costs {result.price} euros."
+  - user: "Thanks, bye."
+    steps:
+      - say: "Goodbye!"
+"""
+
+
+@pytest.fixture
+def script(tmp_path: Any) -> str:
+    path = tmp_path / "script.yaml"
+    path.write_text(SCRIPT)
+    return str(path)
+
+
+def speech_frames(text: str) -> list[Frame]:
+    samples = spoken(text, 24000)
+    pcm = np.concatenate([samples, np.zeros(24000, dtype=np.int16)]).astype("<i2")
+    data = pcm.tobytes()
+    size = 960
+    return [AudioFrame(pcm=data[i : i + size], sample_rate=24000, pts=i / 48000)
+            for i in range(0, len(data) - size + 1, size)]
+
+
+async def test_with_no_url_and_no_key_the_stage_runs_the_local_server(script: str) -> None:
+    need_tts()
+    stage = registry.resolve("realtime")(script=script, speed=0, drain_timeout_s=10)
+    agent = Agent("You sell pizza.", tools=[price])
+    pipeline = Pipeline([Gated(lambda: single(TextInput(text="How much is a pizza?"))), stage,
+                         registry.resolve("tools")()],
+                        context=PipelineContext(agent=agent))
+    out = [frame async for frame in pipeline.stream()]
+    assert not of(out, ErrorFrame), of(out, ErrorFrame)
+    assert stage.server is None  # stopped at the end
+    [call] = of(out, ToolCall)
+    assert (call.name, json.loads(call.arguments)) == ("price", {"item": "pizza"})
+    [result] = of(out, ToolResult)
+    assert json.loads(result.output)["price"] == 9
+    finals = [t.text for t in of(out, Transcript) if t.role == "agent" and t.final]
+    assert finals == ["Let me check.", "A pizza costs 9 euros."]
+    audio = [f for f in of(out, AudioFrame) if f.item_id]
+    assert audio and all(f.sample_rate == 24000 for f in audio)
+    samples = np.frombuffer(b"".join(f.pcm for f in audio), dtype="<i2")
+    assert np.sqrt(np.mean(samples.astype(float) ** 2)) > 300  # real speech, not silence
+    assert [d.status for d in of(out, ResponseDone)] == ["completed", "completed"]
+    assert of(out, Metric)
+
+
+async def test_a_spoken_turn_with_local_commit_and_server_vad(script: str) -> None:
+    need_tts()
+    frames = speech_frames("What does a pizza cost?")
+    async with LocalRealtimeServer(script=script, port=0, speed=0) as server:
+        local = transport_at(server.url)
+        result = await run_stage(local, [*frames, TurnCommitted()], respond=answer_tools)
+        assert not result.errors, result.errors
+        user = [t for t in of(result.down, Transcript) if t.role == "user"]
+        assert user[0].text == "What does a pizza cost?"
+        assert of(result.down, ToolCall)[0].name == "price"
+
+        # Server VAD: a caller who stays on the line until the server heard the turn end.
+        recorder = Recorder(answer_tools)
+        stopped = asyncio.Event()
+
+        async def caller() -> AsyncIterator[Frame]:
+            for frame in frames:
+                yield frame
+            await asyncio.wait_for(stopped.wait(), 10)  # fails the test if never heard
+
+        def watch(frame: Frame) -> Iterable[Frame]:
+            if isinstance(frame, SpeechStopped):
+                stopped.set()
+            return answer_tools(frame)
+
+        recorder.respond = watch
+        vad = transport_at(server.url, turn_detection="server_vad")
+        out = [f async for f in Pipeline([Gated(caller), vad, recorder]).stream()]
+        assert not of(out, ErrorFrame), of(out, ErrorFrame)
+        started, stopped_at = of(out, SpeechStarted)[0], of(out, SpeechStopped)[0]
+        assert 0 <= started.at < stopped_at.at < 3
+        assert of(out, ToolCall)[0].name == "price"
+        assert of(out, ResponseDone)[-1].status == "completed"
+        assert of(out, Transcript)[0].role == "user"
+
+
+async def test_server_vad_input_ending_mid_turn_commits_it(script: str) -> None:
+    need_tts()
+    speech = speech_frames("What does a pizza cost?")[:40]  # cut off mid-sentence
+    async with LocalRealtimeServer(script=script, port=0, speed=0) as server:
+        recorder = Recorder(answer_tools)
+
+        heard = asyncio.Event()
+
+        async def caller() -> AsyncIterator[Frame]:
+            for frame in speech:
+                yield frame
+            await asyncio.wait_for(heard.wait(), 10)  # the server heard speech start
+
+        vad = transport_at(server.url, turn_detection="server_vad")
+        vad.turns.on_change = lambda step: heard.set() if step.after is Turn.LISTENING else None
+        out = [f async for f in Pipeline([Gated(caller), vad, recorder]).stream()]
+    assert not of(out, ErrorFrame), of(out, ErrorFrame)
+    assert of(out, SpeechStarted) and of(out, ToolCall)
+
+
+def transport_at(url: str, **options: Any) -> RealtimeTransport:
+    options.setdefault("drain_timeout_s", 10)
+    return registry.resolve("realtime")(url=url, **options)

@@ -49,7 +49,7 @@ from pipeflow.realtime.client import RealtimeClient, Reconnected
 from pipeflow.realtime.options import RealtimeOptions, resolve_url
 from pipeflow.realtime.protocol import SessionConfig
 from pipeflow.stage import Frames, Stage
-from pipeflow.turns import Action, Input, TurnMachine
+from pipeflow.turns import Action, Input, Turn, TurnMachine
 
 __all__ = ["RealtimeTransport"]
 
@@ -367,6 +367,15 @@ class RealtimeTransport(Stage):
         if frame is self._drain_deadline:
             return ()
         self._ending = True
+        if (self.options.turn_detection != "none" and self._appended
+                and self.turns.state is Turn.LISTENING):
+            # The caller was mid-turn when the input ended: server VAD will hear no
+            # silence now, so end the turn here and have it answered.
+            assert self.client is not None
+            self.client.protocol.commit()
+            self._appended = False
+            self.turns.feed(Input.COMMITTED)
+            self._request()
         if not self._idle():
             self.ctx.spawn(self._drain_timer(), name=f"{self.ctx.name}.drain")
         return ()
@@ -473,6 +482,7 @@ class RealtimeTransport(Stage):
             return (SpeechStopped(at=event.audio_end_ms / 1000, item_id=event.item_id),)
         if isinstance(event, ev.InputAudioBufferCommitted):
             if self.options.turn_detection != "none":
+                self._appended = False
                 self.turns.feed(Input.COMMITTED)
                 self._asked_at = time.perf_counter()
             return ()
