@@ -22,7 +22,6 @@ the connection or the client's ``session.update`` is beta.
 from __future__ import annotations
 
 import heapq
-import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -34,7 +33,7 @@ from pipeflow.audio.vad import Segmenter, VadOptions
 from pipeflow.errors import ProtocolError
 from pipeflow.frames import SpeechStarted, SpeechStopped
 from pipeflow.realtime import events as ev
-from pipeflow.realtime.script import DEFAULT_SCRIPT, Script, Step, render
+from pipeflow.realtime.script import DEFAULT_SCRIPT, Script, Step
 from pipeflow.realtime.server_config import (
     ClientError,
     ServerConfig,
@@ -44,24 +43,12 @@ from pipeflow.realtime.server_config import (
     session_object,
 )
 from pipeflow.realtime.server_faults import Close, FaultBudget, Faults
+from pipeflow.realtime.server_responses import RATES, Entry, ResponsePlanner, Running, UserInput
 from pipeflow.realtime.voice import Speaker, Transcriber
 
 __all__ = ["Close", "FaultBudget", "Faults", "ServerOptions", "ServerSession"]
 
-RATES = {"pcm16": 24000, "g711_ulaw": 8000, "g711_alaw": 8000}
-_ENCODE = {"g711_ulaw": g711.ulaw_encode, "g711_alaw": g711.alaw_encode}
 _DECODE = {"g711_ulaw": g711.ulaw_decode, "g711_alaw": g711.alaw_decode}
-_WORDS = re.compile(r"\S+\s*")
-
-_NAMES: dict[str, dict[Shape, type[ev.ServerEvent]]] = {
-    "audio": {"ga": ev.OutputAudioDelta, "beta": ev.OutputAudioDeltaBeta},
-    "audio_done": {"ga": ev.OutputAudioDone, "beta": ev.OutputAudioDoneBeta},
-    "transcript": {"ga": ev.OutputAudioTranscriptDelta, "beta": ev.OutputAudioTranscriptDeltaBeta},
-    "transcript_done": {"ga": ev.OutputAudioTranscriptDone,
-                        "beta": ev.OutputAudioTranscriptDoneBeta},
-    "text": {"ga": ev.OutputTextDelta, "beta": ev.OutputTextDeltaBeta},
-    "text_done": {"ga": ev.OutputTextDone, "beta": ev.OutputTextDoneBeta},
-}
 
 
 class ServerOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -82,30 +69,7 @@ class ServerOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Faults to inject, for tests of clients."""
 
 
-class _Entry(msgspec.Struct, order=False):
-    """A scheduled server event: its encoding and what sending it means."""
-
-    data: bytes
-    response: str = ""
-    mark: str = ""  # created | delta | added | done | response_done | error
-    item: str = ""
-    ms: float = 0.0
-
-
-class _Response(msgspec.Struct, kw_only=True):
-    id: str
-    created_sent: bool = False
-    deltas: int = 0
-    open: set[str] = msgspec.field(default_factory=set)
-    items: list[ev.Item] = msgspec.field(default_factory=list)
-
-
-class _UserInput(msgspec.Struct):
-    words: str
-    turn: int | None
-
-
-class ServerSession:
+class ServerSession(ResponsePlanner):
     """The server side of one Realtime connection; no I/O, time passed in.
 
     Args:
@@ -151,15 +115,16 @@ class ServerSession:
         self.delay_s = (opts.first_audio_delay_ms if opts.first_audio_delay_ms is not None
                         else script_.first_audio_delay_ms) / 1000
         self.speed = opts.speed if opts.speed is not None else script_.speed
+        self.chunk_ms = opts.chunk_ms
         self.received: list[ev.ClientEvent] = []
         self.transcripts: list[str] = []
         self.truncated: dict[str, int] = {}
         self.cancelled: list[str] = []
         self.close: Close | None = None
         self._counters: dict[str, int] = {}
-        self._heap: list[tuple[float, int, _Entry]] = []
+        self._heap: list[tuple[float, int, Entry]] = []
         self._seq = 0
-        self._active: _Response | None = None
+        self._active: Running | None = None
         self._responses = 0
         self._last_item: str | None = None
         self._items: dict[str, ev.Item] = {}
@@ -168,7 +133,7 @@ class ServerSession:
         self._input_samples = 0
         self._segmenter: Segmenter | None = None
         self._speech_item: str | None = None
-        self._pending: _UserInput | None = None
+        self._pending: UserInput | None = None
         self._used: set[int] = set()
         self._ended = False
         self._words = ""
@@ -238,10 +203,10 @@ class ServerSession:
               item: str = "", ms: float = 0.0) -> None:
         event.event_id = self._id("event")
         self._seq += 1
-        entry = _Entry(ev.encode_event(event), response, mark, item, ms)
+        entry = Entry(ev.encode_event(event), response, mark, item, ms)
         heapq.heappush(self._heap, (due, self._seq, entry))
 
-    def _sent(self, entry: _Entry, now: float, out: list[bytes]) -> None:
+    def _sent(self, entry: Entry, now: float, out: list[bytes]) -> None:
         """Bookkeeping once an event is sent: open items, active response, faults."""
         running = self._active if self._active and self._active.id == entry.response else None
         mark = entry.mark
@@ -263,7 +228,7 @@ class ServerSession:
             self._audio_ms[entry.item] = entry.ms
             self._check_faults(running, now, out)
 
-    def _check_faults(self, running: _Response, now: float, out: list[bytes]) -> None:
+    def _check_faults(self, running: Running, now: float, out: list[bytes]) -> None:
         faults, n, fire = self.options.faults, running.deltas, self.budget.fire
         if faults.close_after_deltas == n and n and fire("close"):
             self._heap.clear()
@@ -276,7 +241,7 @@ class ServerSession:
         elif faults.stall_after_deltas == n and fire("stall"):
             self._drop(running.id)
 
-    def _drop(self, response_id: str) -> list[_Entry]:
+    def _drop(self, response_id: str) -> list[Entry]:
         """Remove the queued events of a response; returns them."""
         keep, dropped = [], []
         for item in self._heap:
@@ -388,7 +353,7 @@ class ServerSession:
             words = " ".join(part.text or part.transcript or "" for part in item.content or [])
             turn = None if self._ended else self.script.choose(words, self._used)
             self._take(turn)
-            self._pending = _UserInput(words, turn)
+            self._pending = UserInput(words, turn)
         elif item.type not in ("message", "function_call"):
             raise ClientError(f"Invalid value: {item.type!r}. Supported values are: 'message', "
                               "'function_call', 'function_call_output'.", "invalid_value",
@@ -459,7 +424,7 @@ class ServerSession:
             words = self.script.turns[turn].user if turn is not None else ""
         self.transcripts.append(words)
         self._push(now, ev.InputTranscriptionCompleted(item_id=item_id, transcript=words))
-        self._pending = _UserInput(words, turn)
+        self._pending = UserInput(words, turn)
 
     def _transcribe(self, pcm: bytes, rate: int) -> str | None:
         if self.transcriber is None:
@@ -467,176 +432,6 @@ class ServerSession:
         if rate != 24000:
             pcm = resample(np.frombuffer(pcm, dtype=np.int16), rate, 24000).tobytes()
         return self.transcriber.transcribe(pcm)
-
-    # -- responses --------------------------------------------------------------------------
-
-    def _steps(self, say: str | None) -> tuple[list[Step], bool]:
-        """The steps of the next response, and whether their texts are templates."""
-        if say is not None:
-            return [Step(say=say)], False
-        cont, self._continuation = self._continuation, None
-        outputs_in = all(v is not None for v in self._waiting.values())
-        if cont is not None and (outputs_in or self._pending is None):
-            self._waiting.clear()
-            return cont, True
-        pending, self._pending = self._pending, None
-        if pending is None and self._responses == 0 and self.script.greeting:
-            return [Step(say=self.script.greeting)], True
-        if pending is None:
-            turn = None if self._ended else self.script.choose(None, self._used)
-            self._take(turn)
-            pending = _UserInput("", turn)
-        self._words = pending.words
-        self._waiting.clear()
-        if pending.turn is None:
-            return list(self.script.fallback), True
-        return list(self.script.turns[pending.turn].steps), True
-
-    def _respond(self, now: float, say: str | None) -> None:
-        steps, templated = self._steps(say)
-        running = _Response(id=self._id("resp"))
-        self._active = running
-        self._responses += 1
-        rid = running.id
-        self._push(now, ev.ResponseCreated(response=ev.Response(id=rid)), rid, "created")
-        says: list[str] = []
-        calls: list[Step] = []
-        rest = list(steps)
-        while rest and rest[0].say is not None:
-            text = rest.pop(0).say or ""
-            says.append(render(text, self._result, self._words) if templated else text)
-        while rest and rest[0].call is not None:
-            calls.append(rest.pop(0))
-        if rest and rest[0].end and not calls:
-            self._ended = True
-            rest = []
-        end = now + self.delay_s
-        if says:
-            end = self._message(running, " ".join(says), now, end)
-        for step in calls:
-            self._call(running, step, end)
-        self._continuation = rest if calls else None
-        tokens = sum(len(s.split()) for s in says) + 4 * len(calls)
-        usage = {"total_tokens": tokens + 10, "input_tokens": 10, "output_tokens": tokens}
-        done = ev.Response(id=rid, status="completed", output=running.items, usage=usage)
-        self._push(end, ev.ResponseDone(response=done), rid, "response_done")
-        self._push(end, ev.RateLimitsUpdated(rate_limits=[
-            {"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 60.0},
-            {"name": "tokens", "limit": 100000, "remaining": 100000 - tokens,
-             "reset_seconds": 60.0},
-        ]), rid)
-
-    def _message(self, running: _Response, text: str, now: float, start: float) -> float:
-        """Queue an assistant message speaking ``text``; returns when it is done."""
-        rid, ga, index = running.id, self.shape == "ga", len(running.items)
-        item_id = self._id("item")
-        item = ev.Item(id=item_id, object="realtime.item", type="message", status="in_progress",
-                       role="assistant", content=[])
-        self._push(now, ev.OutputItemAdded(response_id=rid, output_index=index, item=item), rid,
-                   "added", item_id)
-        self._announce(now, item, rid)
-        part_type = "text" if self.config.text_only else "audio"
-        ids = {"response_id": rid, "item_id": item_id, "output_index": index}
-        self._push(now, ev.ResponseContentPartAdded(
-            **ids, part=ev.ContentPart(type=part_type, transcript="" if part_type == "audio"
-                                       else None, text="" if part_type == "text" else None)), rid)
-        if self.config.text_only:
-            for word in _WORDS.findall(text):
-                self._push(start, _NAMES["text"][self.shape](**ids, delta=word), rid)
-            self._push(start, _NAMES["text_done"][self.shape](**ids, text=text), rid)
-            end, part = start, ev.ContentPart(type="text", text=text)
-            content = ev.ContentPart(type="output_text" if ga else "text", text=text)
-        else:
-            end = self._audio(running, text, start, ids)
-            part = ev.ContentPart(type="audio", transcript=text)
-            content = ev.ContentPart(type="output_audio" if ga else "audio", transcript=text)
-        self._push(end, ev.ResponseContentPartDone(**ids, part=part), rid)
-        final = msgspec.structs.replace(item, status="completed", content=[content])
-        self._push(end, ev.OutputItemDone(response_id=rid, output_index=index, item=final), rid,
-                   "done", item_id)
-        self._finish_item(end, final, rid)
-        self._items[item_id] = final
-        running.items.append(final)
-        return end
-
-    def _audio(self, running: _Response, text: str, start: float, ids: dict[str, Any]) -> float:
-        """Queue the audio and transcript deltas of one message, paced; returns the end."""
-        fmt, rid = self.config.output_format, running.id
-        rate = RATES[fmt]
-        pcm = self.speaker.speak(text, rate)
-        step = max(1, rate * self.options.chunk_ms // 1000) * 2
-        chunks = [pcm[i:i + step] for i in range(0, len(pcm), step)] or [b""]
-        by_chunk: dict[int, list[str]] = {}
-        offset = 0
-        for word in _WORDS.findall(text):  # each word with the chunk it starts in
-            by_chunk.setdefault(offset * len(chunks) // max(1, len(text)), []).append(word)
-            offset += len(word)
-        chunk_s = step / 2 / rate
-        item_id, due, sent_ms = ids["item_id"], start, 0.0
-        audio_cls, transcript_cls = _NAMES["audio"][self.shape], _NAMES["transcript"][self.shape]
-        for k, chunk in enumerate(chunks):
-            due = start + (k * chunk_s / self.speed if self.speed else 0.0)
-            for word in by_chunk.get(k, ()):
-                self._push(due, transcript_cls(**ids, delta=word), rid)
-            if chunk:
-                sent_ms += len(chunk) / 2 / rate * 1000
-                data = _ENCODE[fmt](chunk) if fmt in _ENCODE else chunk
-                self._push(due, audio_cls(**ids, delta=data), rid, "delta", item_id, sent_ms)
-        self._audio_ms[item_id] = 0.0
-        self._push(due, _NAMES["audio_done"][self.shape](**ids), rid)
-        self._push(due, _NAMES["transcript_done"][self.shape](**ids, transcript=text), rid)
-        return due
-
-    def _call(self, running: _Response, step: Step, due: float) -> None:
-        """Queue a function call item; its output is awaited before the next steps."""
-        rid, index = running.id, len(running.items)
-        item_id, call_id = self._id("item"), self._id("call")
-        name = step.call or ""
-        arguments = msgspec.json.encode(step.arguments or {}).decode()
-        item = ev.Item(id=item_id, object="realtime.item", type="function_call",
-                       status="in_progress", name=name, call_id=call_id, arguments="")
-        self._push(due, ev.OutputItemAdded(response_id=rid, output_index=index, item=item), rid,
-                   "added", item_id)
-        self._announce(due, item, rid)
-        ids = {"response_id": rid, "item_id": item_id, "output_index": index, "call_id": call_id}
-        self._push(due, ev.ResponseFunctionCallArgumentsDelta(**ids, delta=arguments), rid)
-        self._push(due, ev.ResponseFunctionCallArgumentsDone(**ids, name=name,
-                                                             arguments=arguments), rid)
-        final = msgspec.structs.replace(item, status="completed", arguments=arguments)
-        self._push(due, ev.OutputItemDone(response_id=rid, output_index=index, item=final), rid,
-                   "done", item_id)
-        self._finish_item(due, final, rid)
-        self._items[item_id] = final
-        running.items.append(final)
-        self._waiting[call_id] = None
-
-    def _cancel(self, now: float, reason: str) -> None:
-        """Stop the active response: drop what is not sent, report it cancelled."""
-        running = self._active
-        assert running is not None  # callers check
-        self._active = None
-        self._continuation = None
-        self.cancelled.append(running.id)
-        dropped = self._drop(running.id)
-        rid = running.id
-        if any(e.mark == "created" for e in dropped):
-            self._push(now, ev.ResponseCreated(response=ev.Response(id=rid)), rid)
-        unannounced = {e.item for e in dropped if e.mark == "added"}
-        output = []
-        for item in running.items:
-            if item.id in unannounced:  # never sent: forget it
-                self._items.pop(item.id or "", None)
-                self._waiting.pop(item.call_id or "", None)
-            elif item.id in running.open:
-                cut = msgspec.structs.replace(item, status="incomplete")
-                self._push(now, ev.OutputItemDone(response_id=rid, item=cut), rid)
-                self._finish_item(now, cut, rid)
-                output.append(cut)
-            else:
-                output.append(item)
-        done = ev.Response(id=rid, status="cancelled", output=output,
-                           status_details={"type": "cancelled", "reason": reason})
-        self._push(now, ev.ResponseDone(response=done), rid)
 
     def _truncate(self, event: ev.ConversationItemTruncate, now: float) -> None:
         item = self._items.get(event.item_id)
