@@ -1,0 +1,290 @@
+"""Offline transcription with pocketsphinx and a small domain language model.
+
+pocketsphinx's general English language model mishears synthetic or phone
+speech badly, and a free-order grammar over a word list is slow. A trigram
+model trained on the domain's own sentences (``pipeflow.asr.corpus``) is
+both fast and accurate: the decoder only weighs word sequences a caller of
+that domain would say. The model and a dictionary of just its words (from
+the CMU dictionary shipped with pocketsphinx) are built once per set of
+inputs and cached on disk, keyed by a hash of those inputs.
+
+The acoustic model is the package's 16 kHz US English one; audio at any
+other rate is resampled with soxr. Decoders are not thread safe, so each
+call borrows one from a small pool (a new one is made when all are busy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeflow.asr.corpus import normalize
+from pipeflow.audio.pcm import check_pcm, check_rate
+from pipeflow.audio.resampler import resample
+from pipeflow.errors import ConfigError, LocalError
+
+__all__ = ["CACHE_ENV", "PocketsphinxTranscriber", "word_error_rate"]
+
+log = logging.getLogger("pipeflow.asr")
+
+CACHE_ENV = "PIPEFLOW_ASR_CACHE"
+"""Environment variable naming the folder for built models (default: a temp folder)."""
+
+_MODEL_RATE = 16000
+_PAD_S = 0.3
+_NOISE_WIDE = 0.02  # dither level, relative to the speech RMS
+_NOISE_NARROW = 0.05
+_DISCOUNT = 0.5  # probability mass kept for unseen word sequences
+_FORMAT = 1  # bump when the files built change, so old caches are not reused
+
+
+class PocketsphinxTranscriber:
+    """Words from PCM16 speech, recognised offline against a domain language model.
+
+    Args:
+        vocabulary: extra words the caller may say (each becomes a one-word
+            sentence, so it can be recognised on its own).
+        sentences: what callers say in this domain, one sentence each
+            (any case; digits are spelled out). With none at all, the
+            package's general English model is used.
+        sample_rate: rate the decoder works at: 16000 (the acoustic
+            model's), or 8000 to decode narrow-band phone audio with
+            features matched to its bandwidth.
+        cache_dir: where built models are kept (default: ``$PIPEFLOW_ASR_CACHE``
+            or ``pipeflow-asr`` in the temp folder).
+        decoder_options: more ``pocketsphinx.Decoder`` settings (``lw``,
+            ``beam``, ``wip``...), for tuning.
+
+    Raises:
+        ConfigError: a bad sample rate, or no word of the sentences is in
+            the pronunciation dictionary.
+        LocalError: pocketsphinx is not installed or cannot load its model.
+    """
+
+    def __init__(
+        self,
+        vocabulary: Iterable[str] = (),
+        sentences: Iterable[str] = (),
+        sample_rate: int = _MODEL_RATE,
+        cache_dir: str | os.PathLike[str] | None = None,
+        decoder_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if sample_rate not in (8000, 16000):
+            raise ConfigError(f"the pocketsphinx transcriber decodes at 8000 or 16000 Hz, "
+                              f"got sample_rate={sample_rate!r}")
+        self.sample_rate = sample_rate
+        self.decoder_options = dict(decoder_options or {})
+        lines = [normalize(s) for s in sentences]
+        lines += [normalize(w) for w in vocabulary]
+        self.sentences = list(dict.fromkeys(line for line in lines if line))
+        self.unknown_words: list[str] = []
+        """Words of the sentences with no pronunciation, left out of the model."""
+        ps = _pocketsphinx()
+        self._model_dir = Path(ps.get_model_path())
+        self._lm: Path | None = None
+        self._dict: Path | None = None
+        if self.sentences:
+            self._lm, self._dict = self._build(Path(cache_dir or _default_cache()))
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+        self._release(self._new_decoder())  # fail now, not on the first call
+
+    # -- building --------------------------------------------------------------------
+
+    def _build(self, cache: Path) -> tuple[Path, Path]:
+        pronunciations = _read_dictionary(self._model_dir / "en-us" / "cmudict-en-us.dict")
+        words = sorted({w for s in self.sentences for w in s.split()})
+        self.unknown_words = [w for w in words if w not in pronunciations]
+        if self.unknown_words:
+            log.warning("pocketsphinx: no pronunciation for %s; sentences with them are left "
+                        "out", ", ".join(self.unknown_words))
+        unknown = set(self.unknown_words)
+        usable = [s for s in self.sentences if unknown.isdisjoint(s.split())]
+        if not usable:
+            raise ConfigError("the pocketsphinx transcriber has no sentence it can use: no "
+                              "word is in the CMU pronunciation dictionary")
+        head = f"{_FORMAT} {_DISCOUNT}"
+        key = hashlib.sha256("\n".join([head, *usable]).encode()).hexdigest()[:20]
+        folder = cache / key
+        lm, dic = folder / "domain.lm", folder / "domain.dict"
+        if lm.exists() and dic.exists():
+            return lm, dic
+        folder.mkdir(parents=True, exist_ok=True)
+        known = sorted({w for s in usable for w in s.split()})
+        entries = [line for w in known for line in pronunciations[w]]
+        _write_atomic(dic, "\n".join(entries) + "\n")
+        _write_atomic(lm, _arpa(usable))
+        log.info("pocketsphinx: built a %d-word language model from %d sentences in %s",
+                 len(known), len(usable), folder)
+        return lm, dic
+
+    def _new_decoder(self) -> Any:
+        ps = _pocketsphinx()
+        kwargs: dict[str, Any] = {"hmm": str(self._model_dir / "en-us" / "en-us"),
+                                  "loglevel": "FATAL", "samprate": self.sample_rate}
+        if self.sample_rate == 8000:
+            kwargs.update(nfft=256, upperf=3500)
+        if self._lm is not None and self._dict is not None:
+            kwargs.update(lm=str(self._lm), dict=str(self._dict))
+        kwargs.update(self.decoder_options)
+        try:
+            return ps.Decoder(**kwargs)
+        except (RuntimeError, ValueError) as exc:
+            raise LocalError(f"pocketsphinx could not load its models ({exc}).") from exc
+
+    @contextmanager
+    def _decoder(self) -> Iterator[Any]:
+        with self._lock:
+            decoder = self._idle.pop() if self._idle else None
+        if decoder is None:
+            decoder = self._new_decoder()
+        try:
+            yield decoder
+        finally:
+            self._release(decoder)
+
+    def _release(self, decoder: Any) -> None:
+        with self._lock:
+            self._idle.append(decoder)
+
+    # -- decoding --------------------------------------------------------------------
+
+    def transcribe(self, pcm: bytes, sample_rate: int = 24000) -> str:
+        """The words spoken in ``pcm``, lower case, digits as words ("two pizzas").
+
+        Safe to call from several threads at once.
+
+        Args:
+            pcm: PCM16 little-endian mono speech (one utterance).
+            sample_rate: its rate in Hz (24000, the Realtime API's, by default).
+
+        Returns:
+            The words heard, separated by single spaces; "" for silence.
+
+        Raises:
+            ConfigError: ``pcm`` is not whole PCM16 samples, or a bad rate.
+        """
+        check_rate(sample_rate, "transcriber input")
+        check_pcm(pcm, where="transcriber input")
+        samples = np.frombuffer(pcm, dtype="<i2")
+        if samples.size == 0:
+            return ""
+        if sample_rate != _MODEL_RATE:
+            samples = resample(samples, sample_rate, _MODEL_RATE)
+        data = prepare(samples, narrowband=sample_rate <= 8000 or _narrowband(samples))
+        with self._decoder() as decoder:
+            decoder.start_utt()
+            decoder.process_raw(data, no_search=False, full_utt=True)
+            decoder.end_utt()
+            hyp = decoder.hyp()
+            words = [seg.word for seg in decoder.seg()] if hyp is not None else []
+        return " ".join(_clean(w) for w in words if _is_word(w))
+
+
+def prepare(samples: np.ndarray, narrowband: bool) -> bytes:
+    """16 kHz samples as the decoder hears them best: padded and dithered.
+
+    The acoustic model learnt from recordings with a noise floor. Digital
+    silence, and the empty band above 4 kHz of phone audio brought up to
+    16 kHz, give filter-bank energies it never saw, and words at the edges
+    or the whole utterance are misheard (measured: word error 19% -> 5% on
+    wide-band synthetic speech, 49% -> 18% on phone audio). A little white
+    noise, relative to the speech level and stronger for narrow-band audio,
+    plus a short pause at both ends, fixes that. The noise is seeded, so the
+    same audio always gives the same words.
+    """
+    pad = np.zeros(round(_PAD_S * _MODEL_RATE), dtype=np.float64)
+    signal = np.concatenate([pad, samples.astype(np.float64), pad])
+    level = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) if samples.size else 0.0
+    scale = max(level, 1000.0) * (_NOISE_NARROW if narrowband else _NOISE_WIDE)
+    signal += np.random.default_rng(0).normal(0.0, scale, signal.size)
+    return np.clip(np.rint(signal), -32768, 32767).astype("<i2").tobytes()
+
+
+def _narrowband(samples: np.ndarray) -> bool:
+    """Whether 16 kHz audio has next to nothing above 4 kHz (phone audio resampled)."""
+    if samples.size < 512:
+        return False
+    power = np.abs(np.fft.rfft(samples.astype(np.float64))) ** 2
+    total = float(power.sum())
+    high = float(power[int(power.size * 4200 / 8000):].sum())
+    return total > 0 and high / total < 1e-5
+
+
+def _clean(word: str) -> str:
+    """``"pizza(2)"`` (a pronunciation variant) -> ``"pizza"``."""
+    return word.split("(", 1)[0]
+
+
+def _is_word(word: str) -> bool:
+    return not (word.startswith(("<", "[")) or word in ("<s>", "</s>", "<sil>"))
+
+
+def _arpa(sentences: list[str]) -> str:
+    from pocketsphinx.lm import ArpaBoLM
+
+    model = ArpaBoLM(text="\n".join(sentences), add_start=True, discount_mass=_DISCOUNT)
+    model.compute()
+    out = io.StringIO()
+    model.write(out)
+    return out.getvalue()
+
+
+def _read_dictionary(path: Path) -> dict[str, list[str]]:
+    """Word -> its dictionary lines (``pizza P IY T S AH``, ``pizza(2) ...``)."""
+    entries: dict[str, list[str]] = {}
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            head = line.split(" ", 1)[0]
+            if head:
+                entries.setdefault(_clean(head), []).append(line.rstrip("\n").split(" #")[0])
+    return entries
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file, so a concurrent reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.replace(tmp, path)
+
+
+def _default_cache() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path(tempfile.gettempdir()) / "pipeflow-asr"
+
+
+def _pocketsphinx() -> Any:
+    try:
+        import pocketsphinx
+    except ImportError as exc:
+        raise LocalError("offline transcription needs the 'pocketsphinx' package; install it "
+                         "with 'pip install pocketsphinx'.") from exc
+    return pocketsphinx
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word edits (substitutions, insertions, deletions) per reference word.
+
+    Both texts are normalised first (case, punctuation, digits as words).
+    An empty reference gives 0.0 for an empty hypothesis, else 1.0 per word.
+    """
+    ref, hyp = normalize(reference).split(), normalize(hypothesis).split()
+    if not ref:
+        return float(len(hyp))
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1] / len(ref)
