@@ -168,6 +168,11 @@ class RealtimeProtocol:
         events, self._events = self._events, []
         return events
 
+    @property
+    def pending(self) -> int:
+        """How many encoded events wait for ``data_to_send``."""
+        return len(self._out)
+
     def data_to_send(self) -> list[bytes]:
         """Encoded client events queued since the last call, in order."""
         out, self._out = self._out, []

@@ -70,6 +70,16 @@ class _Lost(msgspec.Struct):
     message: str
 
 
+_SILENT: frozenset[type] = frozenset({
+    ev.SessionCreated, ev.SessionUpdated, ev.ConversationItemAdded, ev.ConversationItemCreated,
+    ev.ConversationItemDone, ev.ConversationItemTruncated, ev.ConversationItemDeleted,
+    ev.ResponseContentPartAdded, ev.ResponseContentPartDone, ev.OutputAudioDone,
+    ev.OutputAudioDoneBeta, ev.ResponseFunctionCallArgumentsDelta, ev.InputTranscriptionDelta,
+    ev.InputAudioBufferCleared, ev.RateLimitsUpdated,
+})
+"""Server events that make no frame: the reader drops them."""
+
+
 class RealtimeTransport(Stage):
     """Talks to an OpenAI Realtime model (or the local stand-in) over WebSocket."""
 
@@ -206,10 +216,19 @@ class RealtimeTransport(Stage):
             await server.__aexit__(None, None, None)
 
     async def _read(self, client: RealtimeClient) -> None:
-        """Reader task: server events into the stage's input (waits when it is full)."""
+        """Reader task: server events into the stage's input (waits when it is full).
+
+        Events that make no frame and change no state are left out here, so
+        they cost the stage's loop nothing (half of what precedes first audio).
+        """
+        emit = self.ctx.emit
         try:
             async for event in client.events():
-                await self.ctx.emit(_FromModel(event=event))
+                kind = type(event)
+                if kind in _SILENT or (kind is ev.OutputItemAdded
+                                       and event.item.type != "function_call"):  # type: ignore[union-attr]
+                    continue
+                await emit(_FromModel(event=event))
         except RemoteError as exc:
             self.ctx.emit_nowait(_FromModel(event=_Lost(str(exc))))
 
@@ -223,6 +242,9 @@ class RealtimeTransport(Stage):
             if self.options.response_on_start:
                 self._request()
                 await client.flush()
+            inbox = self.ctx.inbox
+            assert inbox is not None  # a duplex stage
+            proto = client.protocol
             async for frame in frames:
                 kind = type(frame)
                 if kind is _FromModel:
@@ -234,7 +256,10 @@ class RealtimeTransport(Stage):
                     out = self._on_end(frame)
                 else:
                     out = self._on_frame(frame)
-                await client.flush()
+                # Events queued behind this frame go out with what it made (one await
+                # for a burst), bounded so a busy input never holds sends back.
+                if proto.pending and (not len(inbox) or proto.pending >= 8):
+                    await client.flush()
                 for item in out:
                     yield item
                 if self._lost:
