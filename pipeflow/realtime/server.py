@@ -33,6 +33,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from pipeflow.asr.options import build_transcriber
 from pipeflow.errors import LocalError
 from pipeflow.realtime.script import DEFAULT_SCRIPT, Script, load_script
 from pipeflow.realtime.server_faults import FaultBudget, Faults
@@ -50,6 +51,7 @@ _MAX_MESSAGE = 16 * 1024 * 1024
 
 
 _CLOSE_TIMEOUT = 2.0
+_BATCH = 8  # events sent between two turns of the event loop
 
 
 async def _close(ws: ServerConnection, timeout: float) -> None:
@@ -80,7 +82,8 @@ class LocalRealtimeServer:
         api_key: when set, the bearer key every connection must send.
         faults: faults to inject (overrides ``options.faults``).
         options: the rest (chunk size, speech engine, server VAD).
-        transcriber: turns committed user audio into words.
+        transcriber: turns committed user audio into words (default: the one
+            the script's ``transcriber`` section describes, if any).
 
     Raises:
         ConfigError: the script file is missing or invalid.
@@ -117,6 +120,8 @@ class LocalRealtimeServer:
         self.host = host
         self.port = port
         self.api_key = api_key
+        if transcriber is None and self.script.transcriber is not None:
+            transcriber = build_transcriber(self.script.transcriber, self.script.source)
         self.transcriber = transcriber
         self.sessions: list[ServerSession] = []
         """Every connection's session, oldest first (for tests and diagnostics)."""
@@ -258,8 +263,10 @@ class LocalRealtimeServer:
         try:
             while True:
                 wake.clear()
-                for data in session.data_to_send(loop.time()):
-                    await ws.send(data, text=True)
+                while batch := session.data_to_send(loop.time(), _BATCH):
+                    for data in batch:
+                        await ws.send(data, text=True)
+                    await asyncio.sleep(0)  # let the reader in: a cancel stops the rest now
                 if session.close is not None:
                     close = session.close
                     if close.abort:

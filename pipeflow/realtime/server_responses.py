@@ -19,6 +19,7 @@ function call items, ``response.done``, ``rate_limits.updated``.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -29,7 +30,7 @@ from pipeflow.realtime.script import Script, Step, render
 from pipeflow.realtime.server_config import ServerConfig, Shape
 from pipeflow.realtime.voice import Speaker
 
-__all__ = ["RATES", "Entry", "ResponsePlanner", "Running", "UserInput"]
+__all__ = ["RATES", "Entry", "ResponsePlanner", "Running", "Timed", "UserInput"]
 
 RATES = {"pcm16": 24000, "g711_ulaw": 8000, "g711_alaw": 8000}
 """Sample rate of each audio format."""
@@ -48,14 +49,29 @@ _NAMES: dict[str, dict[Shape, type[ev.ServerEvent]]] = {
 }
 
 
-class Entry(msgspec.Struct):
-    """A scheduled server event: its encoding and what sending it means."""
+Timed = tuple[float, ev.ServerEvent, str, float]
+"""An event of a stream with its due time, its bookkeeping mark and audio ms sent."""
 
-    data: bytes
-    response: str = ""
-    mark: str = ""  # created | delta | added | done | response_done | error
-    item: str = ""
-    ms: float = 0.0
+
+class Entry:
+    """A scheduled server event (encoded), or a stream of events encoded when due.
+
+    ``mark`` says what sending it means to the session: created, delta,
+    added, done, response_done or error.
+    """
+
+    __slots__ = ("data", "head", "item", "mark", "ms", "response", "stream")
+
+    def __init__(self, data: bytes = b"", response: str = "", mark: str = "", item: str = "",
+                 ms: float = 0.0, stream: Iterator[Timed] | None = None,
+                 head: Timed | None = None) -> None:
+        self.data = data
+        self.response = response
+        self.mark = mark
+        self.item = item
+        self.ms = ms
+        self.stream = stream
+        self.head = head
 
 
 class Running(msgspec.Struct, kw_only=True):
@@ -107,6 +123,9 @@ class ResponsePlanner:
         raise NotImplementedError
 
     def _drop(self, response_id: str) -> list[Entry]:
+        raise NotImplementedError
+
+    def _push_stream(self, response: str, item: str, stream: Iterator[Timed]) -> None:
         raise NotImplementedError
 
     def _announce(self, due: float, item: ev.Item, response: str = "") -> None:
@@ -208,32 +227,46 @@ class ResponsePlanner:
         return end
 
     def _audio(self, running: Running, text: str, start: float, ids: dict[str, Any]) -> float:
-        """Queue the audio and transcript deltas of one message, paced; returns the end."""
-        fmt, rid = self.config.output_format, running.id
+        """Queue the audio and transcript deltas of one message, paced; returns the end.
+
+        The deltas are a stream encoded as they fall due, so a long answer
+        costs little before its first audio.
+        """
+        fmt, rid, item_id = self.config.output_format, running.id, ids["item_id"]
         rate = RATES[fmt]
         pcm = self.speaker.speak(text, rate)
         step = max(1, rate * self.chunk_ms // 1000) * 2
-        chunks = [pcm[i:i + step] for i in range(0, len(pcm), step)] or [b""]
+        count = max(1, -(-len(pcm) // step))
+        chunk_s = step / 2 / rate / self.speed if self.speed else 0.0
+        self._audio_ms[item_id] = 0.0
+        self._push_stream(rid, item_id, self._deltas(pcm, text, ids, start, chunk_s, step))
+        end = start + (count - 1) * chunk_s
+        self._push(end, _NAMES["audio_done"][self.shape](**ids), rid)
+        self._push(end, _NAMES["transcript_done"][self.shape](**ids, transcript=text), rid)
+        return end
+
+    def _deltas(self, pcm: bytes, text: str, ids: dict[str, Any], start: float, chunk_s: float,
+                step: int) -> Iterator[Timed]:
+        """Audio deltas every ``chunk_s``, each word's transcript delta with its chunk."""
+        fmt = self.config.output_format
+        rate, encode = RATES[fmt], _ENCODE.get(fmt)
+        audio_cls, transcript_cls = _NAMES["audio"][self.shape], _NAMES["transcript"][self.shape]
+        count = max(1, -(-len(pcm) // step))
         by_chunk: dict[int, list[str]] = {}
         offset = 0
         for word in _WORDS.findall(text):  # each word with the chunk it starts in
-            by_chunk.setdefault(offset * len(chunks) // max(1, len(text)), []).append(word)
+            by_chunk.setdefault(offset * count // max(1, len(text)), []).append(word)
             offset += len(word)
-        chunk_s = step / 2 / rate
-        item_id, due, sent_ms = ids["item_id"], start, 0.0
-        audio_cls, transcript_cls = _NAMES["audio"][self.shape], _NAMES["transcript"][self.shape]
-        for k, chunk in enumerate(chunks):
-            due = start + (k * chunk_s / self.speed if self.speed else 0.0)
+        sent_ms = 0.0
+        for k in range(count):
+            due = start + k * chunk_s
             for word in by_chunk.get(k, ()):
-                self._push(due, transcript_cls(**ids, delta=word), rid)
+                yield due, transcript_cls(**ids, delta=word), "", 0.0
+            chunk = pcm[k * step:(k + 1) * step]
             if chunk:
                 sent_ms += len(chunk) / 2 / rate * 1000
-                data = _ENCODE[fmt](chunk) if fmt in _ENCODE else chunk
-                self._push(due, audio_cls(**ids, delta=data), rid, "delta", item_id, sent_ms)
-        self._audio_ms[item_id] = 0.0
-        self._push(due, _NAMES["audio_done"][self.shape](**ids), rid)
-        self._push(due, _NAMES["transcript_done"][self.shape](**ids, transcript=text), rid)
-        return due
+                data = encode(chunk) if encode else chunk
+                yield due, audio_cls(**ids, delta=data), "delta", sent_ms
 
     def _call(self, running: Running, step: Step, due: float) -> None:
         """Queue a function call item; its output is awaited before the next steps."""

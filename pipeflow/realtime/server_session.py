@@ -22,6 +22,7 @@ the connection or the client's ``session.update`` is beta.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -43,7 +44,14 @@ from pipeflow.realtime.server_config import (
     session_object,
 )
 from pipeflow.realtime.server_faults import Close, FaultBudget, Faults
-from pipeflow.realtime.server_responses import RATES, Entry, ResponsePlanner, Running, UserInput
+from pipeflow.realtime.server_responses import (
+    RATES,
+    Entry,
+    ResponsePlanner,
+    Running,
+    Timed,
+    UserInput,
+)
 from pipeflow.realtime.voice import Speaker, Transcriber
 
 __all__ = ["Close", "FaultBudget", "Faults", "ServerOptions", "ServerSession"]
@@ -172,14 +180,20 @@ class ServerSession(ResponsePlanner):
         except ClientError as exc:
             self._error(now, exc.message, exc.code, exc.param, event.event_id)
 
-    def data_to_send(self, now: float) -> list[bytes]:
-        """The encoded server events due at ``now``, in order."""
+    def data_to_send(self, now: float, limit: int | None = None) -> list[bytes]:
+        """The encoded server events due at ``now``, in order (at most ``limit``)."""
         out: list[bytes] = []
-        while self._heap and self._heap[0][0] <= now and self.close is None:
-            entry = heapq.heappop(self._heap)[2]
+        heap = self._heap
+        while heap and heap[0][0] <= now and self.close is None:
+            if limit is not None and len(out) >= limit:
+                break
+            _, seq, entry = heapq.heappop(heap)
+            if entry.stream is not None:
+                entry = self._next_of(entry, seq)
             out.append(entry.data)
             if entry.mark:
                 self._sent(entry, now, out)
+                heap = self._heap  # a fault may have replaced it
         return out
 
     def next_deadline(self) -> float | None:
@@ -205,6 +219,26 @@ class ServerSession(ResponsePlanner):
         self._seq += 1
         entry = Entry(ev.encode_event(event), response, mark, item, ms)
         heapq.heappush(self._heap, (due, self._seq, entry))
+
+    def _push_stream(self, response: str, item: str, stream: Iterator[Timed]) -> None:
+        """Schedule a stream of timed events; each is encoded when it falls due."""
+        head = next(stream, None)
+        if head is not None:
+            self._seq += 1
+            entry = Entry(response=response, item=item, stream=stream, head=head)
+            heapq.heappush(self._heap, (head[0], self._seq, entry))
+
+    def _next_of(self, stream: Entry, seq: int) -> Entry:
+        """The stream's next event as an entry; the stream goes back on the schedule."""
+        assert stream.head is not None and stream.stream is not None
+        _, event, mark, ms = stream.head
+        event.event_id = self._id("event")
+        entry = Entry(ev.encode_event(event), stream.response, mark, stream.item, ms)
+        head = next(stream.stream, None)
+        if head is not None:  # same seq: it stays ahead of what was queued after it
+            stream.head = head
+            heapq.heappush(self._heap, (head[0], seq, stream))
+        return entry
 
     def _sent(self, entry: Entry, now: float, out: list[bytes]) -> None:
         """Bookkeeping once an event is sent: open items, active response, faults."""
