@@ -310,8 +310,11 @@ def main() -> None:
         "delta). The local server sends nine events before the first audio (items, "
         "transcription, response.created...), the scripted responder one; the difference "
         "between the two clients is what pipeflow adds. Goal: under 1 ms at p99 "
-        f"({verdicts}). Timings on a shared 2-core machine vary from run to run by a few "
-        "tenths of a millisecond.\n\n"
+        f"({verdicts}). The scripted responder isolates the client side; against the local "
+        "server, which shares the 2 cores with the client and bursts a whole answer at once, "
+        "the p99 also carries CPU contention: pipeflow turns each burst into frames (audio, "
+        "transcripts) while the bare client only parses it. Timings on this shared machine "
+        "vary from run to run by a few tenths of a millisecond at p50 and more at p99.\n\n"
         + lat_table + "\n\n"
         f"Event codecs, medians of 5 x {number:,} calls:\n\n" + codec_table
     )
