@@ -57,7 +57,7 @@ class Entry:
     """A scheduled server event (encoded), or a stream of events encoded when due.
 
     ``mark`` says what sending it means to the session: created, delta,
-    added, done, response_done or error.
+    added, done or response_done.
     """
 
     __slots__ = ("data", "head", "item", "mark", "ms", "response", "stream")
@@ -78,7 +78,6 @@ class Running(msgspec.Struct, kw_only=True):
     """A response in progress: what of it was sent."""
 
     id: str
-    created_sent: bool = False
     deltas: int = 0
     open: set[str] = msgspec.field(default_factory=set)
     items: list[ev.Item] = msgspec.field(default_factory=list)
@@ -160,6 +159,11 @@ class ResponsePlanner:
         return list(self.script.turns[pending.turn].steps), True
 
     def _respond(self, now: float, say: str | None) -> None:
+        """Start a response: leading ``say`` steps as one message, then the calls.
+
+        Steps after a call wait for the next ``response.create``; ``end``
+        after the says ends the script.
+        """
         steps, templated = self._steps(say)
         running = Running(id=self._id("resp"))
         self._active = running

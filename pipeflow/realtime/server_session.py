@@ -192,7 +192,7 @@ class ServerSession(ResponsePlanner):
                 entry = self._next_of(entry, seq)
             out.append(entry.data)
             if entry.mark:
-                self._sent(entry, now, out)
+                self._sent(entry, out)
                 heap = self._heap  # a fault may have replaced it
         return out
 
@@ -240,7 +240,7 @@ class ServerSession(ResponsePlanner):
             heapq.heappush(self._heap, (head[0], seq, stream))
         return entry
 
-    def _sent(self, entry: Entry, now: float, out: list[bytes]) -> None:
+    def _sent(self, entry: Entry, out: list[bytes]) -> None:
         """Bookkeeping once an event is sent: open items, active response, faults."""
         running = self._active if self._active and self._active.id == entry.response else None
         mark = entry.mark
@@ -255,14 +255,14 @@ class ServerSession(ResponsePlanner):
         elif mark == "done":
             running.open.discard(entry.item)
         elif mark == "created":
-            running.created_sent = True
-            self._check_faults(running, now, out)
+            self._check_faults(running, out)
         elif mark == "delta":
             running.deltas += 1
             self._audio_ms[entry.item] = entry.ms
-            self._check_faults(running, now, out)
+            self._check_faults(running, out)
 
-    def _check_faults(self, running: Running, now: float, out: list[bytes]) -> None:
+    def _check_faults(self, running: Running, out: list[bytes]) -> None:
+        """Fire the faults due after ``running.deltas`` audio deltas (0: at response.created)."""
         faults, n, fire = self.options.faults, running.deltas, self.budget.fire
         if faults.close_after_deltas == n and n and fire("close"):
             self._heap.clear()
@@ -288,7 +288,7 @@ class ServerSession(ResponsePlanner):
                event_id: str | None = None, kind: str = "invalid_request_error") -> None:
         detail = ev.ErrorDetail(type=kind, code=code, message=message, param=param,
                                 event_id=event_id)
-        self._push(now, ev.ErrorEvent(error=detail), mark="error")
+        self._push(now, ev.ErrorEvent(error=detail))
 
     def _client_error(self, now: float, exc: ProtocolError, data: str | bytes) -> None:
         try:
