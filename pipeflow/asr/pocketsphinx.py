@@ -42,9 +42,9 @@ CACHE_ENV = "PIPEFLOW_ASR_CACHE"
 
 _MODEL_RATE = 16000
 _PAD_S = 0.3
-_NOISE_WIDE = 0.02  # dither level, relative to the speech RMS
-_NOISE_NARROW = 0.05
-_DISCOUNT = 0.5  # probability mass kept for unseen word sequences
+_NOISE_WIDE = 0.04  # dither level, relative to the speech RMS
+_NOISE_NARROW = 0.1
+_DISCOUNT = 0.1  # probability mass kept for unseen word sequences
 _FORMAT = 1  # bump when the files built change, so old caches are not reused
 
 
@@ -57,9 +57,8 @@ class PocketsphinxTranscriber:
         sentences: what callers say in this domain, one sentence each
             (any case; digits are spelled out). With none at all, the
             package's general English model is used.
-        sample_rate: rate the decoder works at: 16000 (the acoustic
-            model's), or 8000 to decode narrow-band phone audio with
-            features matched to its bandwidth.
+        sample_rate: rate the decoder works at: 16000, its acoustic
+            model's (phone audio at 8 kHz is brought up to it, see ``prepare``).
         cache_dir: where built models are kept (default: ``$PIPEFLOW_ASR_CACHE``
             or ``pipeflow-asr`` in the temp folder).
         decoder_options: more ``pocketsphinx.Decoder`` settings (``lw``,
@@ -79,9 +78,10 @@ class PocketsphinxTranscriber:
         cache_dir: str | os.PathLike[str] | None = None,
         decoder_options: Mapping[str, Any] | None = None,
     ) -> None:
-        if sample_rate not in (8000, 16000):
-            raise ConfigError(f"the pocketsphinx transcriber decodes at 8000 or 16000 Hz, "
-                              f"got sample_rate={sample_rate!r}")
+        if sample_rate != _MODEL_RATE:
+            raise ConfigError(f"the pocketsphinx transcriber decodes at 16000 Hz, the rate of "
+                              f"its acoustic model (audio at other rates is resampled), got "
+                              f"sample_rate={sample_rate!r}")
         self.sample_rate = sample_rate
         self.decoder_options = dict(decoder_options or {})
         lines = [normalize(s) for s in sentences]
@@ -132,8 +132,6 @@ class PocketsphinxTranscriber:
         ps = _pocketsphinx()
         kwargs: dict[str, Any] = {"hmm": str(self._model_dir / "en-us" / "en-us"),
                                   "loglevel": "FATAL", "samprate": self.sample_rate}
-        if self.sample_rate == 8000:
-            kwargs.update(nfft=256, upperf=3500)
         if self._lm is not None and self._dict is not None:
             kwargs.update(lm=str(self._lm), dict=str(self._dict))
         kwargs.update(self.decoder_options)

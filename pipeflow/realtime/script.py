@@ -20,6 +20,9 @@ the same answers, so tests and demos can rely on them::
           - end: true
     fallback:
       - say: "I did not catch that."
+    transcriber:               # optional: hear the caller offline (docs/asr.md)
+      type: pocketsphinx
+      sentences_from: pipelines.orderline.asr:SENTENCES
 
 Choosing a turn for a user input (``Script.choose``): when the caller's words
 are known (text input, or a transcriber), the first unused turn whose
@@ -47,6 +50,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from pipeflow.asr.options import TranscriberOptions
 from pipeflow.errors import ConfigError
 from pipeflow.yamlsource import Located, load_yaml
 
@@ -103,6 +107,9 @@ class Script(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """espeak-ng voice of the spoken replies."""
     words_per_minute: Annotated[int, msgspec.Meta(ge=80, le=450)] = 175
     """Speaking rate of the spoken replies."""
+    transcriber: TranscriberOptions | None = None
+    """Recognise the caller's audio offline so ``match`` sees what was said
+    (see docs/asr.md); without it, audio turns are taken in order."""
     source: str = ""
     """Where the script came from (set by the loader)."""
 

@@ -1,0 +1,77 @@
+"""The ``transcriber`` section of a local Realtime server script.
+
+A script that names a transcriber has the caller's audio recognised
+offline, so ``match`` steps branch on what was really said::
+
+    transcriber:
+      type: pocketsphinx
+      sentences_from: pipelines.orderline.asr:SENTENCES   # or a function returning them
+      sentences: ["can i pay by card"]                     # more, written inline
+      vocabulary: [calzone]                                # words said on their own
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Literal
+
+import msgspec
+
+from pipeflow.errors import ConfigError
+from pipeflow.registry import import_ref
+
+__all__ = ["TranscriberOptions", "build_transcriber"]
+
+
+class TranscriberOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Offline recognition of the caller's audio (see docs/asr.md)."""
+
+    type: Literal["pocketsphinx"] = "pocketsphinx"
+    """The recogniser: pocketsphinx with a language model built from the sentences."""
+    sentences_from: str = ""
+    """``package.module:NAME`` of a list of caller sentences, or of a function
+    that returns one (e.g. ``pipelines.orderline.asr:SENTENCES``)."""
+    sentences: tuple[str, ...] = ()
+    """More caller sentences, written in the script."""
+    vocabulary: tuple[str, ...] = ()
+    """Words the caller may say on their own (each one becomes a sentence)."""
+    sample_rate: Literal[16000] = 16000
+    """Rate the recogniser decodes at (its acoustic model's)."""
+
+
+def build_transcriber(options: TranscriberOptions, where: str = "script") -> object:
+    """The transcriber a script's ``transcriber`` section describes (built once per options).
+
+    Args:
+        options: the section.
+        where: the script file, for error messages.
+
+    Raises:
+        ConfigError: ``sentences_from`` does not name a list of strings (or a
+            function returning one), or no sentence can be used.
+        LocalError: pocketsphinx is missing or cannot load its models.
+    """
+    return _build(options, where)
+
+
+@functools.lru_cache(maxsize=8)
+def _build(options: TranscriberOptions, where: str) -> object:
+    from pipeflow.asr.pocketsphinx import PocketsphinxTranscriber
+
+    sentences = list(options.sentences)
+    if options.sentences_from:
+        sentences += _sentences_from(options.sentences_from, where)
+    if not sentences and not options.vocabulary:
+        raise ConfigError("a transcriber needs 'sentences_from', 'sentences' or 'vocabulary': "
+                          "the words callers say", f"{where}: transcriber")
+    return PocketsphinxTranscriber(options.vocabulary, sentences, options.sample_rate)
+
+
+def _sentences_from(ref: str, where: str) -> list[str]:
+    found = import_ref(ref, "sentence list")
+    if callable(found):
+        found = found()
+    if not isinstance(found, list | tuple) or not all(isinstance(s, str) for s in found):
+        raise ConfigError(f"'sentences_from: {ref}' must name a list of strings (or a function "
+                          f"returning one), got {type(found).__name__}", f"{where}: transcriber")
+    return list(found)
