@@ -712,3 +712,26 @@ async def test_server_vad_input_ending_mid_turn_commits_it(script: str) -> None:
 def transport_at(url: str, **options: Any) -> RealtimeTransport:
     options.setdefault("drain_timeout_s", 10)
     return registry.resolve("realtime")(url=url, **options)
+
+
+async def test_say_through_the_local_server_is_spoken_verbatim(script: str) -> None:
+    need_tts()
+    stage = registry.resolve("realtime")(script=script, speed=0, drain_timeout_s=10)
+    result = await run_stage(stage, [Say(text="Welcome to the order line.")])
+    assert not result.errors, result.errors
+    finals = [t.text for t in of(result.down, Transcript) if t.role == "agent" and t.final]
+    assert finals == ["Welcome to the order line."]
+    assert [f for f in of(result.down, AudioFrame) if f.item_id]
+
+
+async def test_a_resample_stage_at_another_rate_gets_its_own_hint() -> None:
+    async with Peer(Peer.idle) as peer:
+        async def audio() -> AsyncIterator[Frame]:
+            for frame in caller_audio(10):
+                yield frame
+
+        stages = [Gated(audio),
+                  registry.resolve("resample")(rate=16000), transport(peer)]
+        out = [f async for f in Pipeline(stages).stream()]
+    [error] = of(out, ErrorFrame)
+    assert error.fatal and "set the resample stage before it to rate: 24000" in error.message
