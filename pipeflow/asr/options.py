@@ -5,14 +5,16 @@ offline, so ``match`` steps branch on what was really said::
 
     transcriber:
       type: pocketsphinx
-      sentences_from: pipelines.orderline.asr:SENTENCES   # or a function returning them
-      sentences: ["can i pay by card"]                     # more, written inline
-      vocabulary: [calzone]                                # words said on their own
+      sentences_from: orderline.asr:SENTENCES   # a list, or a function returning one
+      sentences: ["can i pay by card"]          # more, written inline
+      vocabulary: [calzone]                     # words said on their own
 """
 
 from __future__ import annotations
 
 import functools
+import sys
+from pathlib import Path
 from typing import Literal
 
 import msgspec
@@ -30,7 +32,8 @@ class TranscriberOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     """The recogniser: pocketsphinx with a language model built from the sentences."""
     sentences_from: str = ""
     """``package.module:NAME`` of a list of caller sentences, or of a function
-    that returns one (e.g. ``pipelines.orderline.asr:SENTENCES``)."""
+    that returns one (e.g. ``orderline.asr:SENTENCES``); a module that is not
+    on the Python path is looked for in the script's folder and its parent."""
     sentences: tuple[str, ...] = ()
     """More caller sentences, written in the script."""
     vocabulary: tuple[str, ...] = ()
@@ -68,7 +71,18 @@ def _build(options: TranscriberOptions, where: str) -> object:
 
 
 def _sentences_from(ref: str, where: str) -> list[str]:
-    found = import_ref(ref, "sentence list")
+    """Import the sentences; a module not found is looked for next to the script too."""
+    try:
+        found = import_ref(ref, "sentence list")
+    except ConfigError:
+        script = Path(where)
+        if not script.is_file():
+            raise
+        folder = script.resolve().parent
+        for path in (str(folder.parent), str(folder)):  # like pipeline files' folders
+            if path not in sys.path:
+                sys.path.insert(0, path)
+        found = import_ref(ref, "sentence list")
     if callable(found):
         found = found()
     if not isinstance(found, list | tuple) or not all(isinstance(s, str) for s in found):
