@@ -91,11 +91,12 @@ def test_the_transcript_reads_like_the_call(call_run) -> None:  # type: ignore[n
     out, _ = call_run
     text = (out / "transcript.txt").read_text()
     assert "agent: Hello, and thank you for calling the corner shop!" in text
-    assert "caller: Yes, I'd like two pizzas and one salad, please." in text
+    # the caller's words as the local server's offline recogniser heard them
+    assert "caller: yes i'd like two pizzas and one salad please" in text
     assert "(agent interrupted)" in text
     assert "Total $28.00" in text
     assert "tool call place_order" in text
-    assert text.index("caller: Hi! How much is a pizza?") < text.index("Goodbye!")
+    assert text.index("caller: hi how much is a pizza") < text.index("Goodbye!")
 
 
 def test_the_agent_audio_contains_speech(call_run) -> None:  # type: ignore[no-untyped-def]
