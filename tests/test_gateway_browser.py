@@ -77,7 +77,7 @@ async def test_a_browser_call_takes_an_order(tmp_path: Path) -> None:
             await browser.close()
     assert problems == []
     assert transcript.startswith("Agent: Hello, and thank you for calling")
-    assert "You: Hi! How much is a pizza?" in transcript  # what the script heard
+    assert "You: how much is a pizza" in transcript  # what the offline recogniser heard
     assert "Agent: Pizza: $10.00" in transcript
     assert "Thank you for calling the corner shop" in transcript
     assert "place_order({})" in tools and "add_to_order" in tools
