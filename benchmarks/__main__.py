@@ -143,6 +143,9 @@ def headline_rows(store: dict[str, Any]) -> list[list[str]]:
         best = max(audio, fast or 0)
         value = f"{audio}" + (f" (on uvloop: {fast})" if fast is not None else "")
         value += f", hand-written chain {bare}" if bare is not None else ""
+        floor = (_data(store, "scale") or {}).get("floor")
+        if isinstance(floor, dict) and floor.get("ceiling"):
+            value += f"; the audio work alone caps one core at {floor['ceiling']:,}"
         add("at least 1,000 sessions per core on wav -> resample -> vad -> null, beating the "
             "hand-written chain", value,
             best >= 1000 and (bare is None or best > bare), "Sessions per core")

@@ -61,6 +61,7 @@ FRAME_S = 0.020
 RATE = 16000
 OUT_RATE = 24000
 LATENESS_LIMIT_MS = 20.0
+FLOOR_SESSIONS = 1000  # the goal's session count
 RAMP_S = 1.0
 SCENARIOS = ("passthrough", "audio", "audio+uvloop", "bare")
 TITLES = {
@@ -207,6 +208,40 @@ async def bare_session(audio: np.ndarray, frames: int, row: np.ndarray, counts: 
         counts.append(int(meter[1]))
 
 
+# --- the CPU floor of the audio work -------------------------------------------------
+
+
+def audio_floor(sessions: int, seconds: float, wav: Path) -> dict[str, Any]:
+    """CPU per frame of the audio work alone: ``sessions`` soxr streams and VAD segmenters
+    fed round-robin in a plain loop, no event loop, no pacing, no frames.
+
+    What one core can hold at best is 20 ms over this figure, whatever the runtime.
+    """
+    from pipeflow.audio.resampler import StreamResampler
+    from pipeflow.audio.wav import read_wav
+
+    audio = np.asarray(read_wav(wav).samples)
+    size = int(RATE * FRAME_S)
+    chunks = [audio[i : i + size] for i in range(0, audio.size - size + 1, size)]
+    chunks = chunks[: round(seconds / FRAME_S)]
+    resamplers = [StreamResampler(RATE, OUT_RATE, "HQ") for _ in range(sessions)]
+    segmenters = [Segmenter(VadOptions(), OUT_RATE) for _ in range(sessions)]
+    pairs = list(zip(resamplers, segmenters, strict=True))
+    cpu0 = time.process_time()
+    for index, chunk in enumerate(chunks):
+        pts = index * FRAME_S
+        for resampler, segmenter in pairs:
+            out = resampler.process(chunk)
+            if out.size:
+                segmenter.feed(out.tobytes(), pts)
+    cpu = time.process_time() - cpu0
+    per_frame = cpu / (sessions * len(chunks)) * 1e6
+    return {
+        "scenario": "floor", "sessions": sessions, "cpu_us_per_frame": per_frame,
+        "ceiling": int(FRAME_S * 1e6 / per_frame),
+    }
+
+
 # --- one step, in the child process --------------------------------------------------
 
 
@@ -338,6 +373,9 @@ def child(args: argparse.Namespace) -> None:
     """Entry of one step: pin to one core, run, print a JSON line."""
     cpus = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {args.core if args.core in cpus else cpus[-1]})
+    if args.scenario == "floor":
+        print(json.dumps(audio_floor(args.sessions, args.seconds, Path(args.wav))))
+        return
     if args.loop == "uvloop":
         import uvloop
 
@@ -363,8 +401,10 @@ def uvloop_python() -> str | None:
     return None
 
 
-def step(scenario: str, n: int, seconds: float, wav: Path, core: int) -> dict[str, Any]:
-    """Run one step in a fresh pinned child process."""
+def _child(
+    scenario: str, n: int, seconds: float, wav: Path, core: int
+) -> dict[str, Any] | str:
+    """Run ``scenario`` with ``n`` sessions in a fresh pinned child: its JSON, or an error."""
     chain, _, loop = scenario.partition("+")
     python = (uvloop_python() if loop == "uvloop" else sys.executable) or sys.executable
     command = [
@@ -376,11 +416,18 @@ def step(scenario: str, n: int, seconds: float, wav: Path, core: int) -> dict[st
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=budget, check=False)
     except subprocess.TimeoutExpired:
-        return {"scenario": scenario, "sessions": n, "ok": False, "error": "timed out"}
+        return "timed out"
     if done.returncode != 0:
-        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
-        return {"scenario": scenario, "sessions": n, "ok": False, "error": tail[0]}
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+        return (done.stderr.strip().splitlines()[-1:] or ["no output"])[0]
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def step(scenario: str, n: int, seconds: float, wav: Path, core: int) -> dict[str, Any]:
+    """Run one step in a fresh pinned child process."""
+    result = _child(scenario, n, seconds, wav, core)
+    if isinstance(result, str):
+        return {"scenario": scenario, "sessions": n, "ok": False, "error": result}
     result["scenario"] = scenario
     result["ok"] = (
         result["p99_ms"] < LATENESS_LIMIT_MS and result["missing"] == 0
@@ -514,8 +561,8 @@ def main() -> None:
     parser.add_argument("--only", default="", help=f"scenarios among {', '.join(SCENARIOS)}")
     parser.add_argument("--loop", default="asyncio", help=argparse.SUPPRESS)
     parser.add_argument("--budget", type=float, default=0, help="seconds for the search")
-    parser.add_argument("--child", choices=("passthrough", "audio", "bare"), dest="scenario",
-                        help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("passthrough", "audio", "bare", "floor"),
+                        dest="scenario", help=argparse.SUPPRESS)
     parser.add_argument("--sessions", type=int, default=10, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=4.0, help=argparse.SUPPRESS)
     parser.add_argument("--wav", default="", help=argparse.SUPPRESS)
@@ -541,6 +588,9 @@ def main() -> None:
             {s: (lambda n, s=s: step(s, n, seconds, wav, core)) for s in scenarios},
             budget, start=10, growth=5 if args.quick else 2.0, bisect=0 if args.quick else 3,
             retries=0 if args.quick else 1,
+        )
+        floor = (
+            _child("floor", FLOOR_SESSIONS, seconds, wav, core) if "audio" in scenarios else None
         )
     out = results_dir()
     png = out / "scale.png"
@@ -585,10 +635,19 @@ def main() -> None:
         f"{table}\n\n![sessions per core](scale.png)\n\n<details><summary>every step</summary>"
         f"\n\n{detail}\n\n</details>"
     )
+    if isinstance(floor, dict):
+        body += (
+            f"\n\nCPU floor of the audio chain: soxr HQ 16 -> 24 kHz and the energy VAD "
+            f"alone, for {FLOOR_SESSIONS:,} sessions fed round-robin in a plain loop (no event "
+            f"loop, no pacing, no frames), cost **{floor['cpu_us_per_frame']:.1f} µs per 20 ms "
+            f"frame** on this core, so no runtime could hold more than **{floor['ceiling']:,} "
+            f"sessions** of this chain here; the paced chains above also need headroom for "
+            f"their p99 under {LATENESS_LIMIT_MS:g} ms."
+        )
     command = "python -m benchmarks.bench_scale" + (" --quick" if args.quick else "")
     if args.only:
         command += f" --only {args.only}"
-    data = {"limits": limits, "steps": steps, "seconds": seconds}
+    data = {"limits": limits, "steps": steps, "seconds": seconds, "floor": floor}
     write_section("scale", "Sessions per core", body, command, data)
     print(table)
 

@@ -171,3 +171,18 @@ def test_scale_search_interleaves_scenarios_and_retries_a_failed_step() -> None:
     assert limits == {"a": 20, "b": 40}
     assert order[:4] == [("a", 10), ("b", 10), ("a", 20), ("b", 20)]
     assert [s["attempt"] for s in steps["b"] if s["sessions"] == 20] == [1, 2]
+
+
+def test_audio_floor_measures_the_work_alone(tmp_path: Path) -> None:
+    wav = bench_scale._speech_wav(tmp_path, 0.2)
+    floor = bench_scale.audio_floor(4, 0.2, wav)
+    assert floor["sessions"] == 4 and floor["cpu_us_per_frame"] > 0
+    assert floor["ceiling"] == int(20_000 / floor["cpu_us_per_frame"])
+
+
+def test_headline_names_the_ceiling_the_audio_work_sets() -> None:
+    store = _store(1.2, 1.1, 0.5, 2000, 60, 400, 380, 20.0)
+    store["scale"]["data"]["floor"] = {"cpu_us_per_frame": 20.0, "ceiling": 1000}
+    row = headline_rows(store)[4]
+    assert row[2] == "NOT met"
+    assert "400, hand-written chain 380; the audio work alone caps one core at 1,000" in row[1]
