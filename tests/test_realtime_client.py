@@ -19,7 +19,7 @@ from websockets.http11 import Response
 
 from pipeflow.errors import RemoteError
 from pipeflow.realtime import events as ev
-from pipeflow.realtime.client import RealtimeClient, Reconnected
+from pipeflow.realtime.client import RealtimeClient, Reconnected, backoff_delays
 from pipeflow.realtime.options import RealtimeOptions, ReconnectOptions
 
 Handler = Callable[["Peer", ServerConnection], Awaitable[None]]
@@ -321,3 +321,54 @@ async def test_close_while_reconnecting_ends_the_events_quietly() -> None:
         events = await asyncio.wait_for(reader, 5)
     assert [type(e) for e in events] == [ev.SessionCreated, ev.SessionUpdated]
     assert not client.connected and client.reconnects == 0
+
+
+def test_backoff_doubles_from_backoff_s_up_to_backoff_max_s() -> None:
+    settings = ReconnectOptions(attempts=5, backoff_s=0.25, backoff_max_s=1.5)
+    assert backoff_delays(settings) == [0.25, 0.5, 1.0, 1.5, 1.5]
+    assert backoff_delays(ReconnectOptions(attempts=3, backoff_s=0)) == [0, 0.05, 0.1]
+    assert backoff_delays(ReconnectOptions(attempts=0)) == []
+
+
+async def test_reconnect_attempts_wait_out_the_backoff() -> None:
+    async def handler(peer: Peer, ws: ServerConnection) -> None:
+        if peer.connections > 1:
+            await ws.close(1013, "try later")
+            return
+        await peer.setup(ws)
+        await ws.close()
+
+    backoff = ReconnectOptions(attempts=3, backoff_s=0.05, backoff_max_s=0.1)
+    async with Peer(handler) as peer:
+        client = RealtimeClient(options(peer.url, reconnect=backoff))
+        await client.connect()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(RemoteError, match=r"3 reconnect attempt\(s\) failed"):
+            await collect(client, 10)
+        waited = loop.time() - started
+        await client.close()
+    assert peer.connections == 4
+    assert waited >= 0.05 + 0.1 + 0.1  # never sooner than the backoff allows
+
+
+async def test_keepalive_finds_a_peer_that_stopped_answering_pings() -> None:
+    done = asyncio.Event()
+
+    async def handler(peer: Peer, ws: ServerConnection) -> None:
+        await peer.setup(ws)
+        ws.transport.pause_reading()  # alive at the TCP level, deaf to pings
+        await done.wait()
+        ws.transport.abort()
+
+    async with Peer(handler) as peer:
+        client = RealtimeClient(options(peer.url, keepalive_s=0.1,
+                                        reconnect=ReconnectOptions(attempts=0)))
+        await client.connect()
+        try:
+            with pytest.raises(RemoteError, match="lost the connection"):
+                # ping, 0.1 s for the pong, then at most the 2 s closing handshake
+                await asyncio.wait_for(collect(client, 10), 5)
+        finally:
+            done.set()
+            await client.close()

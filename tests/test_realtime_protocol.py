@@ -230,10 +230,32 @@ def test_ga_session_update_shape() -> None:
 )
 def test_audio_formats_in_both_shapes(fmt: str, ga: dict) -> None:
     config = SessionConfig(input_format=fmt, output_format=fmt, turn_detection="semantic_vad")
-    assert session_payload(config, "ga")["audio"]["input"]["format"] == ga
+    audio = session_payload(config, "ga")["audio"]
+    assert audio["input"]["format"] == ga and audio["output"]["format"] == ga
+    assert audio["input"]["turn_detection"] == {"type": "semantic_vad"}
     beta = session_payload(config, "beta")
     assert beta["input_audio_format"] == fmt and beta["output_audio_format"] == fmt
     assert beta["turn_detection"] == {"type": "semantic_vad"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "wire"),
+    [("none", None), ("server_vad", {"type": "server_vad"}),
+     ("semantic_vad", {"type": "semantic_vad"})],
+)
+def test_turn_detection_variants_in_both_shapes(kind: str, wire: dict | None) -> None:
+    config = SessionConfig(turn_detection=kind)
+    ga = session_payload(config, "ga")
+    audio_in = ga["audio"]["input"]
+    assert "turn_detection" in audio_in and audio_in["turn_detection"] == wire
+    assert "turn_detection" not in ga  # GA nests it under audio.input
+    assert session_payload(config, "beta")["turn_detection"] == wire
+
+
+def test_session_payloads_do_not_share_state() -> None:
+    first = session_payload(SessionConfig(), "ga")
+    first["audio"]["input"]["format"]["rate"] = 16000  # a caller editing its copy
+    assert session_payload(SessionConfig(), "ga")["audio"]["input"]["format"]["rate"] == 24000
 
 
 def test_beta_session_update_is_flat_and_turn_detection_none_is_null() -> None:
@@ -340,6 +362,10 @@ def test_redact_hides_audio_and_secrets() -> None:
                                     "delta": "hello"}))
     assert "hello" in transcript  # text deltas are kept
     secret = redact(json.dumps({"type": "session.update",
-                                "session": {"api_key": "sk-1", "client_secret": {"value": "x"}}}))
+                                "session": {"api_key": "sk-1",
+                                            "client_secret": {"value": "ek_2", "expires_at": 9}},
+                                "usage": {"input_token_details": {"audio_tokens": 3}}}))
     assert "sk-1" not in secret
+    assert "ek_2" not in secret and '"expires_at":9' in secret  # nested secrets too
+    assert '"audio_tokens":3' in secret  # numbers under *token* keys are not secrets
     assert redact(b"\xff") == "<1 bytes, not JSON>"

@@ -8,7 +8,9 @@ connection, an ``error`` event, refused connections.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
+from websockets.frames import Frame, Opcode
 
 from pipeflow.cli import main
 from pipeflow.errors import RemoteError
@@ -29,6 +32,7 @@ from pipeflow.realtime.script import parse_script
 from pipeflow.realtime.server import LocalRealtimeServer
 from pipeflow.realtime.server_faults import Faults
 from pipeflow.realtime.server_session import ServerOptions
+from pipeflow.realtime.wslog import redacting_logger
 from tests.realtime_fixtures import *  # noqa: F403
 from tests.realtime_fixtures import StartServer
 
@@ -88,6 +92,49 @@ async def test_a_configured_key_is_required(start_realtime_server: StartServer) 
     async with connect(server.url, additional_headers={"Authorization": "Bearer sk-local"}) as ws:
         assert (await recv(ws))["type"] == "session.created"
     assert server.refused == 2 and len(server.sessions) == 1
+
+
+async def test_the_key_and_audio_never_reach_any_debug_log(
+    start_realtime_server: StartServer, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Every logger at debug: websockets logs handshake headers and frames too.
+    server = await start_realtime_server(api_key="sk-test-secret", options=TONES)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
+    caplog.set_level(logging.DEBUG)
+    pcm = bytes(range(256)) * 8
+    async with RealtimeClient(client_options(server.url, log_events=True)) as client:
+        client.protocol.append_audio(pcm)
+        client.protocol.create_text_item("What is the weather?")
+        client.protocol.create_response()
+        await client.flush()
+        events = await collect_until_done(client)
+    assert any(isinstance(e, ev.OutputAudioDelta) and e.delta for e in events)
+    audio_b64 = base64.b64encode(pcm).decode()
+    model_b64 = base64.b64encode(next(e.delta for e in events
+                                      if isinstance(e, ev.OutputAudioDelta))).decode()
+    assert "> Authorization: ***" in caplog.text  # websockets.client logged the header...
+    assert "< Authorization: ***" in caplog.text  # ...and so did websockets.server
+    assert "sk-test-secret" not in caplog.text
+    assert audio_b64[:16] not in caplog.text and model_b64[:16] not in caplog.text
+    assert "input_audio_buffer.append" in caplog.text and "base64 chars>" in caplog.text
+
+
+def test_redacting_logger_hides_key_subprotocols_and_binary_payloads(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="pf.test.ws")
+    logger = redacting_logger("pf.test.ws")
+    logger.debug("> %s: %s", "Sec-WebSocket-Protocol",
+                 "realtime, openai-insecure-api-key.sk-abc, openai-beta.realtime-v1")
+    logger.debug("> %s: %s", "Cookie", "session=sk-abc")
+    logger.debug("> %s: %s", "Host", "127.0.0.1")
+    logger.debug("< %s", Frame(Opcode.BINARY, b"sk-abc" * 10))
+    logger.debug("< %s", Frame(Opcode.PING, b"hb"))
+    assert "sk-abc" not in caplog.text
+    assert "openai-insecure-api-key.***" in caplog.text and "openai-beta.realtime-v1" in caplog.text
+    assert "Host: 127.0.0.1" in caplog.text and "PING" in caplog.text
+    assert "BINARY <payload not shown> [60 bytes]" in caplog.text
 
 
 @pytest.mark.parametrize(("suffix", "headers"), [("?shape=beta", {}),

@@ -7,8 +7,10 @@ connection drops, reconnects with exponential backoff and sets the session
 up again. Reconnecting is visible to the reader as a ``Reconnected`` marker:
 whatever response was in progress is lost, and the transport says so.
 
-The API key goes only into the ``Authorization`` header; it is never logged,
-and event logging (``log_events``) redacts keys and audio payloads.
+The API key goes only into the ``Authorization`` header; it is never logged
+(not even by ``websockets``' own debug logging of headers and frames, which
+goes through ``pipeflow.realtime.wslog``), and event logging (``log_events``)
+redacts keys and audio payloads.
 
 Pointed at the OpenAI API (``OPENAI_API_KEY`` set, no URL) the same client
 talks to the real model::
@@ -44,17 +46,26 @@ from pipeflow.realtime.events import (
 )
 from pipeflow.realtime.options import (
     RealtimeOptions,
+    ReconnectOptions,
     connect_url,
     resolve_api_key,
     resolve_url,
 )
 from pipeflow.realtime.protocol import RealtimeProtocol, SessionConfig, redact
+from pipeflow.realtime.wslog import redacting_logger
 
-__all__ = ["ConnectionEvent", "RealtimeClient", "Reconnected"]
+__all__ = ["ConnectionEvent", "RealtimeClient", "Reconnected", "backoff_delays"]
 
 log = logging.getLogger("pipeflow.realtime.client")
 
 _MAX_MESSAGE = 16 * 1024 * 1024
+# websockets logs handshake headers (the bearer key) and frame payloads at debug
+# level; this logger shows neither.
+_ws_log = redacting_logger("websockets.client")
+# How long a closing handshake may take. It also bounds how long a peer that
+# missed a keep-alive pong holds the connection after the ping timed out
+# (websockets waits this long for the close before dropping the socket).
+_CLOSE_TIMEOUT = 2.0
 
 
 class Reconnected(msgspec.Struct, kw_only=True):
@@ -81,6 +92,21 @@ def _close_reason(exc: BaseException) -> str:
         return f"the server closed the connection (code {rcvd.code}{', ' if rcvd.reason else ''}" \
             f"{rcvd.reason})"
     return f"{type(exc).__name__}: {exc}"
+
+
+def backoff_delays(settings: ReconnectOptions) -> list[float]:
+    """Seconds to wait before each reconnect attempt.
+
+    ``backoff_s`` first, then doubling up to ``backoff_max_s``; a zero
+    ``backoff_s`` retries at once, then waits 50 ms, 100 ms... so a server
+    that stays away is not hammered.
+    """
+    delays: list[float] = []
+    delay = settings.backoff_s
+    for _ in range(settings.attempts):
+        delays.append(delay)
+        delay = min(max(delay * 2, 0.05), settings.backoff_max_s)
+    return delays
 
 
 class RealtimeClient:
@@ -156,10 +182,12 @@ class RealtimeClient:
                 open_timeout=opts.connect_timeout_s,
                 ping_interval=opts.keepalive_s,
                 ping_timeout=opts.keepalive_s,
+                close_timeout=_CLOSE_TIMEOUT,
                 compression=None,  # audio does not compress; deflate costs latency
                 max_size=_MAX_MESSAGE,
                 write_limit=opts.max_send_buffer,
                 proxy=None if local else True,
+                logger=_ws_log,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -242,12 +270,10 @@ class RealtimeClient:
         RemoteError when out of attempts.
         """
         settings = self.options.reconnect
-        delay = settings.backoff_s
         last = reason
-        for attempt in range(1, settings.attempts + 1):
+        for attempt, delay in enumerate(backoff_delays(settings), start=1):
             if delay:
                 await asyncio.sleep(delay)
-            delay = min(max(delay * 2, 0.05), settings.backoff_max_s)
             if self._closing:
                 break
             try:

@@ -84,12 +84,12 @@ def session_payload(config: SessionConfig, shape: Literal["ga", "beta"]) -> dict
     """The ``session`` object of ``session.update`` in the GA or the beta shape."""
     if shape == "ga":
         audio_in: dict[str, Any] = {
-            "format": _GA_FORMATS[config.input_format],
+            "format": dict(_GA_FORMATS[config.input_format]),
             "turn_detection": _turn_detection(config.turn_detection),
         }
         if config.transcription_model:
             audio_in["transcription"] = {"model": config.transcription_model}
-        audio_out: dict[str, Any] = {"format": _GA_FORMATS[config.output_format]}
+        audio_out: dict[str, Any] = {"format": dict(_GA_FORMATS[config.output_format])}
         if config.voice:
             audio_out["voice"] = config.voice
         session: dict[str, Any] = {
@@ -264,13 +264,15 @@ class RealtimeProtocol:
 _SECRET_KEYS = ("api_key", "key", "authorization", "token", "client_secret")
 
 
-def _redact_value(key: str, value: Any, audio: bool) -> Any:
-    if isinstance(value, dict):
-        return {k: _redact_value(k, v, audio) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact_value(key, v, audio) for v in value]
+def _redact_value(key: str, value: Any, audio: bool, secret: bool = False) -> Any:
     lowered = key.lower()
-    if isinstance(value, str) and any(s in lowered for s in _SECRET_KEYS):
+    # Everything under a secret key is secret: {"client_secret": {"value": "ek_..."}}.
+    secret = secret or any(s in lowered for s in _SECRET_KEYS)
+    if isinstance(value, dict):
+        return {k: _redact_value(k, v, audio, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_value(key, v, audio, secret) for v in value]
+    if isinstance(value, str) and secret:
         return "***"
     if isinstance(value, str) and (lowered == "audio" or (audio and lowered == "delta")):
         return f"<{len(value)} base64 chars>"

@@ -39,6 +39,7 @@ from pipeflow.realtime.script import DEFAULT_SCRIPT, Script, load_script
 from pipeflow.realtime.server_faults import FaultBudget, Faults
 from pipeflow.realtime.server_session import ServerOptions, ServerSession
 from pipeflow.realtime.voice import Speaker, Transcriber
+from pipeflow.realtime.wslog import redacting_logger
 
 __all__ = ["PATH", "LocalRealtimeServer"]
 
@@ -48,6 +49,7 @@ PATH = "/v1/realtime"
 """The endpoint path, as on the OpenAI API."""
 
 _MAX_MESSAGE = 16 * 1024 * 1024
+_ws_log = redacting_logger("websockets.server")  # debug logs without the clients' keys
 
 
 _CLOSE_TIMEOUT = 2.0
@@ -162,6 +164,7 @@ class LocalRealtimeServer:
             self._server = await serve(
                 self._handle, self.host, self.port, process_request=self._check,
                 compression=None, max_size=_MAX_MESSAGE, close_timeout=self.close_timeout,
+                logger=_ws_log,
             )
         except OSError as exc:
             raise LocalError(
