@@ -37,7 +37,14 @@ class Agent:
         setup: ``fn(userdata, output_dir)`` run before each session starts.
         summary: ``fn(userdata) -> dict`` of extra lines for run summaries.
         vad, stt, llm, tts: component slots; a string names the engine or
-            model, a mapping gives options.
+            model, a mapping gives options. ``llm`` gives the transport's
+            model (a name, or ``{"model": ...}``) and ``tts`` its voice (a
+            name, or ``{"voice": ...}``) when ``model`` / ``voice`` are not
+            set; ``vad`` gives the engine (a name) or the options of the vad
+            stage of a session's default pipeline (see ``vad_options``).
+
+    Raises:
+        ConfigError: a slot that is neither a string nor a mapping.
     """
 
     def __init__(
@@ -61,8 +68,10 @@ class Agent:
 
         self.instructions = instructions
         self.name = name
-        self.voice = voice
-        self.model = model
+        self.voice = voice or _slot_value(tts, "voice", "tts")
+        self.model = model or _slot_value(llm, "model", "llm")
+        _slot_value(stt, "model", "stt")  # checked now, used by cascaded pipelines
+        _slot_value(vad, "engine", "vad")
         self.tools: ToolSet = tools if isinstance(tools, ToolSet) else ToolSet(list(tools))
         self.callbacks: dict[str, list[Callable[..., Any]]] = {}
         for event, fns in (callbacks or {}).items():
@@ -80,6 +89,14 @@ class Agent:
         check_event_name(event)
         self.callbacks.setdefault(event, []).append(callback)
         return callback
+
+    def vad_options(self) -> dict[str, Any]:
+        """Options for a ``vad`` stage from the ``vad`` slot (empty when unset)."""
+        if self.vad is None:
+            return {}
+        if isinstance(self.vad, str):
+            return {"engine": self.vad}
+        return dict(self.vad)
 
     def tool_schemas(self, shape: str = "realtime") -> list[dict[str, Any]]:
         """The agent's tools in OpenAI function format (``realtime`` or ``chat``)."""
@@ -137,3 +154,17 @@ class Agent:
 
     def __repr__(self) -> str:
         return f"Agent(name={self.name!r}, tools={self.tools.names()!r})"
+
+
+def _slot_value(slot: Any, key: str, where: str) -> str | None:
+    """The name a component slot gives: the string itself, or ``slot[key]``."""
+    if slot is None or isinstance(slot, str):
+        return slot or None
+    if isinstance(slot, dict):
+        value = slot.get(key)
+        if value is None or isinstance(value, str):
+            return value
+        raise ConfigError(f"agent.{where}.{key} must be a string, got {type(value).__name__}")
+    raise ConfigError(
+        f"agent.{where} must be a name or a mapping of options, got {type(slot).__name__}"
+    )

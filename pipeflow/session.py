@@ -81,11 +81,11 @@ def _default_stages(agent: Agent | None, transport: dict[str, Any]) -> list[Stag
     def make(name: str, **options: Any) -> Stage:
         return registry.resolve(name)(**options)
 
-    vad_engine = agent.vad if agent is not None and isinstance(agent.vad, str) else "energy"
+    vad = {"commit_on_silence": True, **(agent.vad_options() if agent is not None else {})}
     return [
         make("push", sample_rate=24000),
         make("resample"),
-        make("vad", engine=vad_engine, commit_on_silence=True),
+        make("vad", **vad),
         make("realtime", **transport),
         make("tools"),
         make("callbacks"),

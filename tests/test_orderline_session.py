@@ -59,3 +59,54 @@ async def test_text_turns_through_the_session_store_the_order(tmp_path: Path) ->
         "select order_id, total, phone, address from orders"
     ).fetchall()
     assert rows == [(placed.order_id, "28.00", "5551234567", "12 Main Street, Springfield")]
+
+
+@pytest.mark.parametrize(
+    ("said", "tool"),
+    [
+        ("555 123 4567", "set_phone"),  # typed in digits, no words to match
+        ("(555) 987-6543", "set_phone"),
+        ("it's five five five one two three four five six seven", "set_phone"),
+        ("123 Main Street, Springfield", "set_address"),  # a house number is no phone number
+    ],
+)
+def test_the_script_takes_a_phone_number_in_digits_or_words(said: str, tool: str) -> None:
+    from pipeflow.realtime.script import load_script
+
+    script = load_script(ROOT / "pipelines" / "orderline" / "script.yaml")
+    used: set[int] = set()
+    for line in ("how much is a pizza", "one pizza", "that's all"):
+        turn = script.choose(line, used)
+        assert turn is not None
+        used.add(turn)
+    chosen = script.choose(said, used)
+    assert chosen is not None
+    assert [step.call for step in script.turns[chosen].steps if step.call] == [tool]
+
+
+def test_pipeflow_chat_runs_the_call_as_text(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENAI_API_KEY", "OAI_API_KEY", "OAI_REALTIME_URL", "ORDERLINE_DB")}
+    env["COLUMNS"] = "200"
+    lines = ["How much is a salad?", "three pizzas please", "two ice creams", "that's all",
+             "555 123 4567", "12 Main Street, Springfield", "yes, place it"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeflow.cli", "chat", "pipelines/call.yaml", "-o", str(tmp_path),
+         "--set", "model.speed=0", "--set", "model.first_audio_delay_ms=0"],
+        cwd=ROOT, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = proc.stdout
+    assert "agent Hello, and thank you for calling the corner shop!" in out
+    assert 'tool get_product_info({"product":"salad"})' in out
+    assert 'tool add_to_order({"product":"pizza","quantity":3})' in out
+    assert "tool set_phone(" in out and "tool place_order({})" in out
+    assert "total: $36.00" in out
+    rows = sqlite3.connect(tmp_path / "orders.sqlite3").execute(
+        "select total, phone from orders").fetchall()
+    assert rows == [("36.00", "5551234567")]

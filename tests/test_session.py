@@ -47,9 +47,11 @@ class RecordingSink(NullSink):
     def __init__(self) -> None:
         super().__init__(realtime=True)
         self.played: list[tuple[float, str]] = []
+        self.seconds: list[float] = []
 
     def write(self, chunk: Chunk) -> None:
         self.played.append((time.monotonic(), chunk.item_id))
+        self.seconds.append(chunk.end - chunk.start)
 
 
 class SpeechTap(Stage):
@@ -140,12 +142,13 @@ async def test_commit_audio_ends_the_turn_on_demand() -> None:
 
 async def test_barge_in_stops_agent_audio_within_100_ms() -> None:
     sink, tap = RecordingSink(), SpeechTap()
+    transport = make("realtime", script=DEMO, response_on_start=True)
     stages = [
         make("push", sample_rate=16000),
         make("resample"),
         make("vad", commit_on_silence=True),
         tap,
-        make("realtime", script=DEMO, response_on_start=True),
+        transport,
         make("tools"),
         make("callbacks"),
         sink,
@@ -160,39 +163,58 @@ async def test_barge_in_stops_agent_audio_within_100_ms() -> None:
         await asyncio.sleep(0.5)
         await speak(session, "What is two plus three?")
         await session.wait_for(ToolCall, 20, after=0)
+        [server_session] = transport.server.sessions  # the local server stops at close
     assert tap.speech_at, "the VAD never heard the caller"
     speech = tap.speech_at[0]
     greeting_item = sink.played[0][1]
-    after = [t for t, item in sink.played if item == greeting_item and t > speech]
+    greeting = [(t, s) for (t, item), s in zip(sink.played, sink.seconds, strict=True)
+                if item == greeting_item]
+    # The greeting was audibly playing when the caller started: its last chunk
+    # released before the speech had not finished (else nothing was cut).
+    before = [(t, s) for t, s in greeting if t <= speech]
+    assert before and before[-1][0] + before[-1][1] > speech - 0.005, "nothing was playing"
+    after = [t for t, _ in greeting if t > speech]
     assert not after or max(after) - speech < 0.1, f"played {max(after) - speech:.3f}s late"
+    # The model's item is truncated where playback stopped.
+    played_ms = 1000 * sum(s for _, s in greeting)
+    truncated_ms = server_session.truncated[greeting_item]
+    assert abs(truncated_ms - played_ms) <= 60, (truncated_ms, played_ms)
+    assert truncated_ms < 1000 * (speech - greeting[0][0]) + 100
     frames = session.frames
     assert any(isinstance(f, Interrupt) for f in frames)
     assert interrupted == ["interrupted"]
-    greeting = session.conversation.turns[0]
-    assert greeting.role == "agent" and greeting.interrupted
+    first = session.conversation.turns[0]
+    assert first.role == "agent" and first.interrupted
     cancelled = [f for f in frames if isinstance(f, ResponseDone) and f.status == "cancelled"]
     assert cancelled
 
 
 async def test_cancel_response_interrupts_on_demand() -> None:
     sink = RecordingSink()
-    stages = [
-        make("push", sample_rate=16000),
-        make("realtime", script=DEMO, response_on_start=True),
-        make("tools"),
-        make("callbacks"),
-        sink,
-    ]
+    transport = make("realtime", script=DEMO, response_on_start=True)
+    stages = [make("push", sample_rate=16000), transport, make("tools"), make("callbacks"), sink]
     async with AgentSession(demo_agent(), pipeline=Pipeline(stages)) as session:
         while not sink.played:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.3)
         asked = time.monotonic()
         await session.cancel_response()
-        await session.wait_for(lambda f: isinstance(f, ResponseDone), 10, after=0)
+        done = await session.wait_for(lambda f: isinstance(f, ResponseDone), 10, after=0)
+        [server_session] = transport.server.sessions
+        for _ in range(200):  # the sink reports the played position just after the cut
+            if server_session.truncated:
+                break
+            await asyncio.sleep(0.01)
+        truncated = dict(server_session.truncated)
+    assert done.status == "cancelled"  # type: ignore[attr-defined]
     late = [t for t, _ in sink.played if t > asked]
     assert not late or max(late) - asked < 0.1
     assert session.conversation.turns[0].interrupted
+    # the model's item is cut where the caller stopped hearing it
+    item = sink.played[0][1]
+    played_ms = 1000 * sum(s for (_, i), s in zip(sink.played, sink.seconds, strict=True)
+                           if i == item)
+    assert abs(truncated[item] - played_ms) <= 60, (truncated, played_ms)
 
 
 async def test_say_makes_the_agent_speak() -> None:
