@@ -30,9 +30,13 @@ from pipeflow.frames import (
     ErrorFrame,
     Frame,
     Interrupt,
+    ResponseDone,
+    ResponseStarted,
     Say,
     SessionStarted,
     TextInput,
+    ToolCall,
+    Transcript,
     TurnCommitted,
 )
 from pipeflow.pipeline import Pipeline, PipelineContext, RunResult
@@ -157,7 +161,8 @@ class AgentSession:
         replace_sinks: list[Stage] | None = None,
         **kwargs: Any,
     ) -> AgentSession:
-        """A session over a pipeline file, its source replaced by a ``push`` source.
+        """A session over a pipeline file, its source replaced by a ``push`` source
+        (or a ``push`` source put first when the file has none).
 
         Args:
             path: the pipeline YAML.
@@ -177,8 +182,11 @@ class AgentSession:
         pipeline = build_pipeline(config, context=context)
         stages = list(pipeline.stages)
         if not any(st.name == "push" for st in stages):
-            rate = getattr(stages[0].options, "sample_rate", None) or 16000
-            stages[0] = registry.resolve("push")(sample_rate=rate)
+            first = stages[0]
+            rate = getattr(first.options, "sample_rate", None) or 16000
+            push = registry.resolve("push")(sample_rate=rate)
+            # A source (it makes frames and takes none) gives way; other stages stay.
+            stages[:1] = [push] if first.produces and not first.consumes else [push, first]
         if replace_sinks is not None:
             stages = [st for st in stages if not _is_sink(st)] + list(replace_sinks)
         pipeline.stages = stages
@@ -315,6 +323,41 @@ class AgentSession:
         """Send the caller's text (chat, DTMF or IVR input); the agent answers it."""
         self._check_open()
         self._push.push(TextInput(text=text))
+
+    async def ask(self, text: str, timeout: float = 30.0) -> str:
+        """Send the caller's ``text`` and wait for the agent's whole answer.
+
+        A response that calls tools is followed by the one that uses their
+        results; the answer is complete at the first response with no tool
+        call. Responses already under way when ``text`` is sent (a greeting)
+        are not part of it.
+
+        Returns:
+            What the agent said, its final transcripts joined by spaces.
+
+        Raises:
+            TimeoutError: no complete answer within ``timeout`` seconds.
+            LocalError: the session is not running or ended first.
+        """
+        start = self.frames_seen
+        await self.send_text(text)
+        said: list[str] = []
+        started = calls = 0
+        async with asyncio.timeout(timeout):
+            async for frame in self.subscribe(since=start):
+                if isinstance(frame, ResponseStarted):
+                    started += 1
+                elif not started:
+                    continue
+                elif isinstance(frame, ToolCall):
+                    calls += 1
+                elif isinstance(frame, Transcript) and frame.role == "agent" and frame.final:
+                    said.append(frame.text)
+                elif isinstance(frame, ResponseDone):
+                    if not calls:
+                        return " ".join(said)
+                    calls = 0
+        raise LocalError(f"session {self.session_id} ended before the agent answered {text!r}")
 
     async def say(self, text: str) -> None:
         """Make the agent speak ``text``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -77,3 +78,29 @@ def test_readme_tool_has_a_schema() -> None:
     assert schema["name"] == "add_numbers"
     assert schema["parameters"]["properties"]["a"]["description"] == "first"
     assert tool(2, 3) == 5  # type: ignore[operator]
+
+
+def test_readme_agent_with_two_tools_in_python_calls_a_tool() -> None:
+    code = block("## An agent with two tools", "python")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    first, *transcript = proc.stdout.splitlines()
+    assert first == "Two plus three is 5.0."
+    assert transcript == ["user: What is 2 plus 3?", "agent: Two plus three is 5.0."]
+
+
+def test_readme_agent_with_two_tools_in_yaml_chats(tmp_path: Path) -> None:
+    path = tmp_path / "weather.yaml"
+    path.write_text(block("## An agent with two tools", "yaml"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeflow.cli", "chat", str(path), "-o", str(tmp_path)],
+        cwd=ROOT, input="What is 2 plus 3?\nWhat is the weather?\n", capture_output=True,
+        text=True, timeout=90,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert 'tool add_numbers({"a":2,"b":3})' in out
+    assert "agent Two plus three is 5.0." in out
+    assert 'tool get_weather({"location":"Paris, France"})' in out
+    assert out.index("add_numbers") < out.index("get_weather")

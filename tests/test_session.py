@@ -236,3 +236,39 @@ async def test_misuse_gives_clear_errors() -> None:
             await session.start()
     with pytest.raises(LocalError, match="closed"):
         await session.send_text("hi")
+
+
+async def test_ask_waits_for_the_answer_after_the_tool_round_trip() -> None:
+    async with AgentSession(demo_agent(), transport={"script": DEMO, "speed": 0}) as session:
+        start = session.frames_seen
+        answer = await session.ask("What is the weather in Paris?", 20)
+        assert answer == (
+            "Let me check the weather for you. Weather in Paris, France: snowy, 13 °C."
+        )
+        frames = session.frames[start:]
+        # The answer spans the response that called the tool and the one that used it.
+        assert sum(isinstance(f, ToolCall) for f in frames) == 1
+        assert sum(isinstance(f, ResponseDone) for f in frames) == 2
+        assert isinstance(frames[-1], ResponseDone)
+        assert await session.ask("And what is two plus three?", 20) == "Two plus three is 5.0."
+
+
+async def test_ask_on_a_closed_session_is_a_clear_error() -> None:
+    session = AgentSession(demo_agent(), transport={"script": DEMO, "speed": 0})
+    with pytest.raises(LocalError, match="not started"):
+        await session.ask("hello")
+
+
+def test_from_file_puts_a_push_source_before_a_pipeline_without_one(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "name: no-source\nagent:\n  instructions: hi\nstages:\n"
+        "  - type: realtime\n  - type: tools\n  - type: \"null\"\n"
+    )
+    names = [st.name for st in AgentSession.from_file(path).pipeline.stages]
+    assert names == ["push", "realtime", "tools", "null"]
+    path.write_text(path.read_text().replace(
+        "stages:\n", "stages:\n  - type: tone\n    sample_rate: 8000\n"))
+    session = AgentSession.from_file(path)
+    assert [st.name for st in session.pipeline.stages] == ["push", "realtime", "tools", "null"]
+    assert session.pipeline.stages[0].options.sample_rate == 8000

@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 
 from pipeflow.errors import LocalError
-from pipeflow.frames import Frame, ResponseDone, ToolCall, ToolResult, Transcript
+from pipeflow.frames import Frame, ToolCall, ToolResult, Transcript
 
 __all__ = ["register"]
 
@@ -37,22 +37,10 @@ def register(subparsers: Any) -> None:
 
 
 async def answer(session: Any, text: str, timeout: float) -> list[Frame]:
-    """Send one line and collect frames until the agent's spoken answer is done."""
+    """Send one line; the frames from it to the end of the agent's whole answer."""
     start = session.frames_seen
-    await session.send_text(text)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    index = start
-    while True:
-        await session.wait_for(ResponseDone, max(0.1, deadline - loop.time()), after=index)
-        frames = session.frames[start:]
-        index = session.frames_seen
-        spoke = any(isinstance(f, Transcript) and f.role == "agent" and f.final for f in frames)
-        calls = {f.call_id for f in frames if isinstance(f, ToolCall)}
-        answered = {f.call_id for f in frames if isinstance(f, ToolResult)}
-        last = frames[-1] if frames else None
-        if spoke and calls <= answered and isinstance(last, ResponseDone):
-            return frames
+    await session.ask(text, timeout)
+    return session.frames[start:]
 
 
 async def cmd_chat(args: argparse.Namespace) -> int:
