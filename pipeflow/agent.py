@@ -40,8 +40,10 @@ class Agent:
             model, a mapping gives options. ``llm`` gives the transport's
             model (a name, or ``{"model": ...}``) and ``tts`` its voice (a
             name, or ``{"voice": ...}``) when ``model`` / ``voice`` are not
-            set; ``vad`` gives the engine (a name) or the options of the vad
-            stage of a session's default pipeline (see ``vad_options``).
+            set; ``stt`` the model that transcribes the caller's audio (the
+            transport's ``transcription_model`` when that is not set); ``vad``
+            gives the engine (a name) or the options of the vad stage of a
+            session's default pipeline (see ``vad_options``).
 
     Raises:
         ConfigError: a slot that is neither a string nor a mapping.
@@ -70,7 +72,7 @@ class Agent:
         self.name = name
         self.voice = voice or _slot_value(tts, "voice", "tts")
         self.model = model or _slot_value(llm, "model", "llm")
-        _slot_value(stt, "model", "stt")  # checked now, used by cascaded pipelines
+        self.transcription_model = _slot_value(stt, "model", "stt")
         _slot_value(vad, "engine", "vad")
         self.tools: ToolSet = tools if isinstance(tools, ToolSet) else ToolSet(list(tools))
         self.callbacks: dict[str, list[Callable[..., Any]]] = {}

@@ -184,3 +184,19 @@ def test_docs_agent_in_python_and_in_yaml_are_the_same_agent(tmp_path: Path) -> 
     for a, b in zip(in_yaml.tool_schemas(), in_python.tool_schemas(), strict=True):
         assert a["name"] == b["name"]
         assert set(a["parameters"]["properties"]) == set(b["parameters"]["properties"])
+
+
+async def test_stt_slot_gives_the_transcription_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENAI_API_KEY", "OAI_API_KEY", "OAI_REALTIME_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert Agent(stt="gpt-4o-transcribe").transcription_model == "gpt-4o-transcribe"
+    agent = Agent("Be brief.", stt={"model": "whisper-1"})
+    for transport, expected in (({}, "whisper-1"),
+                                ({"transcription_model": "gpt-4o-mini-transcribe"},
+                                 "gpt-4o-mini-transcribe")):
+        options = {"script": DEMO, "speed": 0, **transport}
+        async with AgentSession(agent, transport=options) as session:
+            await session.send_text("What is two plus three?")
+            await session.wait_for("response_done", 20, after=0)
+            [server_session] = session.pipeline.stages[3].server.sessions
+            assert server_session.config.transcription == {"model": expected}

@@ -171,7 +171,8 @@ class RealtimeTransport(Stage):
             input_format=opts.input_format,
             output_format=opts.output_format,
             turn_detection=opts.turn_detection,
-            transcription_model=opts.transcription_model,
+            transcription_model=opts.transcription_model
+            or getattr(agent, "transcription_model", None),
         )
 
     async def _start_local_server(self) -> str:
