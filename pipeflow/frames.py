@@ -227,6 +227,8 @@ class ErrorFrame(Frame, tag="error"):
     fatal: bool = False
     code: str = ""
     event_id: str = ""
+    error_type: str = ""
+    """The model server's error type (``invalid_request_error``...), when it sent one."""
 
 
 class Metric(Frame, tag="metric"):

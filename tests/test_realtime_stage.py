@@ -476,6 +476,7 @@ async def test_server_error_events_become_non_fatal_error_frames() -> None:
     [error] = result.errors
     assert not error.fatal
     assert error.code == "conversation_already_has_active_response"
+    assert error.error_type == "invalid_request_error"
     assert error.event_id == peer.received[-1]["event_id"]
     assert "invalid_request_error" in error.message and "Busy." in error.message
     [unknown] = of(result.down, ModelEvent)

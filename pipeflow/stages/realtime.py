@@ -286,10 +286,12 @@ class RealtimeTransport(Stage):
         return not (self.turns.busy or self._calls or self._requested or self._active is not None)
 
     def _error(
-        self, message: str, *, fatal: bool = False, code: str = "", event_id: str = ""
+        self, message: str, *, fatal: bool = False, code: str = "", event_id: str = "",
+        error_type: str = "",
     ) -> ErrorFrame:
         return ErrorFrame(
-            stage=self.ctx.name, message=message, fatal=fatal, code=code, event_id=event_id
+            stage=self.ctx.name, message=message, fatal=fatal, code=code, event_id=event_id,
+            error_type=error_type,
         )
 
     # -- upstream and feedback frames -----------------------------------------------
@@ -584,6 +586,7 @@ class RealtimeTransport(Stage):
                 f"the model server reported an error ({error.type}): {error.message}",
                 code=code,
                 event_id=error.event_id or event.event_id,
+                error_type=error.type,
             ),
         )
 
