@@ -41,7 +41,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="append",
         default=[],
         metavar="STAGE.OPTION=VALUE",
-        help="override a stage option (STAGE is its id, type or index); repeatable",
+        help="override a stage option (STAGE is its id, type or 0-based index); repeatable",
     )
     p.add_argument("--output", "-o", help="output folder (default: the file's output_dir)")
     p.add_argument("--quiet", "-q", action="store_true", help="no live progress")
@@ -50,7 +50,14 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     v = sub.add_parser("validate", help="check pipeline files without running them")
     v.add_argument("files", nargs="+", help="pipeline YAML files")
-    v.add_argument("--set", dest="overrides", action="append", default=[])
+    v.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="STAGE.OPTION=VALUE",
+        help="check the file with this override applied; repeatable",
+    )
     v.set_defaults(func=cmd_validate)
 
     s = sub.add_parser("stages", help="list every registered stage with its options")
@@ -63,6 +70,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     """Run one pipeline with live progress and print its summary."""
     from pipeflow.config import build_pipeline, load_config
     from pipeflow.console import RunReporter
+    from pipeflow.pipeline import RunResult
     from pipeflow.session import prepare_context
 
     config = load_config(args.file, args.overrides)
@@ -77,10 +85,24 @@ async def cmd_run(args: argparse.Namespace) -> int:
             f"({len(pipeline.stages)} stages) from {args.file}"
         )
     task = asyncio.current_task()
+    assert task is not None  # asyncio.run runs us as a task
     loop = asyncio.get_running_loop()
+    stopped_by: list[str] = []
+
+    def terminate() -> None:
+        stopped_by.append("SIGTERM")
+        task.cancel()
+
     with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)  # type: ignore[union-attr]
-    result = await pipeline.run(on_frame=reporter.on_frame)
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+    try:
+        result = await pipeline.run(on_frame=reporter.on_frame)
+    except asyncio.CancelledError:
+        # Ctrl-C (asyncio.run cancels us) or SIGTERM: the stages have shut
+        # down; report what ran instead of a traceback.
+        result = pipeline.result or RunResult(name=config.name, cancelled=True)
+        result.cancelled = True
+        stopped_by.append("interrupted")
     if args.json:
         import msgspec
 
@@ -95,10 +117,14 @@ async def cmd_run(args: argparse.Namespace) -> int:
             "latencies_s": s.latencies,
             "frames_by_stage": result.frames_by_stage,
             "errors": [e.message for e in result.errors],
+            "cancelled": result.cancelled,
         }
         sys.stdout.write(msgspec.json.encode(payload).decode() + "\n")
     else:
         reporter.console.print(reporter.summary(pipeline, result))
+    if stopped_by:
+        err.print(f"stopped: {'SIGTERM' if 'SIGTERM' in stopped_by else 'interrupted'}")
+        return 143 if "SIGTERM" in stopped_by else 130
     return 0 if result.ok else 1
 
 
@@ -142,8 +168,11 @@ def cmd_stages(args: argparse.Namespace) -> int:
         cls = registry.resolve(args.name)
         out.print(stages_table({args.name: cls}))
         return 0
-    out.print(stages_table(registry.all()))
-    return 0
+    broken: list[ConfigError] = []
+    out.print(stages_table(registry.all(broken)))
+    for exc in broken:
+        err.print(f"[red]error[/] {exc}", soft_wrap=True)
+    return 1 if broken else 0
 
 
 def _load_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

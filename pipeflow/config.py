@@ -130,15 +130,29 @@ def _parse_msgspec_error(error: msgspec.ValidationError) -> tuple[str, tuple[str
     return match.group("msg"), tuple(path)
 
 
+def _suggest(word: str, choices: Iterable[str], cutoff: float = 0.5) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, ignoring case; '' when none is close."""
+    by_lower = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=cutoff)
+    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
+
+
 def _explain(
-    message: str, fields: Iterable[str], noun: str = "option"
+    message: str,
+    fields: Iterable[str],
+    noun: str = "option",
+    choices: tuple[Any, ...] = (),
+    value: Any = None,
 ) -> tuple[str, str | None]:
-    """Turn a msgspec message into ours; return (text, offending field or None)."""
+    """Turn a msgspec message into ours; return (text, offending field or None).
+
+    ``choices`` are the allowed values of the failing field when it is a
+    Literal, ``value`` the value the file gave it.
+    """
     unknown = re.match(r"Object contains unknown field `([^`]*)`", message)
     if unknown:
         field = unknown.group(1)
-        close = difflib.get_close_matches(field, list(fields), n=1, cutoff=0.5)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = _suggest(field, fields)
         known = ", ".join(sorted(fields)) or "none"
         return f"unknown {noun} {field!r}{hint}; valid {noun}s: {known}", field
     missing = re.match(r"Object missing required field `([^`]*)`", message)
@@ -147,7 +161,38 @@ def _explain(
     expected = re.match(r"Expected `([^`]*)`, got `([^`]*)`", message)
     if expected:
         return f"expected {expected.group(1)}, got {expected.group(2)}", None
+    bound = re.match(r"Expected `([^`]*)` ([<>]=? \S+)$", message)
+    if bound:
+        return f"must be {bound.group(2)}, got {value!r}", None
+    if message.startswith("Invalid enum value") and choices:
+        words = [str(c) for c in choices]
+        hint = _suggest(str(value), words)
+        return f"invalid value {value!r}{hint}; valid values: {', '.join(words)}", None
     return message[0].lower() + message[1:] if message else "invalid value", None
+
+
+def _choices(cls: type, field: str) -> tuple[Any, ...]:
+    """The allowed values of ``field`` of struct ``cls`` when it is a Literal (else ())."""
+    try:
+        infos = msgspec.structs.fields(cls)  # type: ignore[arg-type]
+    except TypeError:
+        return ()
+    for info in infos:
+        if info.name == field:
+            for candidate in (info.type, *typing.get_args(info.type)):
+                if typing.get_origin(candidate) is typing.Literal:
+                    return typing.get_args(candidate)
+    return ()
+
+
+def _value_at(data: Any, path: tuple[str | int, ...]) -> Any:
+    """The value at ``path`` in the parsed file, or None when it is not there."""
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
 
 
 def _struct_fields(cls: type) -> list[str]:
@@ -174,7 +219,11 @@ def _convert(
                 if hint is None:
                     break
                 sub_target = hint
-        text, field = _explain(message, _struct_fields(sub_target), noun)
+        names = [p for p in path if isinstance(p, str)]
+        choices = _choices(sub_target, names[-1]) if names else ()
+        text, field = _explain(
+            message, _struct_fields(sub_target), noun, choices, _value_at(data, path)
+        )
         if field is not None:
             full = (*full, field)
         dotted = ".".join(str(p) for p in path if isinstance(p, str))
@@ -196,14 +245,23 @@ def _hint_type(cls: type, field: str) -> type | None:
     return None
 
 
-def _apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> None:
-    """Apply ``stage.option=value`` overrides (``stage`` is an id, a type or an index)."""
+def _apply_overrides(located: Located, overrides: Iterable[str]) -> None:
+    """Apply ``stage.option=value`` overrides (``stage`` is an id, a type or a 0-based index).
+
+    Each overridden value is located at its ``--set``, so an error in it names
+    the command line, not the file.
+    """
+    data = located.data
     for item in overrides:
         target, sep, raw = item.partition("=")
         stage_ref, dot, option = target.partition(".")
         if not sep or not dot or not stage_ref or not option:
-            raise ConfigError(f"--set {item!r}: expected STAGE.OPTION=VALUE", "--set")
-        stages = data.get("stages") or []
+            raise ConfigError(
+                f"--set {item!r}: expected STAGE.OPTION=VALUE", located.filename
+            )
+        stages = data.get("stages")
+        if not isinstance(stages, list):
+            stages = []  # the shape check below reports what is wrong with it
         chosen = None
         for index, spec in enumerate(stages):
             if isinstance(spec, dict) and (
@@ -212,12 +270,13 @@ def _apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> None:
                 or str(index) == stage_ref
             ):
                 chosen = spec
+                located.override(("stages", index, option), f"{located.filename}: --set {item!r}")
                 break
         if chosen is None:
             names = [str(s.get("id") or s.get("type")) for s in stages if isinstance(s, dict)]
             close = difflib.get_close_matches(stage_ref, names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"--set {item!r}: no stage {stage_ref!r}{hint}", "--set")
+            raise ConfigError(f"--set {item!r}: no stage {stage_ref!r}{hint}", located.filename)
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
@@ -239,7 +298,7 @@ def parse_config(
     located = load_yaml(text, filename, env)
     if not isinstance(located.data, dict):
         raise ConfigError("a pipeline file must be a mapping with a 'stages' list", filename)
-    _apply_overrides(located.data, overrides)
+    _apply_overrides(located, overrides)
     shape = _convert(located.data, _FileShape, located, (), "pipeline file", "field")
     if not shape.stages:
         raise ConfigError("'stages' is empty: a pipeline needs at least one stage",
@@ -265,6 +324,12 @@ def _stage_spec(index: int, raw: dict[str, Any], located: Located) -> StageSpec:
     base: tuple[str | int, ...] = ("stages", index)
     label = f"stage {index + 1}"
     type_name = raw.get("type")
+    if "type" in raw and type_name is None:
+        raise ConfigError(
+            f"{label}: 'type' is empty (YAML reads a bare null as nothing); "
+            "for the null sink write type: \"null\" in quotes",
+            located.where((*base, "type")),
+        )
     if not isinstance(type_name, str) or not type_name:
         raise ConfigError(f"{label}: missing 'type' (the stage's name)", located.where(base))
     label = f"stage {index + 1} ({type_name})"

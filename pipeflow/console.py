@@ -129,7 +129,10 @@ class RunReporter:
         table = Table(title=f"pipeflow run: {result.name}", show_header=False, title_justify="left")
         table.add_column("what", style="bold")
         table.add_column("value")
-        status = "[green]ok[/]" if result.ok else "[red]failed[/]"
+        if result.cancelled:
+            status = "[yellow]stopped[/] (interrupted before the end)"
+        else:
+            status = "[green]ok[/]" if result.ok else "[red]failed[/]"
         table.add_row("status", status)
         table.add_row("duration", f"{result.duration:.2f} s")
         table.add_row(

@@ -52,7 +52,9 @@ def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is typing.Annotated:
-        return _type_name(args[0])
+        bounds = [_bounds(m) for m in args[1:] if isinstance(m, msgspec.Meta)]
+        bounds = [b for b in bounds if b]
+        return _type_name(args[0]) + (f" ({', '.join(bounds)})" if bounds else "")
     if origin in (typing.Union, types.UnionType):
         return " | ".join(_type_name(a) for a in args)
     if origin is typing.Literal:
@@ -65,6 +67,16 @@ def _type_name(tp: Any) -> str:
     if tp is Any:
         return "any"
     return getattr(tp, "__name__", None) or repr(tp).replace("typing.", "")
+
+
+def _bounds(meta: msgspec.Meta) -> str:
+    """The range a ``msgspec.Meta`` allows, as validation checks it: ``1 to 768000``, ``> 0``."""
+    if meta.ge is not None and meta.le is not None:
+        return f"{meta.ge:g} to {meta.le:g}"
+    marks = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+    return ", ".join(
+        f"{sign} {getattr(meta, key):g}" for key, sign in marks if getattr(meta, key) is not None
+    )
 
 
 def _default(info: msgspec.structs.FieldInfo) -> str:
@@ -85,6 +97,11 @@ def option_rows(options: type) -> list[tuple[str, str, str, str]]:
         (info.encode_name, _type_name(info.type), _default(info), docs.get(info.name, ""))
         for info in msgspec.structs.fields(options)
     ]
+
+
+def _cell(text: str) -> str:
+    """Text for a markdown table cell: a bare ``|`` (``int | None``) would split the cell."""
+    return text.replace("|", "\\|")
 
 
 def _frames(types: tuple[type, ...]) -> str:
@@ -131,9 +148,8 @@ def stage_reference() -> str:
         if rows:
             parts.append("\n\n| option | type | default | description |\n|---|---|---|---|\n")
             for n, t, d, doc in rows:
-                parts.append(
-                    f"| `{n}` | `{t}` | `{d}` | {doc.replace('|', '/')} |\n".replace("``", "` `")
-                )
+                row = f"| `{n}` | `{_cell(t)}` | `{d}` | {doc.replace('|', '/')} |\n"
+                parts.append(row.replace("``", "` `"))
         else:
             parts.append("\n\nNo options.\n")
     return "".join(parts)
@@ -166,8 +182,8 @@ stages:                    # ordered; each is `type` + that stage's options
 
 Strings may use `${VAR}` and `${VAR:-default}` from the environment; a value
 that is only `${VAR}` is read as YAML (so numbers stay numbers). `pipeflow run
-FILE --set STAGE.OPTION=VALUE` overrides an option; `pipeflow validate FILE`
-checks a file without running it.
+FILE --set STAGE.OPTION=VALUE` overrides an option (STAGE is an id, a type or
+a 0-based index); `pipeflow validate FILE` checks a file without running it.
 
 ## `agent` section
 
@@ -175,7 +191,7 @@ checks a file without running it.
 |---|---|---|---|
 """
     rows = "".join(
-        f"| `{n}` | `{t}` | `{d}` | {doc} |\n" for n, t, d, doc in option_rows(AgentConfig)
+        f"| `{n}` | `{_cell(t)}` | `{d}` | {doc} |\n" for n, t, d, doc in option_rows(AgentConfig)
     )
     return header + rows + "\n" + stage_reference().replace("# Stage reference", "# Stages", 1)
 

@@ -153,6 +153,8 @@ class Pipeline:
         self.config = config
         self._ran = False
         self._counts: dict[str, int] = {}
+        self.result: RunResult | None = None
+        """The summary of ``run``, kept here too: a cancelled run raises but still has one."""
 
     @classmethod
     def from_file(
@@ -260,7 +262,7 @@ class Pipeline:
                 with a source stage and need none).
             on_frame: optional callable given every output frame.
         """
-        result = RunResult(name=self.name)
+        result = self.result = RunResult(name=self.name)
         started = time.perf_counter()
         try:
             async for frame in self.stream(source):

@@ -81,7 +81,17 @@ class StageRegistry:
     def _plugin(self, name: str) -> type[Stage] | None:
         for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             if entry.name == name:
-                return self._check(entry.load(), f"entry point {entry.value!r}")
+                where = f"stage {name!r} from entry point {entry.value!r}"
+                dist = getattr(entry, "dist", None)
+                if dist is not None:
+                    where += f" of package {dist.name!r}"
+                try:
+                    obj = entry.load()
+                except Exception as exc:  # a broken plug-in must not crash the CLI
+                    raise ConfigError(
+                        f"{where} cannot be loaded: {type(exc).__name__}: {exc}"
+                    ) from exc
+                return self._check(obj, where)
         return None
 
     def _check(self, obj: Any, where: str) -> type[Stage]:
@@ -121,11 +131,21 @@ class StageRegistry:
         plugins = [e.name for e in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)]
         return sorted(set(self._stages) | set(plugins))
 
-    def all(self) -> dict[str, type[Stage]]:
-        """Every stage class by short name, plug-ins loaded."""
+    def all(self, errors: list[ConfigError] | None = None) -> dict[str, type[Stage]]:
+        """Every stage class by short name, plug-ins loaded.
+
+        Args:
+            errors: when given, a plug-in that fails to load is added here and
+                left out, instead of raising (``pipeflow stages`` lists the rest).
+        """
         result = {}
         for name in self.names():
-            result[name] = self.resolve(name)
+            try:
+                result[name] = self.resolve(name)
+            except ConfigError as exc:
+                if errors is None:
+                    raise
+                errors.append(exc)
         return result
 
 

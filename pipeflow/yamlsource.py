@@ -24,6 +24,9 @@ __all__ = ["Located", "Path", "interpolate", "load_yaml"]
 
 Path = tuple[str | int, ...]
 
+MAX_VALUES = 100_000
+"""The most values a pipeline file may expand to (call.yaml has a few hundred)."""
+
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}", re.S)
 _WHOLE_VAR = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-.*?)?\}$", re.S)
 
@@ -35,11 +38,24 @@ class Located:
         self.filename = filename
         self.data = data
         self.marks = marks
+        self.overrides: dict[Path, str] = {}
+        """Paths set from the command line, with the ``--set`` text that set them."""
+
+    def override(self, path: Path, origin: str) -> None:
+        """Record that the value at ``path`` came from ``origin`` (e.g. ``--set 'a.b=1'``)."""
+        self.overrides[tuple(path)] = origin
 
     def where(self, path: Path) -> str:
-        """``file:line:col`` of the value at ``path`` (or of its nearest parent)."""
+        """``file:line:col`` of the value at ``path`` (or of its nearest parent).
+
+        A value set with ``--set`` is located at that ``--set``, not in the file.
+        """
         probe = tuple(path)
-        while probe not in self.marks and probe:
+        while probe:
+            if probe in self.overrides:
+                return self.overrides[probe]
+            if probe in self.marks:
+                break
             probe = probe[:-1]
         line, col = self.marks.get(probe, (0, 0))
         return f"{self.filename}:{line}:{col}" if line else self.filename
@@ -89,6 +105,12 @@ def load_yaml(text: str, filename: str, env: Mapping[str, str] | None = None) ->
     marks: dict[Path, tuple[int, int]] = {}
     if node is None:
         return Located(filename, None, marks)
+    if _expanded_size(node, {}) > MAX_VALUES:
+        raise ConfigError(
+            f"the file expands to more than {MAX_VALUES} values (through YAML aliases); "
+            "a pipeline file is never that large",
+            filename,
+        )
     constructor = yaml.SafeLoader("")
     try:
         data = _build(node, (), marks, constructor, filename, env)
@@ -144,6 +166,27 @@ def _build(
             with contextlib.suppress(yaml.YAMLError):  # not a YAML scalar: keep the text
                 value = yaml.safe_load(value)
     return value
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many values ``node`` becomes once aliases are expanded (linear in the node graph).
+
+    An alias is the same node object used twice, and building copies it each
+    time, so a few lines of nested aliases ("billion laughs") would build
+    billions of values; this counts them without building any.
+    """
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = MAX_VALUES + 1  # a node inside itself (a recursive alias) is too large
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(item, memo) for item in node.value)
+    else:
+        size = 1
+    memo[key] = size
+    return size
 
 
 def _mark(filename: str, node: yaml.Node) -> str:

@@ -46,6 +46,15 @@ def test_mix_down_averages_channels():
     assert pcm.mix_down(stereo, 2).tolist() == [200, -32768, 0]
 
 
+@pytest.mark.parametrize(
+    ("size", "channels", "message"),
+    [(4, 0, "the channel count must be at least 1, got 0"), (5, 2, "5 samples do not divide")],
+)
+def test_mix_down_bad_channels_name_where(size, channels, message):
+    with pytest.raises(ConfigError, match=f"frame 7: {message}"):
+        pcm.mix_down(np.zeros(size, np.int16), channels, "frame 7")
+
+
 @given(st.lists(st.integers(-32768, 32767), max_size=200), st.floats(-40, 40))
 def test_gain_clips_and_scales(samples, db):
     x = np.array(samples, dtype=np.int16)

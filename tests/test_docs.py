@@ -31,3 +31,19 @@ def test_field_docs_reads_attribute_docstrings() -> None:
 
     docs = field_docs(LogOptions)
     assert docs["level"].startswith("Logging level")
+
+
+def test_option_bounds_are_documented_and_tables_stay_whole() -> None:
+    from pipeflow.stages.resample import ResampleOptions
+    from pipeflow.stages.sources import ToneOptions
+
+    types = {row[0]: row[1] for row in option_rows(ToneOptions)}
+    assert types["sample_rate"] == "int (1 to 768000)"
+    assert types["frame_ms"] == "float (> 0)"
+    assert types["amplitude"] == "float (0 to 1)"
+    assert {row[0]: row[1] for row in option_rows(ResampleOptions)}["rate"] == (
+        "int (1 to 768000) | None"
+    )
+    for line in yaml_reference().splitlines():
+        if line.startswith("| `"):  # option rows: exactly four cells, whatever the type
+            assert len(line.replace("\\|", "").split("|")) == 6, line

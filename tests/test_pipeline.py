@@ -294,3 +294,25 @@ async def test_error_frame_from_harness() -> None:
 
     result = await run_stage(Fails(), [audio(0)])
     assert isinstance(result.down[-1], ErrorFrame)
+
+
+async def test_a_cancelled_run_keeps_its_partial_summary() -> None:
+    @stage()
+    async def endless(frames):  # type: ignore[no-untyped-def]
+        i = 0
+        while True:
+            await asyncio.sleep(0.001)
+            yield audio(i % 100)
+            i += 1
+
+    pipeline = Pipeline([endless(), PassThrough()], count_frames=True)
+    task = asyncio.create_task(pipeline.run())
+    while pipeline.result is None or pipeline.result.frames_out < 5:
+        await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    result = pipeline.result
+    assert result.cancelled and not result.ok
+    assert result.frames_out >= 5 and result.duration > 0
+    assert result.frames_by_stage["passthrough"] == result.frames_out

@@ -196,3 +196,14 @@ class _NoCompiled:
 
     def __init__(self, stream: soxr.ResampleStream) -> None:
         self.resample_chunk = stream.resample_chunk
+
+
+@pytest.mark.parametrize(
+    ("channels", "pcm", "message"),
+    [(0, b"\0\0" * 4, "channel count must be at least 1"), (2, b"\0\0" * 5, "divide into 2")],
+)
+async def test_frames_with_bad_channels_name_the_frame(channels, pcm, message):
+    bad = AudioFrame(pcm=pcm, sample_rate=16000, channels=channels, pts=0.5)
+    result = await run_stage(Resample(rate=24000), [bad])
+    assert "resample input frame at pts 0.500 s" in result.errors[0].message
+    assert message in result.errors[0].message

@@ -214,3 +214,16 @@ async def test_odd_length_audio_names_the_frame():
     bad = AudioFrame(pcm=b"\0\0\0", sample_rate=RATE, pts=0.5, item_id="x")
     result = await run_stage(NullSink(realtime=False), [bad])
     assert "frame at pts 0.500 s" in result.errors[0].message
+
+
+@pytest.mark.parametrize("realtime", [False, True])
+@pytest.mark.parametrize(
+    ("channels", "pcm", "message"),
+    [(0, b"\0\0" * 4, "channel count must be at least 1"), (2, b"\0\0" * 5, "divide into 2")],
+)
+async def test_frames_with_bad_channels_name_the_frame(realtime, channels, pcm, message):
+    bad = AudioFrame(pcm=pcm, sample_rate=RATE, channels=channels, pts=0.5, item_id="x")
+    result = await run_stage(NullSink(realtime=realtime), [bad])
+    assert "null sink input frame at pts 0.500 s" in result.errors[0].message
+    assert message in result.errors[0].message
+    assert "reshape" not in result.errors[0].message

@@ -52,3 +52,32 @@ async def test_odd_length_frame_is_an_error_naming_its_time():
     bad = AudioFrame(pcm=b"\0\0\0", sample_rate=16000, pts=3.0)
     result = await run_stage(Vad(), [bad])
     assert "vad input at 3.000 s" in result.errors[0].message
+
+
+async def test_stereo_frames_are_mixed_down_before_analysis():
+    need_tts()
+    track = speech_track(("Hello there.",), (), sample_rate=16000)
+    mono = await run_stage(Vad(), frames_of(track.samples, 16000))
+    stereo_samples = np.repeat(track.samples, 2)  # both channels carry the speech
+    stereo = [
+        AudioFrame(pcm=f.pcm, sample_rate=16000, channels=2, pts=f.pts)
+        for f in frames_of(stereo_samples, 32000)  # 640 stereo samples = 20 ms at 16 kHz
+    ]
+    mixed = await run_stage(Vad(), stereo)
+    events = [f for f in mono.down if not isinstance(f, AudioFrame)]
+    assert [f for f in mixed.down if not isinstance(f, AudioFrame)] == events
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (AudioFrame(pcm=b"\0\0" * 4, sample_rate=16000, channels=0, pts=1.0), "channel count"),
+        (AudioFrame(pcm=b"\0\0" * 5, sample_rate=16000, channels=2, pts=1.0), "divide into 2"),
+        (AudioFrame(pcm=b"\0\0" * 4, sample_rate=0, pts=1.0), "sample rate"),
+    ],
+)
+async def test_bad_frames_name_the_frame(frame, message):
+    result = await run_stage(Vad(), [frame])
+    assert result.errors[0].stage == "vad"
+    assert "vad input frame at pts 1.000 s" in result.errors[0].message
+    assert message in result.errors[0].message

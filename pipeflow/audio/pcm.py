@@ -8,13 +8,18 @@ mistake never surfaces as a numpy traceback.
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
+import msgspec
 import numpy as np
 
 from pipeflow.errors import ConfigError
 
 __all__ = [
     "MAX_RATE",
+    "DurationMs",
+    "FrameMs",
+    "SampleRate",
     "check_pcm",
     "check_rate",
     "frame_samples",
@@ -30,6 +35,16 @@ MAX_RATE = 768_000
 """The highest sample rate accepted, in Hz."""
 
 _LITTLE = sys.byteorder == "little"
+
+# Option types: the bounds are checked when a pipeline file is validated, so
+# `pipeflow validate` names the file, line and option of a zero or negative rate
+# instead of the run failing later.
+SampleRate = Annotated[int, msgspec.Meta(ge=1, le=MAX_RATE)]
+"""A sample rate option in Hz (1 to ``MAX_RATE``)."""
+FrameMs = Annotated[float, msgspec.Meta(gt=0)]
+"""A frame length option in milliseconds (more than 0)."""
+DurationMs = Annotated[float, msgspec.Meta(ge=0)]
+"""A duration or delay option in milliseconds (0 or more)."""
 
 
 def check_rate(rate: object, where: str = "audio") -> int:
@@ -108,17 +123,29 @@ def from_float(samples: np.ndarray) -> np.ndarray:
     return np.clip(scaled, -32768, 32767).astype(np.int16)
 
 
-def mix_down(samples: np.ndarray, channels: int) -> np.ndarray:
+def mix_down(samples: np.ndarray, channels: int, where: str = "audio") -> np.ndarray:
     """Average interleaved channels into mono int16 (no clipping possible).
 
     Args:
         samples: interleaved samples, any integer or float dtype already
             scaled to the int16 range.
         channels: the number of interleaved channels.
+        where: names the file or frame in the error message.
+
+    Raises:
+        ConfigError: a channel count below 1, or samples that do not fill
+            every channel of the last sample frame.
     """
     if channels == 1:
         return np.asarray(samples).astype(np.int16, copy=False)
-    frames = np.asarray(samples).reshape(-1, channels)
+    samples = np.asarray(samples)
+    if channels < 1:
+        raise ConfigError(f"{where}: the channel count must be at least 1, got {channels}.")
+    if samples.size % channels:
+        raise ConfigError(
+            f"{where}: {samples.size} samples do not divide into {channels} channels."
+        )
+    frames = samples.reshape(-1, channels)
     mixed = frames.astype(np.float64).mean(axis=1)
     return np.clip(np.rint(mixed), -32768, 32767).astype(np.int16)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Literal, Protocol
+from typing import Annotated, Literal, Protocol
 
 import msgspec
 import numpy as np
@@ -34,25 +34,27 @@ __all__ = ["Engine", "Segmenter", "VadOptions", "make_engine"]
 
 _EMPTY = np.zeros(0, dtype=np.int16)
 
+_Ms = Annotated[int, msgspec.Meta(ge=0)]  # checked when a pipeline file is validated
+
 
 class VadOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Options of voice activity detection (the ``vad`` stage and server VAD)."""
 
     engine: Literal["energy", "webrtc", "silero"] = "energy"
     """Detector: energy (numpy, default), webrtc (webrtcvad) or silero (needs the silero extra)."""
-    threshold: float = 0.5
+    threshold: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.5
     """silero: speech probability (0 to 1) that starts speech."""
-    margin_db: float = 12.0
+    margin_db: Annotated[float, msgspec.Meta(gt=0)] = 12.0
     """energy: how far above the adaptive noise floor (dB) a window must be to count as speech."""
     min_level_db: float = -55.0
     """energy: windows quieter than this (dBFS) are never speech."""
-    aggressiveness: int = 2
+    aggressiveness: Annotated[int, msgspec.Meta(ge=0, le=3)] = 2
     """webrtc: 0 (least) to 3 (most aggressive in rejecting non-speech)."""
-    min_speech_ms: int = 100
+    min_speech_ms: _Ms = 100
     """Speech must last this long (ms) before speech-started is reported."""
-    min_silence_ms: int = 500
+    min_silence_ms: _Ms = 500
     """Silence must last this long (ms) before speech-stopped is reported."""
-    preroll_ms: int = 40
+    preroll_ms: _Ms = 40
     """Place the speech start this much (ms) before the first speech window."""
     commit_on_silence: bool = True
     """Also report a turn-committed frame when speech stops."""

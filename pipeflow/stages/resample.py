@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from pipeflow.audio.pcm import check_rate, mix_down, view
+from pipeflow.audio.pcm import SampleRate, check_rate, mix_down, view
 from pipeflow.audio.resampler import Quality, StreamResampler
 from pipeflow.errors import ConfigError
 from pipeflow.frames import AudioFrame, EndOfStream, Interrupt
@@ -27,7 +27,7 @@ __all__ = ["Resample", "ResampleOptions"]
 class ResampleOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Options of the ``resample`` stage."""
 
-    rate: int | None = None
+    rate: SampleRate | None = None
     """Output rate in Hz; empty takes the input rate of the nearest later stage declaring one."""
     quality: Quality = "HQ"
     """soxr quality: VHQ, HQ (default), MQ, LQ or QQ."""
@@ -135,5 +135,6 @@ class Resample(Stage):
 
 def _checked(frame: AudioFrame) -> np.ndarray:
     """Mono int16 samples of an unusual frame (odd length raises, channels mixed down)."""
-    samples = view(frame.pcm, f"resample input frame at pts {frame.pts:.3f} s")
-    return mix_down(samples, frame.channels) if frame.channels != 1 else samples
+    where = f"resample input frame at pts {frame.pts:.3f} s"
+    samples = view(frame.pcm, where)
+    return mix_down(samples, frame.channels, where) if frame.channels != 1 else samples

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, Literal
 import msgspec
 
 from pipeflow.audio.clock import get_clock
-from pipeflow.audio.pcm import check_rate, mix_down, view
+from pipeflow.audio.pcm import SampleRate, check_rate, mix_down, view
 from pipeflow.audio.playout import Chunk, Done, Playout, Started
 from pipeflow.audio.resampler import StreamResampler
 from pipeflow.audio.wav import WavWriter
@@ -45,7 +45,7 @@ class AudioSinkOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
 
     realtime: bool = True
     """Play audio at its real-time rate; false counts audio as played when received."""
-    sample_rate: int | None = None
+    sample_rate: SampleRate | None = None
     """Output rate in Hz (other rates are converted with soxr); empty uses the first frame's."""
     source: Literal["agent", "all"] = "agent"
     """Which audio to play: agent (frames with an item_id, the default) or all."""
@@ -173,7 +173,7 @@ class AudioSink(Stage):
             where = f"{self.ctx.name} sink input frame at pts {frame.pts:.3f} s"
             samples = view(frame.pcm, where)
             if frame.channels != 1:
-                samples = mix_down(samples, frame.channels)
+                samples = mix_down(samples, frame.channels, where)
             check_rate(rate, where)
         if self.rate is None:
             self.rate = rate

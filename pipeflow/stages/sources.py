@@ -15,13 +15,22 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Annotated, Any, BinaryIO
 
 import msgspec
 import numpy as np
 
 from pipeflow.audio.clock import get_clock
-from pipeflow.audio.pcm import check_pcm, check_rate, frame_samples, mix_down, view
+from pipeflow.audio.pcm import (
+    DurationMs,
+    FrameMs,
+    SampleRate,
+    check_pcm,
+    check_rate,
+    frame_samples,
+    mix_down,
+    view,
+)
 from pipeflow.audio.wav import read_wav
 from pipeflow.errors import ConfigError
 from pipeflow.frames import AudioFrame, EndOfStream, Frame, FrameUnion
@@ -39,6 +48,9 @@ __all__ = [
 ]
 
 _YIELD_EVERY = 50  # unpaced sources let other tasks run this often (frames)
+
+Speed = Annotated[float, msgspec.Meta(ge=0)]
+"""A pacing factor: 1.0 real time, 0 as fast as possible."""
 
 
 async def paced(frames: Iterator[Frame], speed: float, start: float | None = None) -> Frames:
@@ -92,11 +104,11 @@ class WavSourceOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
 
     path: str
     """The WAV file: PCM 8/16/24/32-bit, float, mu-law or A-law, any rate and channels."""
-    frame_ms: float = 20.0
+    frame_ms: FrameMs = 20.0
     """Length of each emitted frame in milliseconds."""
-    speed: float = 1.0
+    speed: Speed = 1.0
     """1.0 paces frames in real time, 2.0 twice as fast, 0 as fast as possible."""
-    start_delay_ms: float = 0.0
+    start_delay_ms: DurationMs = 0.0
     """Wait this long (ms) before the first frame."""
     loop: bool = False
     """Start again from the beginning at the end of the file (forever)."""
@@ -129,17 +141,17 @@ class WavSource(Stage):
 class ToneOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Options of the ``tone`` source."""
 
-    frequency: float = 440.0
+    frequency: Annotated[float, msgspec.Meta(gt=0)] = 440.0
     """Pitch of the sine in Hz."""
-    amplitude: float = 0.5
+    amplitude: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
     """Peak level, 0 to 1 of full scale."""
-    duration_ms: float = 1000.0
+    duration_ms: DurationMs = 1000.0
     """Length of the tone in milliseconds."""
-    sample_rate: int = 16000
+    sample_rate: SampleRate = 16000
     """Sample rate of the frames in Hz."""
-    frame_ms: float = 20.0
+    frame_ms: FrameMs = 20.0
     """Length of each frame in milliseconds."""
-    speed: float = 1.0
+    speed: Speed = 1.0
     """1.0 paces in real time, 0 as fast as possible."""
 
 
@@ -172,13 +184,13 @@ class ToneSource(Stage):
 class SilenceOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Options of the ``silence`` source."""
 
-    duration_ms: float = 1000.0
+    duration_ms: DurationMs = 1000.0
     """Length of the silence in milliseconds."""
-    sample_rate: int = 16000
+    sample_rate: SampleRate = 16000
     """Sample rate of the frames in Hz."""
-    frame_ms: float = 20.0
+    frame_ms: FrameMs = 20.0
     """Length of each frame in milliseconds."""
-    speed: float = 1.0
+    speed: Speed = 1.0
     """1.0 paces in real time, 0 as fast as possible."""
 
 
@@ -205,7 +217,7 @@ class SilenceSource(Stage):
 class PushOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Options of the ``push`` source."""
 
-    sample_rate: int = 16000
+    sample_rate: SampleRate = 16000
     """Rate assumed by ``push_audio`` when none is given."""
 
 
@@ -276,11 +288,11 @@ class PushSource(Stage):
 class StdinOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Options of the ``stdin`` source."""
 
-    sample_rate: int = 16000
+    sample_rate: SampleRate = 16000
     """Rate of the raw audio in Hz."""
-    channels: int = 1
+    channels: Annotated[int, msgspec.Meta(ge=1)] = 1
     """Interleaved channels in the input (mixed down to mono)."""
-    frame_ms: float = 20.0
+    frame_ms: FrameMs = 20.0
     """Length of each frame in milliseconds."""
 
 
@@ -332,7 +344,7 @@ class ReplayOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     path: str
     """A JSON-lines recording written by the ``jsonl`` sink."""
-    speed: float = 1.0
+    speed: Speed = 1.0
     """1.0 keeps the recorded timing, 0 replays as fast as possible."""
 
 
@@ -402,13 +414,13 @@ def _read_lines(path: Path) -> list[tuple[float, Frame]]:
 class MicrophoneOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Options of the ``microphone`` source."""
 
-    sample_rate: int = 16000
+    sample_rate: SampleRate = 16000
     """Capture rate in Hz."""
-    frame_ms: float = 20.0
+    frame_ms: FrameMs = 20.0
     """Length of each frame in milliseconds."""
     device: str | int | None = None
     """Input device name or index (sounddevice's numbering); the default device when empty."""
-    duration_ms: float = 0.0
+    duration_ms: DurationMs = 0.0
     """Stop after this long (ms); 0 captures until the pipeline stops."""
 
 

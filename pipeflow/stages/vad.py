@@ -9,6 +9,7 @@ not lost. Only caller audio (no ``item_id``) is analysed.
 
 from __future__ import annotations
 
+from pipeflow.audio.pcm import check_rate, mix_down, view
 from pipeflow.audio.vad import Segmenter, VadOptions
 from pipeflow.frames import AudioFrame, EndOfStream, SpeechStarted, SpeechStopped, TurnCommitted
 from pipeflow.stage import Frames, Stage
@@ -33,8 +34,10 @@ class Vad(Stage):
                     if segmenter is not None:
                         for event in segmenter.finish():
                             yield event
+                    check_rate(frame.sample_rate, _where(frame))
                     segmenter = Segmenter(self.options, frame.sample_rate)
-                for event in segmenter.feed(frame.pcm, frame.pts):
+                pcm = frame.pcm if frame.channels == 1 else _mono(frame)
+                for event in segmenter.feed(pcm, frame.pts):
                     yield event
                 continue
             if isinstance(frame, EndOfStream) and segmenter is not None:
@@ -42,3 +45,13 @@ class Vad(Stage):
                     yield event
                 segmenter = None
             yield frame
+
+
+def _where(frame: AudioFrame) -> str:
+    return f"vad input frame at pts {frame.pts:.3f} s"
+
+
+def _mono(frame: AudioFrame) -> bytes:
+    """A multi-channel frame mixed down, so the detector never reads interleaved samples."""
+    where = _where(frame)
+    return mix_down(view(frame.pcm, where), frame.channels, where).tobytes()
