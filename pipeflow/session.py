@@ -173,20 +173,13 @@ class AgentSession:
                 type names a sink) are replaced by these.
         """
         from pipeflow.config import build_pipeline, load_config
-        from pipeflow.registry import registry
 
         config = load_config(path, overrides)
         if output_dir is not None:
             config.output_dir = output_dir
         context = prepare_context(config, session_id)
         pipeline = build_pipeline(config, context=context)
-        stages = list(pipeline.stages)
-        if not any(st.name == "push" for st in stages):
-            first = stages[0]
-            rate = getattr(first.options, "sample_rate", None) or 16000
-            push = registry.resolve("push")(sample_rate=rate)
-            # A source (it makes frames and takes none) gives way; other stages stay.
-            stages[:1] = [push] if first.produces and not first.consumes else [push, first]
+        stages = with_push_source(list(pipeline.stages))
         if replace_sinks is not None:
             stages = [st for st in stages if not _is_sink(st)] + list(replace_sinks)
         pipeline.stages = stages
@@ -477,6 +470,23 @@ class AgentSession:
         turns = getattr(self._transport, "turns", None)
         state = getattr(turns, "state", None)
         return getattr(state, "value", str(state)) if state is not None else "running"
+
+
+def with_push_source(stages: list[Stage]) -> list[Stage]:
+    """``stages`` with a ``push`` source first, so a session can feed them.
+
+    A source (it makes frames and takes none) gives way to the push source,
+    which takes its sample rate; any other first stage stays after it.
+    """
+    from pipeflow.registry import registry
+
+    if any(stage.name == "push" for stage in stages):
+        return stages
+    first = stages[0]
+    rate = getattr(first.options, "sample_rate", None) or 16000
+    push = registry.resolve("push")(sample_rate=rate)
+    stages[:1] = [push] if first.produces and not first.consumes else [push, first]
+    return stages
 
 
 def _predicate(what: str | type[Frame] | Callable[[Frame], bool]) -> Callable[[Frame], bool]:

@@ -67,6 +67,10 @@ async def test_a_browser_call_takes_an_order(tmp_path: Path) -> None:
             await page.wait_for_function(
                 "document.getElementById('order').textContent.includes('placed: ORD-')",
                 timeout=90_000)
+            # The order shows as placed when the tool answers; the goodbye comes after it.
+            await page.wait_for_function(
+                "document.getElementById('transcript').textContent"
+                ".includes('Thank you for calling the corner shop')")
             transcript = await page.inner_text("#transcript")
             tools = await page.inner_text("#tools")
             order_panel = await page.inner_text("#order")

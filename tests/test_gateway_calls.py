@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -122,3 +123,39 @@ async def test_played_positions_reach_the_model_transport(tmp_path: Path) -> Non
     assert len(transport.ctx.inbox) == before + 1
     await registry.close()
     assert call.state == "ended" and call.end_reason == "shutdown"
+
+
+async def test_calls_share_one_local_model_server_and_one_parsed_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeflow.config
+    from pipeflow.realtime.server import LocalRealtimeServer
+
+    registry = CallRegistry(CALL_YAML, GatewayOptions(output_dir=str(tmp_path), overrides=FAST))
+    reads: list[str] = []
+    real_load = pipeflow.config.load_config
+    monkeypatch.setattr(pipeflow.config, "load_config",
+                        lambda *a, **k: reads.append(str(a[0])) or real_load(*a, **k))
+    own_servers: list[object] = []
+    monkeypatch.setattr(LocalRealtimeServer, "__aenter__",
+                        lambda self: own_servers.append(self) or LocalRealtimeServer.start(self))
+    await registry.open()
+    [server] = registry.models.servers
+    calls = [await registry.start(f"shared-{n}") for n in range(3)]
+    for call in calls:
+        model = next(st for st in call.running_session().pipeline.stages if st.name == "realtime")
+        assert model.options.url == server.url
+    assert own_servers == []  # no call started a model server of its own
+    assert reads == []  # nor read the pipeline file again
+    assert len(server.sessions) == 3
+    ids = {s._session()["id"] for s in server.sessions}
+    assert len(ids) == 3
+    for call in calls[:2]:
+        await registry.end(call.id)
+    for _ in range(500):  # the server's side of a closed connection ends a moment later
+        if len(server.sessions) == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert [s.number for s in server.sessions] == [3]  # ended calls' sessions are dropped
+    await registry.close()
+    assert registry.models.servers == [] and server.sessions == []

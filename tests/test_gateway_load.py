@@ -27,36 +27,42 @@ async def test_fifty_concurrent_calls_with_zero_errors(tmp_path: Path, capsys) -
     latencies: dict[str, list[float]] = {}
     errors: list[str] = []
 
-    async with serving(app) as base:
-        limits = httpx.Limits(max_connections=CALLS * 2)
-        async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+    async with serving(app) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
+        # One client (one keep-alive connection) per caller, as with real phones: a single
+        # pool of 100 connections costs the shared event loop a scan of it per request.
+        # They are made before the clock starts (each builds an SSL context).
+        callers = [httpx.AsyncClient(base_url=base, timeout=30) for _ in range(CALLS)]
+
+        async def one_call(index: int) -> None:
+            call = f"load-{index}"
+            caller = callers[index]
 
             async def request(kind: str, method: str, path: str, **kwargs) -> httpx.Response:
                 started = time.perf_counter()
-                response = await client.request(method, path, **kwargs)
+                response = await caller.request(method, path, **kwargs)
                 latencies.setdefault(kind, []).append(time.perf_counter() - started)
                 return response
 
-            async def one_call(index: int) -> None:
-                call = f"load-{index}"
-                try:
-                    start = await request("start", "POST", f"/api/calls/{call}/start")
-                    assert start.status_code == 201, start.text
-                    turn = await request("text", "POST", f"/api/calls/{call}/text",
-                                         json={"q": "How much is a pizza?", "wait": True})
-                    assert turn.status_code == 200 and "$10.00" in turn.json()["reply"], turn.text
-                    record = await request("get", "GET", f"/api/calls/{call}")
-                    assert record.json()["tool_calls"][0]["name"] == "get_product_info"
-                    end = await request("end", "POST", f"/api/calls/{call}/end")
-                    assert end.status_code == 200 and end.json()["state"] == "ended", end.text
-                except Exception as exc:  # counted, so one failure does not hide the others
-                    errors.append(f"{call}: {type(exc).__name__}: {exc}")
+            try:
+                start = await request("start", "POST", f"/api/calls/{call}/start")
+                assert start.status_code == 201, start.text
+                turn = await request("text", "POST", f"/api/calls/{call}/text",
+                                     json={"q": "How much is a pizza?", "wait": True})
+                assert turn.status_code == 200 and "$10.00" in turn.json()["reply"], turn.text
+                record = await request("get", "GET", f"/api/calls/{call}")
+                assert record.json()["tool_calls"][0]["name"] == "get_product_info"
+                end = await request("end", "POST", f"/api/calls/{call}/end")
+                assert end.status_code == 200 and end.json()["state"] == "ended", end.text
+            except Exception as exc:  # counted, so one failure does not hide the others
+                errors.append(f"{call}: {type(exc).__name__}: {exc}")
+            finally:
+                await caller.aclose()
 
-            began = time.perf_counter()
-            async with asyncio.timeout(TIME_LIMIT_S):
-                await asyncio.gather(*(one_call(i) for i in range(CALLS)))
-            elapsed = time.perf_counter() - began
-            listing = (await client.get("/api/calls")).json()
+        began = time.perf_counter()
+        async with asyncio.timeout(TIME_LIMIT_S):
+            await asyncio.gather(*(one_call(i) for i in range(CALLS)))
+        elapsed = time.perf_counter() - began
+        listing = (await client.get("/api/calls")).json()
 
     assert errors == []
     assert listing["live"] == 0 and len(listing["calls"]) == CALLS

@@ -16,6 +16,7 @@ from websockets.asyncio.client import connect
 from pipeflow.audio.g711 import samples_to_ulaw, ulaw_decode
 from pipeflow.errors import ProtocolError
 from pipeflow.frames import AudioFrame, PlayoutPosition
+from pipeflow.realtime.events import ConversationItemTruncate
 from pipeflow.server import GatewayOptions, create_app
 from pipeflow.server.twilio import (
     CHUNK,
@@ -164,6 +165,10 @@ async def test_fake_twilio_call_places_the_order(tmp_path: Path) -> None:
             await session.wait_for(
                 lambda f: getattr(f, "name", "") == "place_order" and hasattr(f, "output"),
                 timeout=30, after=0)
+            [model_server] = app.state.calls.models.servers
+            [model_session] = model_server.sessions
+            truncations = [(e.item_id, e.audio_end_ms) for e in model_session.received
+                           if isinstance(e, ConversationItemTruncate)]
             await ws.send(json.dumps({"event": "stop", "streamSid": SID}))
             await asyncio.wait_for(reader, 30)
         await call.wait_ended()
@@ -182,6 +187,31 @@ async def test_fake_twilio_call_places_the_order(tmp_path: Path) -> None:
     payloads = [m for m in received if m["event"] == "media"]
     assert all(len(base64.b64decode(m["media"]["payload"])) <= CHUNK for m in payloads)
     assert "clear" in events  # the caller talked over the long price answer: barge-in
+    # Each barge-in truncated the model's item once, where a mark said playback had got to
+    # (not also where the gateway's own sinks guessed, on the gateway's clock).
+    assert truncations and len({item for item, _ in truncations}) == len(truncations)
+    boundaries = _mark_positions(received)
+    for item, end_ms in truncations:
+        assert end_ms == 0 or end_ms in boundaries[item], (item, end_ms, boundaries[item])
+
+
+def _mark_positions(messages: list[dict]) -> dict[str, set[int]]:
+    """Milliseconds of each item's audio sent before each of its marks (8 bytes a ms)."""
+    positions: dict[str, set[int]] = {}
+    item, sent, pending = "", 0, 0
+    for message in messages:
+        if message["event"] == "media":
+            pending += len(base64.b64decode(message["media"]["payload"]))
+        elif message["event"] == "clear":
+            item, sent, pending = "", 0, 0
+        elif message["event"] == "mark":
+            name = message["mark"]["name"].rsplit(":", 1)[0]
+            if name != item:
+                item, sent = name, 0
+            sent += pending
+            pending = 0
+            positions.setdefault(item, set()).add(round(sent / 8))
+    return positions
 
 
 def _post_voice(base: str) -> str:

@@ -302,3 +302,20 @@ def test_cli_serves_until_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_a_shared_server_forgets_closed_sessions() -> None:
+    """keep_sessions=False (the call gateway's server): closed connections leave nothing."""
+    async with LocalRealtimeServer(speed=0, keep_sessions=False) as server:
+        ids = []
+        for _ in range(2):
+            async with connect(server.url) as ws:
+                created = json.loads(await ws.recv())
+                ids.append(created["session"]["id"])
+                assert len(server.sessions) == 1
+            for _ in range(100):  # the server sees the close a moment later
+                if not server.sessions:
+                    break
+                await asyncio.sleep(0.01)
+            assert server.sessions == []
+        assert ids[0] != ids[1]  # numbers stay unique though sessions were dropped

@@ -80,6 +80,7 @@ def test_reference_environment_names_lose_to_pipeflow_names() -> None:
         ("- a\n- b\n", r"w.yaml: a worker config file must be a mapping"),
         ("max_jobs: [3\n", r"w.yaml:2:1: invalid YAML"),
         ("timeout: -5\n", r"key 'timeout': expected float >= 0"),
+        ("queue_url: amqp://q\n", r"w.yaml: key 'queue_url': unsupported queue URL scheme 'amqp'"),
     ],
 )
 def test_bad_file_values_name_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
@@ -112,6 +113,9 @@ def test_secrets_are_never_printed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_options(write(tmp_path, "bad.yaml", "api_key: [not, a, string]\n"), env={})
     assert "not" not in str(info.value).split("got", 1)[1]
+    with pytest.raises(ConfigError, match="key 'queue_url'") as info:
+        load_options(write(tmp_path, "q.yaml", "queue_url: amqp://bob:pa55@mq\n"), env={})
+    assert "pa55" not in str(info.value) and "bob:***@mq" in str(info.value)
 
 
 @given(

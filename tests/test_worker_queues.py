@@ -133,6 +133,27 @@ async def test_redis_reclaims_a_job_whose_worker_went_silent() -> None:
         await queue.close()
 
 
+async def test_redis_dead_letters_a_job_whose_workers_keep_dying() -> None:
+    queue = await _redis_queue(visibility_timeout=0.1, max_attempts=2)
+    try:
+        job = await queue.submit(Job(params={"n": 1}))
+        first = await queue.take("dies-first", timeout=1)
+        assert first is not None and first.attempt == 1
+        second = await queue.take("dies-second", timeout=1)  # XAUTOCLAIM after 0.1 s idle
+        assert second is not None and second.reclaimed and second.attempt == 2
+        assert await queue.take("third", timeout=0.5) is None  # third delivery: dead letter
+        status = await queue.status(job.id)
+        assert status is not None and status.state == "dead" and status.attempts == 2
+        [(_id, fields)] = await queue.redis.xrange(queue.dead_stream)
+        assert b'"n":1' in fields[b"job"]
+        assert fields[b"reason"] == b"delivered 2 times without finishing"
+        stats = await queue.stats()
+        assert (stats.waiting, stats.running, stats.dead) == (0, 0, 1)
+    finally:
+        await queue.delete_all()
+        await queue.close()
+
+
 async def test_redis_heartbeat_keeps_a_held_job() -> None:
     queue = await _redis_queue(visibility_timeout=0.3)
     try:

@@ -86,6 +86,9 @@ class LocalRealtimeServer:
         options: the rest (chunk size, speech engine, server VAD).
         transcriber: turns committed user audio into words (default: the one
             the script's ``transcriber`` section describes, if any).
+        keep_sessions: keep every connection's session in ``sessions`` after
+            it closes (for tests and diagnostics); a long-running server that
+            many calls share (the call gateway's) sets it False.
 
     Raises:
         ConfigError: the script file is missing or invalid.
@@ -103,6 +106,7 @@ class LocalRealtimeServer:
         faults: Faults | None = None,
         options: ServerOptions | None = None,
         transcriber: Transcriber | None = None,
+        keep_sessions: bool = True,
     ) -> None:
         if script is None:
             self.script = DEFAULT_SCRIPT
@@ -126,7 +130,9 @@ class LocalRealtimeServer:
             transcriber = build_transcriber(self.script.transcriber, self.script.source)
         self.transcriber = transcriber
         self.sessions: list[ServerSession] = []
-        """Every connection's session, oldest first (for tests and diagnostics)."""
+        """Every connection's session, oldest first (only open ones without keep_sessions)."""
+        self.keep_sessions = keep_sessions
+        self._connections = 0
         self.refused = 0
         """Connection attempts refused (bad path, key or an injected fault)."""
         self.budget = FaultBudget(self.options.faults)
@@ -233,7 +239,7 @@ class LocalRealtimeServer:
         )
         model = query.get("model", ["gpt-realtime"])[0]
         return ServerSession(
-            self.script, self.options, shape=shape, model=model, number=len(self.sessions) + 1,
+            self.script, self.options, shape=shape, model=model, number=self._connections,
             budget=self.budget, transcriber=self.transcriber, speaker=self._speaker,
         )
 
@@ -241,6 +247,7 @@ class LocalRealtimeServer:
         """One connection: read client events; a writer task sends what is due."""
         loop = asyncio.get_running_loop()
         assert ws.request is not None
+        self._connections += 1  # numbers stay unique when closed sessions are dropped
         session = self._session_for(ws.request)
         self.sessions.append(session)
         self._live.add(ws)
@@ -258,6 +265,8 @@ class LocalRealtimeServer:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
+            if not self.keep_sessions:
+                self.sessions.remove(session)
 
     async def _write(self, ws: ServerConnection, session: ServerSession,
                      wake: asyncio.Event) -> None:

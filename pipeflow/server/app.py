@@ -57,7 +57,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        calls.start_reaper()
+        await calls.open()
         try:
             yield
         finally:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import re
 import time
@@ -30,8 +31,9 @@ import msgspec
 from pipeflow.audio.wav import WavWriter
 from pipeflow.errors import ConfigError, LocalError, PipeflowError
 from pipeflow.frames import AudioFrame, Frame, PlayoutPosition
+from pipeflow.server.local import SharedModelServers, local_server_key
 from pipeflow.server.options import GatewayOptions
-from pipeflow.session import AgentSession
+from pipeflow.session import AgentSession, with_push_source
 
 __all__ = [
     "CALL_ID",
@@ -112,6 +114,7 @@ class Call:
         self._streamed = False
         self._record: dict[str, Any] | None = None
         self._ended = asyncio.Event()
+        self._direct_feedback: dict[int, Callable[[Frame], None]] = {}
 
     # -- state -----------------------------------------------------------------
 
@@ -164,15 +167,44 @@ class Call:
 
         Returns False when the pipeline has no stage that accepts it.
         """
+        inbox = self._transport_inbox()
+        if inbox is None:
+            return False
+        self._direct_feedback.get(id(inbox), inbox.put_feedback)(position)
+        return True
+
+    def take_over_playout(self) -> None:
+        """From now on the client says where a barge-in cut the agent off (Twilio's marks).
+
+        The pipeline's own sinks play the agent's audio on the gateway's clock,
+        not the caller's: on a barge-in they too report an interrupted position,
+        which would truncate the model's item a first time, at the wrong place
+        (the Realtime API then refuses the client's truncation, or the two
+        disagree). Their interrupted positions are dropped; the transport hears
+        only ``report_playout``. Positions of items that played out still pass.
+        """
+        inbox = self._transport_inbox()
+        if inbox is None or id(inbox) in self._direct_feedback:
+            return
+        direct = inbox.put_feedback
+        self._direct_feedback[id(inbox)] = direct
+
+        def put_feedback(frame: Frame) -> None:
+            if isinstance(frame, PlayoutPosition) and frame.interrupted:
+                return  # a sink's guess; the client reports what was really heard
+            direct(frame)
+
+        inbox.put_feedback = put_feedback  # type: ignore[method-assign]
+
+    def _transport_inbox(self) -> Any:
         session = self.session
         if session is None:
-            return False
+            return None
         for stage in session.pipeline.stages:
             inbox = stage.ctx.inbox
-            if inbox is not None and isinstance(position, stage.accepts):
-                inbox.put_feedback(position)
-                return True
-        return False
+            if inbox is not None and issubclass(PlayoutPosition, stage.accepts):
+                return inbox
+        return None
 
     async def wait_ended(self) -> None:
         """Return once the call has ended or failed."""
@@ -313,11 +345,18 @@ class CallRegistry:
         self.pipeline_path = str(pipeline_path)
         self.options = options or GatewayOptions()
         self.clock = clock
-        config = load_config(self.pipeline_path, self.options.overrides)  # fail early
+        # Parsed once: reading the YAML again took most of a call start's loop time.
+        config = load_config(self.pipeline_path, self.options.overrides)
+        self._config = config
         self.output_dir = Path(self.options.output_dir or config.output_dir)
         self._base_output = config.output_dir
         self._calls: OrderedDict[str, Call] = OrderedDict()
         self._reaper: asyncio.Task[None] | None = None
+        # Offline model stages share one local Realtime server (see server/local.py).
+        self._model_keys = {
+            key for spec in config.stages if (key := local_server_key(spec.options)) is not None
+        }
+        self.models = SharedModelServers()
 
     # -- lookup ----------------------------------------------------------------
 
@@ -362,6 +401,7 @@ class CallRegistry:
         call = Call(call_id, self.output_dir / call_id, sample_rate, self.clock())
         self._calls[call_id] = call  # reserve the id before any await
         try:
+            await self.models.open(self._model_keys)
             session = self._session(call)
             call.session = session
             await session.start()
@@ -377,14 +417,18 @@ class CallRegistry:
         return call
 
     def _session(self, call: Call) -> AgentSession:
-        session = AgentSession.from_file(
-            self.pipeline_path,
-            overrides=self.options.overrides,
-            session_id=call.id,
-            output_dir=str(call.folder),
-            start_timeout_s=self.options.start_timeout_s,
-        )
+        """The call's session: ``AgentSession.from_file`` without reading the file again."""
+        from pipeflow.config import build_pipeline
+        from pipeflow.session import prepare_context
+
+        config = copy.deepcopy(self._config)  # every call gets stage options of its own
+        config.output_dir = str(call.folder)
+        pipeline = build_pipeline(config, context=prepare_context(config, call.id))
+        pipeline.stages = with_push_source(list(pipeline.stages))
+        session = AgentSession(pipeline=pipeline, start_timeout_s=self.options.start_timeout_s)
         relocate_outputs(session, call.folder, self._base_output)
+        for stage in session.pipeline.stages:
+            self.models.point(stage)
         return session
 
     async def end(self, call_id: str, reason: str = "ended") -> Call:
@@ -439,6 +483,17 @@ class CallRegistry:
         ))
         return [call.id for call in idle]
 
+    async def open(self) -> None:
+        """Get ready for calls: start the shared local model server (if the pipeline
+        needs one) and the idle reaper, so the first call pays for neither.
+
+        Raises:
+            ConfigError: the model stage's script is invalid.
+            LocalError: the local model server cannot listen.
+        """
+        await self.models.open(self._model_keys)
+        self.start_reaper()
+
     def start_reaper(self) -> None:
         """Look for idle calls every ``reap_interval_s`` in the background."""
         if self._reaper is None:
@@ -465,6 +520,7 @@ class CallRegistry:
         await asyncio.gather(
             *(self._end(call, "shutdown") for call in list(self._calls.values()) if call.live)
         )
+        await self.models.close()
 
 
 def relocate_outputs(session: AgentSession, folder: Path, base_output: str) -> None:

@@ -327,6 +327,7 @@ async def media_stream(websocket: WebSocket) -> None:
                         call = await _start(websocket, registry, translator, parameters)
                         if call is None:
                             return
+                        call.take_over_playout()  # Twilio's marks say what the caller heard
                         sender = asyncio.create_task(_send(websocket, translator, call))
                     case CallerAudio(pcm=pcm) if call is not None:
                         call.touch(registry.clock())

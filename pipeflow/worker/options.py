@@ -192,6 +192,19 @@ def _unknown(key: str, where: str) -> ConfigError:
     return ConfigError(f"unknown option {key!r}{hint}; valid options: {', '.join(names)}", where)
 
 
+QUEUE_SCHEMES = ("memory", "redis", "rediss", "unix")
+
+
+def _check_queue_url(url: str) -> None:
+    """Raise ValueError (without the URL, which may hold a password) for an unknown scheme."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else url.lower()
+    if scheme not in ("", *QUEUE_SCHEMES):
+        raise ValueError(
+            f"unsupported queue URL scheme {scheme[:20]!r}: use memory:// (in-process) "
+            "or redis://host:port/db"
+        )
+
+
 def _check(name: str, value: Any, where: str) -> Any:
     """Convert one value to its field's type, or raise naming where it came from."""
     try:
@@ -200,9 +213,16 @@ def _check(name: str, value: Any, where: str) -> Any:
         converted = msgspec.convert(value, FIELDS[name], strict=False)
         if name == "log_level":
             msgspec.structs.replace(WorkerOptions(), log_level=converted)
+        if name == "queue_url":
+            _check_queue_url(converted)
         return converted
     except (msgspec.ValidationError, ValueError) as exc:
-        shown = "***" if name in SECRET_FIELDS else repr(value)
+        if name in SECRET_FIELDS:
+            shown = "***"
+        elif name == "queue_url" and isinstance(value, str):
+            shown = repr(redact_url(value))
+        else:
+            shown = repr(value)
         message = str(exc).split(" - at ", 1)[0]
         expected = re.match(r"Expected `([^`]*)`(.*?)(?:, got `[^`]*`)?$", message)
         if expected:
