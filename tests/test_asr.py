@@ -11,7 +11,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import pickle
 import re
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,13 +26,15 @@ from hypothesis import strategies as st
 from pipeflow.asr import corpus
 from pipeflow.asr.options import TranscriberOptions, build_transcriber
 from pipeflow.asr.pocketsphinx import PocketsphinxTranscriber, word_error_rate
-from pipeflow.audio import g711, tts
+from pipeflow.audio import tts
 from pipeflow.audio.resampler import resample
 from pipeflow.errors import ConfigError
 from pipeflow.realtime.script import parse_script
 from pipeflow.realtime.server_session import ServerOptions, ServerSession
 from pipelines.orderline.asr import SENTENCES, UTTERANCES, Utterance
 from tests.speech import need_tts
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytest.importorskip("pocketsphinx", reason="offline transcription needs pocketsphinx")
 
@@ -113,15 +118,31 @@ def transcriber(tmp_path_factory: pytest.TempPathFactory) -> PocketsphinxTranscr
                                    cache_dir=tmp_path_factory.mktemp("asr-cache"))
 
 
+_RECORD = """
+import pickle, sys
+from pipeflow.audio import g711, tts
+from pipelines.orderline.asr import UTTERANCES
+out = {}
+for u in UTTERANCES:
+    phone = g711.ulaw_decode(g711.ulaw_encode(tts.synthesize(u.text, 8000).tobytes()))
+    out[u.text] = (tts.synthesize(u.text, 24000).tobytes(), phone)
+sys.stdout.buffer.write(pickle.dumps(out))
+"""
+
+
 @pytest.fixture(scope="module")
 def recordings() -> dict[str, tuple[bytes, bytes]]:
-    """Each utterance at 24 kHz and as 8 kHz mu-law phone audio (decoded to PCM16)."""
+    """Each utterance at 24 kHz and as 8 kHz mu-law phone audio (decoded to PCM16).
+
+    Made in a fresh process: espeak-ng's output for a text varies slightly
+    with what the process synthesised before (state that survives even
+    espeak_Terminate), so speech made here would depend on the tests run
+    earlier, and so would the words heard.
+    """
     need_tts()
-    out = {}
-    for u in UTTERANCES:
-        phone = g711.ulaw_decode(g711.ulaw_encode(tts.synthesize(u.text, 8000).tobytes()))
-        out[u.text] = (tts.synthesize(u.text, 24000).tobytes(), phone)
-    return out
+    done = subprocess.run([sys.executable, "-c", _RECORD], cwd=ROOT, capture_output=True,
+                          timeout=120, check=True)
+    return pickle.loads(done.stdout)
 
 
 def _missing(utterance: Utterance, heard: str) -> list[str]:

@@ -319,3 +319,58 @@ async def test_a_shared_server_forgets_closed_sessions() -> None:
                 await asyncio.sleep(0.01)
             assert server.sessions == []
         assert ids[0] != ids[1]  # numbers stay unique though sessions were dropped
+
+
+class _SlowTranscriber:
+    """Blocks like a real decoder; notes which thread it ran on."""
+
+    def __init__(self, words: str, seconds: float) -> None:
+        self.words, self.seconds = words, seconds
+        self.threads: list[str] = []
+
+    def transcribe(self, pcm16_24k: bytes) -> str:
+        import threading
+        import time
+
+        self.threads.append(threading.current_thread().name)
+        time.sleep(self.seconds)
+        return self.words
+
+
+async def test_transcription_runs_off_the_event_loop_and_keeps_event_order() -> None:
+    script = parse_script(
+        "turns:\n  - match: [pizza]\n    steps: [{say: Pizza it is.}]\n"
+        "  - match: [salad]\n    steps: [{say: Salad it is.}]\n", "shop.yaml")
+    slow = _SlowTranscriber("one salad please", 0.4)
+    async with (
+        LocalRealtimeServer(script, speed=0, transcriber=slow) as server,
+        connect(server.url) as ws,
+        connect(server.url) as other,
+    ):
+        await recv(ws)
+        await recv(other)
+        await ws.send(json.dumps({"type": "session.update", "session": {
+            "type": "realtime", "audio": {"input": {"turn_detection": None}}}}))
+        pcm = base64.b64encode(bytes(4800)).decode()
+        for event in ({"type": "input_audio_buffer.append", "audio": pcm},
+                      {"type": "input_audio_buffer.commit"}, {"type": "response.create"}):
+            await ws.send(json.dumps(event))
+        await asyncio.sleep(0.1)  # the decode is under way
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+        await other.send(json.dumps({"type": "input_audio_buffer.clear"}))
+        cleared = await recv(other)
+        # The other connection is answered while the first one's audio is decoded.
+        assert cleared["type"] == "input_audio_buffer.cleared"
+        assert loop.time() - asked < 0.2
+        kinds, said = [], ""
+        while not said:
+            event = await recv(ws)
+            kinds.append(event["type"])
+            if event["type"] == "response.output_audio_transcript.done":
+                said = event["transcript"]
+    assert slow.threads and all(name != "MainThread" for name in slow.threads)
+    assert said == "Salad it is."  # chosen by the words heard, not the script's order
+    transcribed = kinds.index("conversation.item.input_audio_transcription.completed")
+    assert kinds.index("input_audio_buffer.committed") < transcribed < kinds.index(
+        "response.created")

@@ -37,7 +37,7 @@ from pipeflow.asr.options import build_transcriber
 from pipeflow.errors import LocalError
 from pipeflow.realtime.script import DEFAULT_SCRIPT, Script, load_script
 from pipeflow.realtime.server_faults import FaultBudget, Faults
-from pipeflow.realtime.server_session import ServerOptions, ServerSession
+from pipeflow.realtime.server_session import ServerOptions, ServerSession, Transcription
 from pipeflow.realtime.voice import Speaker, Transcriber
 from pipeflow.realtime.wslog import redacting_logger
 
@@ -133,6 +133,7 @@ class LocalRealtimeServer:
         """Every connection's session, oldest first (only open ones without keep_sessions)."""
         self.keep_sessions = keep_sessions
         self._connections = 0
+        self._transcribing = asyncio.Lock()
         self.refused = 0
         """Connection attempts refused (bad path, key or an injected fault)."""
         self.budget = FaultBudget(self.options.faults)
@@ -241,6 +242,7 @@ class LocalRealtimeServer:
         return ServerSession(
             self.script, self.options, shape=shape, model=model, number=self._connections,
             budget=self.budget, transcriber=self.transcriber, speaker=self._speaker,
+            defer_transcription=True,
         )
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -258,6 +260,9 @@ class LocalRealtimeServer:
             async for message in ws:
                 session.receive_data(message, loop.time())
                 wake.set()
+                while (job := session.take_transcription()) is not None:
+                    session.transcribed(job, await self._transcribe(job), loop.time())
+                    wake.set()
         except ConnectionClosed:
             pass
         finally:
@@ -267,6 +272,19 @@ class LocalRealtimeServer:
                 await writer
             if not self.keep_sessions:
                 self.sessions.remove(session)
+
+    async def _transcribe(self, job: Transcription) -> str | None:
+        """The words of committed audio, decoded in a worker thread so that other
+        connections' audio keeps flowing; one decode at a time (the transcriber
+        is shared). A decoder that fails leaves the script's words to stand in."""
+        assert self.transcriber is not None
+        async with self._transcribing:
+            try:
+                return await asyncio.to_thread(job.run, self.transcriber)
+            except Exception:
+                log.exception("transcribing item %s failed; the script's words stand in",
+                              job.item_id)
+                return None
 
     async def _write(self, ws: ServerConnection, session: ServerSession,
                      wake: asyncio.Event) -> None:

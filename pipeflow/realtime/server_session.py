@@ -77,6 +77,23 @@ class ServerOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Faults to inject, for tests of clients."""
 
 
+class Transcription(msgspec.Struct):
+    """Committed user audio waiting for its words (see ``ServerSession.take_transcription``)."""
+
+    pcm: bytes
+    rate: int
+    item_id: str
+    respond: bool
+    """Create a response once the words are in (server VAD's ``create_response``)."""
+
+    def run(self, transcriber: Transcriber) -> str | None:
+        """The words heard (blocking: a server runs it in a worker thread)."""
+        pcm = self.pcm
+        if self.rate != 24000:
+            pcm = resample(np.frombuffer(pcm, dtype=np.int16), self.rate, 24000).tobytes()
+        return transcriber.transcribe(pcm)
+
+
 class ServerSession(ResponsePlanner):
     """The server side of one Realtime connection; no I/O, time passed in.
 
@@ -89,6 +106,10 @@ class ServerSession(ResponsePlanner):
         budget: fault counters shared by a server's sessions.
         transcriber: turns committed audio into words (else the script's ``user`` text).
         speaker: speech synthesis (one shared cache per process by default).
+        defer_transcription: leave the transcriber's work to the caller
+            (``take_transcription`` / ``transcribed``) instead of running it
+            inside ``receive_data``: decoding takes a good part of a second
+            that a server's event loop must not spend blocked.
 
     Attributes:
         received: every client event decoded, in order (for tests).
@@ -109,8 +130,11 @@ class ServerSession(ResponsePlanner):
         budget: FaultBudget | None = None,
         transcriber: Transcriber | None = None,
         speaker: Speaker | None = None,
+        defer_transcription: bool = False,
     ) -> None:
         self.script = script or DEFAULT_SCRIPT
+        self.defer_transcription = defer_transcription
+        self._transcriptions: list[Transcription] = []
         self.options = options or ServerOptions()
         self.shape: Shape = shape
         self.config = ServerConfig(model=model)
@@ -427,10 +451,9 @@ class ServerSession(ResponsePlanner):
                 self._push(now, ev.InputAudioBufferSpeechStopped(
                     audio_end_ms=at_ms, item_id=self._speech_item or ""))
             else:  # TurnCommitted
-                self._commit(now, self._speech_item or self._id("item"))
+                respond = bool(self.config.turn_option("create_response", True))
+                self._commit(now, self._speech_item or self._id("item"), respond)
                 self._speech_item = None
-                if self.config.turn_option("create_response", True) and not self._active:
-                    self._respond(now, None)
 
     def _vad(self, rate: int) -> Segmenter:
         if self._segmenter is None:
@@ -442,7 +465,7 @@ class ServerSession(ResponsePlanner):
             self._segmenter = Segmenter(options, rate)
         return self._segmenter
 
-    def _commit(self, now: float, item_id: str) -> None:
+    def _commit(self, now: float, item_id: str, respond: bool = False) -> None:
         pcm, rate = bytes(self._buffer), RATES[self.config.input_format]
         self._buffer.clear()
         self._push(now, ev.InputAudioBufferCommitted(item_id=item_id,
@@ -451,21 +474,34 @@ class ServerSession(ResponsePlanner):
                        role="user", content=[ev.ContentPart(type="input_audio")])
         self._announce(now, item)
         self._finish_item(now, item)
-        words = self._transcribe(pcm, rate)
+        job = Transcription(pcm, rate, item_id, respond)
+        if self.transcriber is None:
+            self.transcribed(job, None, now)
+        elif self.defer_transcription:
+            self._transcriptions.append(job)
+        else:
+            self.transcribed(job, job.run(self.transcriber), now)
+
+    def take_transcription(self) -> Transcription | None:
+        """The oldest committed audio still to transcribe, handed over once.
+
+        Only with ``defer_transcription``: run it (``job.run(session.transcriber)``,
+        in a thread) and give the words back with ``transcribed`` before the
+        next ``receive_data``.
+        """
+        return self._transcriptions.pop(0) if self._transcriptions else None
+
+    def transcribed(self, job: Transcription, words: str | None, now: float) -> None:
+        """The words of ``job`` (None: unheard, the script's ``user`` text stands in)."""
         turn = None if self._ended else self.script.choose(words, self._used)
         self._take(turn)
         if words is None:
             words = self.script.turns[turn].user if turn is not None else ""
         self.transcripts.append(words)
-        self._push(now, ev.InputTranscriptionCompleted(item_id=item_id, transcript=words))
+        self._push(now, ev.InputTranscriptionCompleted(item_id=job.item_id, transcript=words))
         self._pending = UserInput(words, turn)
-
-    def _transcribe(self, pcm: bytes, rate: int) -> str | None:
-        if self.transcriber is None:
-            return None
-        if rate != 24000:
-            pcm = resample(np.frombuffer(pcm, dtype=np.int16), rate, 24000).tobytes()
-        return self.transcriber.transcribe(pcm)
+        if job.respond and not self._active:
+            self._respond(now, None)
 
     def _truncate(self, event: ev.ConversationItemTruncate, now: float) -> None:
         item = self._items.get(event.item_id)
