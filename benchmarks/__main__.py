@@ -33,7 +33,7 @@ BENCHMARKS: dict[str, tuple[str, int, int]] = {
     "audio": ("benchmarks.bench_audio", 120, 40),
     "realtime": ("benchmarks.bench_realtime", 90, 40),
     "latency": ("benchmarks.bench_latency", 90, 40),
-    "worker": ("benchmarks.bench_worker", 120, 40),
+    "worker": ("benchmarks.bench_worker", 300, 90),
     "scale": ("benchmarks.bench_scale", 260, 90),
     "pipecat": ("benchmarks.bench_pipecat", 260, 120),
 }

@@ -10,8 +10,11 @@ LatenessStats`` runs ``n`` calls at once in this process and measures how
 late their frames are. The default probe runs each call as a worker job: a
 real-time paced 16 kHz tone through a lateness meter and a resampler to
 24 kHz (all hops of one call share its task, so the resampler's CPU time
-shows up as lateness when the process is overloaded). A fuller call (the
-order line) plugs in as another probe with ``--probe module:function``.
+shows up as lateness when the process is overloaded). The order-line probe
+runs the real ``pipelines/call.yaml`` per job (simulated caller, resample,
+vad, realtime stage, tools, transcript, jsonl and wav sinks) against one
+local Realtime server in another process, pinned to another core. Other
+probes plug in with ``--probe module:function``.
 
     python -m benchmarks.bench_worker [--quick] [--no-redis] [--probe module:function]
 """
@@ -20,16 +23,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import importlib
 import json
 import os
+import re
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from benchmarks.report import markdown_table, write_section
 from pipeflow import Pipeline
@@ -100,6 +109,10 @@ class LatenessStats:
     p99_ms: float
     max_ms: float
     rss_per_call_kib: float
+    agent_audio_s: float | None = None
+    """Seconds of agent audio each call received on average (probes with a model)."""
+    warnings: int = 0
+    """Non-fatal errors the calls' pipelines reported (the call went on)."""
 
 
 Probe = Callable[[int, float], Awaitable[LatenessStats]]
@@ -167,17 +180,287 @@ async def tone_call_probe(calls: int, seconds: float) -> LatenessStats:
     return _stats(calls, samples, (peak[0] - before) / calls)
 
 
-def _stats(calls: int, samples: list[float], per_call_kib: float) -> LatenessStats:
+
+# --- the order line: pipelines/call.yaml per job, the model in another process ---------
+
+
+ROOT = Path(__file__).resolve().parent.parent
+CALL_FILE = ROOT / "pipelines" / "call.yaml"
+ORDERLINE_SCRIPT = ROOT / "pipelines" / "orderline" / "script.yaml"
+
+
+class CallerTap(Stage):
+    """Right after the caller: when its line started, and the newest frame it sent.
+
+    The call's schedule starts when the caller's first frame leaves it (its
+    line is up; what came before, such as connecting to the model, is call
+    setup, not frame lateness): the frame at ``pts`` is due ``pts`` later.
+    """
+
+    name = "bench_caller_tap"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.origin: float | None = None
+        self.pts = 0.0
+
+    async def process(self, frames: Frames) -> Frames:
+        async for frame in frames:
+            if isinstance(frame, AudioFrame) and not frame.item_id:
+                if self.origin is None:
+                    self.origin = time.perf_counter() - frame.pts
+                self.pts = frame.pts
+            yield frame
+
+
+class CallerLateness(LatenessMeter):
+    """Lateness of the caller's audio where it leaves a later stage (after ``vad``).
+
+    Each caller audio frame (no ``item_id``) arriving here is timed against
+    the call's schedule (from ``tap.origin``) for the newest caller frame the
+    ``tap`` saw leave the caller: the hops in between run in turn, so that is
+    the frame it was made from.
+    Timing it against its own ``pts`` would count the resampler's block
+    buffering (a 16 -> 24 kHz chunk comes out only once enough input is in,
+    20 to 40 ms) as lateness, which is algorithmic delay, not a slow process.
+    """
+
+    name = "bench_caller_lateness"
+
+    def __init__(self, samples: list[float], tap: CallerTap) -> None:
+        super().__init__(samples)
+        self.tap = tap
+
+    async def process(self, frames: Frames) -> Frames:
+        async for frame in frames:
+            if isinstance(frame, AudioFrame) and not frame.item_id:
+                origin = self.origin if self.tap.origin is None else self.tap.origin
+                late = time.perf_counter() - origin - self.tap.pts
+                self.samples.append(max(0.0, late))
+            yield frame
+
+
+class AgentAudio(Stage):
+    """Adds up the seconds of agent audio (frames with an ``item_id``) passing by."""
+
+    name = "bench_agent_audio"
+
+    def __init__(self, total: list[float]) -> None:
+        super().__init__()
+        self.total = total
+
+    async def process(self, frames: Frames) -> Frames:
+        async for frame in frames:
+            if isinstance(frame, AudioFrame) and frame.item_id:
+                self.total[0] += len(frame.pcm) / (2 * frame.channels * frame.sample_rate)
+            yield frame
+
+
+def _split_cores() -> tuple[set[int], set[int]] | None:
+    """(worker cores, server cores): the first core for the worker, the others for the
+    model; None with fewer than two cores (or no affinity API)."""
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return None
+    if len(cores) < 2:
+        return None
+    return {cores[0]}, set(cores[1:])
+
+
+@contextlib.asynccontextmanager
+async def orderline_server(cores: set[int] | None = None) -> AsyncIterator[str]:
+    """Yield the URL of a local Realtime server playing the order-line script, running
+    in its own process (pinned to ``cores``); it is stopped on exit."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENAI_API_KEY", "OAI_API_KEY", "OAI_REALTIME_URL")}
+
+    def pin() -> None:  # in the child, before Python starts: every thread inherits it
+        if cores:
+            os.sched_setaffinity(0, cores)
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pipeflow.cli", "realtime-server", "--port", "0",
+        "--script", str(ORDERLINE_SCRIPT), cwd=ROOT, env=env, preexec_fn=pin,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    drain: asyncio.Task[None] | None = None
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 60)
+        found = re.search(r"ws://[^\s(]+", line.decode())
+        if found is None:
+            raise RuntimeError(f"the local Realtime server did not start: {line!r}")
+
+        async def read_rest(stream: asyncio.StreamReader) -> None:
+            while await stream.read(65536):  # never let its stdout pipe fill up
+                pass
+
+        drain = asyncio.create_task(read_rest(process.stdout))
+        yield found.group(0)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        if drain is not None:
+            drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drain
+
+
+def _share_caller_speech(config: Any) -> Callable[[], None]:
+    """Synthesise the caller's lines once for the whole process; returns the undo.
+
+    The simulated caller stands in for a phone line: in production its audio
+    arrives from the network, so its speech synthesis (espeak-ng, under one
+    lock) is not work a worker does per call. Every call speaks the same lines.
+    """
+    import pipeflow.stages.caller as caller_module
+    from pipeflow.audio.tts import synthesize
+
+    spec = next(s for s in config.stages if s.type == "caller")
+    opts = spec.options
+    speech: dict[tuple[Any, ...], Any] = {}
+    for line in opts.lines:
+        text = line if isinstance(line, str) else line.text
+        key = (text, opts.sample_rate, opts.voice, opts.words_per_minute)
+        speech[key] = synthesize(*key)
+    original = caller_module.synthesize_async
+
+    async def shared(text: str, sample_rate: int = 24000, voice: str = "en-us",
+                     words_per_minute: int = 175) -> Any:
+        key = (text, sample_rate, voice, words_per_minute)
+        if key in speech:
+            return speech[key]
+        return await original(*key)
+
+    caller_module.synthesize_async = shared  # type: ignore[assignment]
+
+    def undo() -> None:
+        caller_module.synthesize_async = original  # type: ignore[assignment]
+
+    return undo
+
+
+async def orderline_call_probe(calls: int, seconds: float) -> LatenessStats:
+    """``calls`` concurrent worker jobs, each the first ``seconds`` of pipelines/call.yaml.
+
+    One local Realtime server (another process, on another core when there
+    are two or more) plays pipelines/orderline/script.yaml for every call, so
+    its speech synthesis and offline ASR are not this process's work. Each job
+    builds the real call pipeline with ``model.url`` pointed at that server,
+    its own output folder and its own SQLite order database, and a
+    ``CallerLateness`` meter right after the ``vad`` stage (caller audio,
+    16 kHz resampled to 24 kHz, timed against the schedule of the caller
+    frame it was made from, from the call's start; see ``CallerTap``). After
+    ``seconds`` the job ends its pipeline (the stages shut down) and returns.
+    """
+    from pipeflow.config import load_config
+    from pipeflow.session import prepare_context
+
+    samples: list[float] = []
+    peak = [0.0]
+    agent_audio = [0.0]
+    warnings = [0]
+    errors: list[str] = []
+    split = _split_cores()
+    previous = os.sched_getaffinity(0) if split else None
+    folder = Path(tempfile.mkdtemp(prefix="pipeflow-bench-orderline-"))
+    undo: Callable[[], None] | None = None
+    try:
+        if split:
+            os.sched_setaffinity(0, split[0])
+        async with orderline_server(split[1] if split else None) as url:
+
+            def configure(where: Path) -> Any:
+                env = {**os.environ, "ORDERLINE_DB": str(where / "orders.sqlite3")}
+                env.pop("OAI_REALTIME_URL", None)
+                config = load_config(CALL_FILE, [f"model.url={url}"], env=env)
+                config.output_dir = str(where)
+                return config
+
+            # Warm up outside the measurement: imports, the catalog, the caller's speech.
+            warm = configure(folder / "warm-up")
+            prepare_context(warm)
+            kept = [spec.build() for spec in warm.stages]  # held: not reused by the calls
+            undo = _share_caller_speech(warm)
+
+            async def call(ctx: JobContext) -> None:
+                # Calls arrive spread over the first second (a ramp), not all in one instant.
+                await asyncio.sleep(ctx.params["ramp"])
+                config = configure(folder / f"call-{ctx.params['index']}")
+                context = prepare_context(config, session_id=ctx.job_id)
+                stages = [spec.build() for spec in config.stages]
+                vad = next(i for i, spec in enumerate(config.stages) if spec.type == "vad")
+                caller = next(i for i, spec in enumerate(config.stages) if spec.type == "caller")
+                model = next(i for i, spec in enumerate(config.stages)
+                             if spec.type == "realtime")
+                tap = CallerTap()
+                meter = CallerLateness(samples, tap)
+                # From the last to the first, so the indexes stay right.
+                stages.insert(model + 1, AgentAudio(agent_audio))
+                stages.insert(vad + 1, meter)
+                stages.insert(caller + 1, tap)
+                pipeline = Pipeline(stages, name=config.name, context=context, config=config,
+                                    inbox_size=config.inbox_size)
+                meter.origin = time.perf_counter()
+                early = True
+                try:
+                    async with asyncio.timeout(seconds):
+                        await pipeline.run()
+                except TimeoutError:
+                    early = False  # the window is over: the pipeline was cancelled, shut down
+                peak[0] = max(peak[0], _rss_kib())
+                result = pipeline.result
+                fatal = [e.message for e in result.errors if e.fatal] if result else []
+                warnings[0] += len(result.errors) - len(fatal) if result else 0
+                if fatal:
+                    errors.extend(fatal)
+                elif early:
+                    errors.append(f"call {ctx.params['index']} ended within {seconds:g} s")
+
+            gc.collect()
+            before = _rss_kib()
+            queue = MemoryQueue()
+            for i in range(calls):
+                await queue.submit(Job(params={"ramp": i / calls, "index": i}))
+            worker = Worker(WorkerOptions(max_jobs=calls), queue, entry=call, poll_interval=0.02)
+            async with asyncio.timeout(seconds + 60):  # each job ends itself after `seconds`
+                await worker.run(until_idle=True)
+            if worker.counts["completed"] != calls:
+                raise RuntimeError(f"order-line calls: {worker.counts}; {errors[:3]}")
+            if errors:
+                raise RuntimeError(f"order-line calls failed: {errors[:3]}")
+            del kept
+    finally:
+        if undo is not None:
+            undo()
+        if previous is not None:
+            os.sched_setaffinity(0, previous)
+        shutil.rmtree(folder, ignore_errors=True)
+    stats = _stats(calls, samples, (peak[0] - before) / calls, agent_audio[0] / calls)
+    stats.warnings = warnings[0]
+    return stats
+
+
+def _stats(calls: int, samples: list[float], per_call_kib: float,
+           agent_audio_s: float | None = None) -> LatenessStats:
     ordered = sorted(samples) or [0.0]
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
     return LatenessStats(calls, len(samples), statistics.median(ordered) * 1000, p99 * 1000,
-                         ordered[-1] * 1000, per_call_kib)
+                         ordered[-1] * 1000, per_call_kib, agent_audio_s)
 
 
 async def max_calls(
-    probe: Probe, seconds: float, budget_ms: float = 20.0, start: int = 25, limit: int = 6400
+    probe: Probe, seconds: float, budget_ms: float = 20.0, start: int = 25, limit: int = 6400,
+    resolution: int = 8,
 ) -> tuple[LatenessStats | None, list[LatenessStats]]:
-    """The most calls with p99 lateness under ``budget_ms``: doubling, then bisection."""
+    """The most calls with p99 lateness under ``budget_ms``: doubling, then bisection
+    until the bracket is within ``1/resolution`` of the best count."""
     trials: list[LatenessStats] = []
     best: LatenessStats | None = None
     low, high, n = 0, None, start
@@ -188,7 +471,7 @@ async def max_calls(
             high = n
             break
         best, low, n = stats, n, n * 2
-    while high is not None and high - low > max(low // 8, 1):
+    while high is not None and high - low > max(low // resolution, 1):
         mid = (low + high) // 2
         stats = await probe(mid, seconds)
         trials.append(stats)
@@ -203,6 +486,7 @@ async def max_calls(
 
 
 DEFAULT_PROBE = "benchmarks.bench_worker:tone_call_probe"
+ORDERLINE_PROBE = "benchmarks.bench_worker:orderline_call_probe"
 
 
 def _load_probe(ref: str) -> Probe:
@@ -230,6 +514,86 @@ def isolated(ref: str) -> Probe:
     return probe
 
 
+def _verdict(best: LatenessStats | None, trials: list[LatenessStats]) -> str:
+    if best is None:
+        return "no trial met the 20 ms budget"
+    if all(t.p99_ms < 20.0 for t in trials):  # the search stopped at its limit
+        return f"**at least {best.calls} calls** (the search's limit) with p99 under 20 ms"
+    return f"**{best.calls} calls** with p99 frame lateness under 20 ms"
+
+
+async def _tone_calls(ref: str, seconds: float, custom: bool) -> tuple[str, dict[str, Any]]:
+    """The calls-per-process search with the tone probe (or ``ref``): its table and data."""
+    best, trials = await max_calls(isolated(ref), seconds)
+    for t in trials:
+        print(f"{t.calls} calls: p99 {t.p99_ms:.1f} ms, {t.rss_per_call_kib:.0f} KiB/call")
+    trial_rows = [[t.calls, t.frames, t.p50_ms, t.p99_ms, t.max_ms, t.rss_per_call_kib]
+                  for t in trials]
+    body = "\n### Concurrent real-time calls per worker process\n\n"
+    body += markdown_table(
+        ["calls", "frames", "p50 lateness ms", "p99 lateness ms", "max ms", "KiB per call"],
+        trial_rows,
+    )
+    name = ref if custom else "tone -> lateness meter -> resample 16k->24k, paced in real time"
+    body += (f"\n\nProbe: {name}; {seconds:g} s of audio per call, each call a worker job, "
+             "the calls starting spread over the first second. "
+             f"Result: {_verdict(best, trials)}. Each trial runs in a fresh process; memory per "
+             "call is that process's RSS growth at the peak divided by the calls.\n")
+    return body, {"best": vars(best) if best else None, "trials": [vars(t) for t in trials],
+                  "probe": name}
+
+
+async def _orderline_calls(quick: bool) -> tuple[str, dict[str, Any]]:
+    """The calls-per-process search with the order-line probe: its table and data."""
+    seconds = 6.0 if quick else 15.0
+    limit = 40 if quick else 160
+    best, trials = await max_calls(isolated(ORDERLINE_PROBE), seconds, start=10, limit=limit,
+                                   resolution=2)
+    for t in trials:
+        print(f"order line, {t.calls} calls: p99 {t.p99_ms:.1f} ms, "
+              f"{t.rss_per_call_kib:.0f} KiB/call, {t.agent_audio_s or 0:.1f} s agent audio/call")
+    rows = [[t.calls, t.frames, t.p50_ms, t.p99_ms, t.max_ms, t.rss_per_call_kib,
+             t.agent_audio_s, t.warnings] for t in trials]
+    body = "\n### Concurrent order-line calls per worker process\n\n"
+    body += markdown_table(
+        ["calls", "frames", "p50 lateness ms", "p99 lateness ms", "max ms", "KiB per call",
+         "agent audio s per call", "non-fatal errors"],
+        rows,
+    )
+    covered = ("the greeting, the price question, its tool call and the caller barging in "
+               "on the answer" if seconds >= 13 else "the greeting and the caller's first question")
+    split = _split_cores()
+    cores = (f"the worker process pinned to core {min(split[0])}, the server to core(s) "
+             f"{', '.join(map(str, sorted(split[1])))}" if split
+             else "worker and server sharing the one core")
+    body += (
+        f"\n\nProbe: `orderline_call_probe`: each call a worker job (memory queue, one worker "
+        "process) running the real `pipelines/call.yaml` (simulated caller, resample, vad, "
+        "realtime, tools, callbacks, transcript, jsonl and wav sinks, paced in real time) "
+        "with its own output folder and SQLite order database, the calls starting spread "
+        f"over the first second. Each call runs the first {seconds:g} s of the ~80 s call "
+        f"({covered}), then its pipeline is cancelled and shuts down. "
+        "The model is one local Realtime server "
+        "(`pipeflow realtime-server` playing `pipelines/orderline/script.yaml`: espeak-ng "
+        f"speech, pocketsphinx ASR) in its own process for all calls, {cores}. "
+        "Lateness is measured on the caller's audio right after the `vad` stage (caller -> "
+        "resample 16->24 kHz -> vad -> meter): each frame against the call's schedule for the "
+        "caller frame it was made from, from the moment the caller's line started (so the "
+        "resampler's block buffering, 20-40 ms of algorithmic delay, is not counted, and "
+        "connecting to the model before the line starts is call setup). The caller's "
+        "lines are synthesised once per process and shared by the calls (in production "
+        "the caller's audio comes from the network). Agent audio per call: seconds of "
+        "model audio each call received in its window; it falls when the one model server "
+        "falls behind, which lightens the worker's load, so read the capacity with it. "
+        "Non-fatal errors: errors the pipelines reported and went on from (such as the "
+        "server's 'no active response' when a barge-in's cancel arrives after the answer "
+        f"ended). Result: {_verdict(best, trials)}. Each trial runs in a fresh process; "
+        "memory per call is that process's RSS growth at the peak divided by the calls.\n"
+    )
+    return body, {"best": vars(best) if best else None, "trials": [vars(t) for t in trials],
+                  "probe": "orderline_call_probe", "seconds": seconds}
+
+
 async def _run(args: argparse.Namespace) -> None:
     jobs = 500 if args.quick else 5000
     rows, data = [], {}
@@ -246,27 +610,13 @@ async def _run(args: argparse.Namespace) -> None:
         "per submit and several per job (take, admit script, complete script).\n"
     )
     if not args.no_calls:
-        probe = isolated(args.probe or DEFAULT_PROBE)
         seconds = 3.0 if args.quick else 10.0
-        best, trials = await max_calls(probe, seconds)
-        for t in trials:
-            print(f"{t.calls} calls: p99 {t.p99_ms:.1f} ms, {t.rss_per_call_kib:.0f} KiB/call")
-        trial_rows = [[t.calls, t.frames, t.p50_ms, t.p99_ms, t.max_ms, t.rss_per_call_kib]
-                      for t in trials]
-        body += "\n### Concurrent real-time calls per worker process\n\n"
-        body += markdown_table(
-            ["calls", "frames", "p50 lateness ms", "p99 lateness ms", "max ms", "KiB per call"],
-            trial_rows,
-        )
-        name = args.probe or "tone -> lateness meter -> resample 16k->24k, paced in real time"
-        verdict = (f"**{best.calls} calls** with p99 frame lateness under 20 ms"
-                   if best else "no trial met the 20 ms budget")
-        body += (f"\n\nProbe: {name}; {seconds:g} s of audio per call, each call a worker job, "
-                 "the calls starting spread over the first second. "
-                 f"Result: {verdict}. Each trial runs in a fresh process; memory per call is "
-                 "that process's RSS growth at the peak divided by the calls.\n")
-        data["calls"] = {"best": vars(best) if best else None,
-                         "trials": [vars(t) for t in trials], "probe": name}
+        text, data["calls"] = await _tone_calls(args.probe or DEFAULT_PROBE, seconds,
+                                                custom=bool(args.probe))
+        body += text
+        if not args.probe:
+            text, data["orderline_calls"] = await _orderline_calls(args.quick)
+            body += text
     command = "python -m benchmarks.bench_worker" + (" --quick" if args.quick else "")
     write_section("worker", "Workers: queue throughput and calls per process", body, command,
                   data)

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks import bench_scale
+from benchmarks import bench_scale, bench_worker
 from benchmarks.__main__ import headline_rows, write_headline
 from benchmarks.bench_latency import Turn, summarise
 from benchmarks.report import write_section
@@ -186,3 +187,34 @@ def test_headline_names_the_ceiling_the_audio_work_sets() -> None:
     row = headline_rows(store)[4]
     assert row[2] == "NOT met"
     assert "400, hand-written chain 380; the audio work alone caps one core at 1,000" in row[1]
+
+
+def _children() -> list[int]:
+    """Processes whose parent is this one (still running or not yet reaped)."""
+    me, found = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # it ended while we looked
+            if int(fields[1]) == me:
+                found.append(int(entry.name))
+    return found
+
+
+async def test_orderline_probe_measures_calls_and_leaves_nothing_running() -> None:
+    import asyncio
+
+    affinity = os.sched_getaffinity(0)
+    leftovers = set(Path(tempfile.gettempdir()).glob("pipeflow-bench-orderline-*"))
+    stats = await bench_worker.orderline_call_probe(2, 3.0)
+    assert stats.calls == 2 and stats.frames > 0
+    assert 0 <= stats.p50_ms <= stats.p99_ms <= stats.max_ms
+    assert isinstance(stats.rss_per_call_kib, float)
+    assert stats.agent_audio_s is not None and stats.agent_audio_s > 0  # the model answered
+    # Nothing left behind: the server process, the calls' tasks, the folders, the pinning.
+    assert _children() == []
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+    assert set(Path(tempfile.gettempdir()).glob("pipeflow-bench-orderline-*")) == leftovers
+    assert os.sched_getaffinity(0) == affinity
