@@ -47,3 +47,18 @@ def test_option_bounds_are_documented_and_tables_stay_whole() -> None:
     for line in yaml_reference().splitlines():
         if line.startswith("| `"):  # option rows: exactly four cells, whatever the type
             assert len(line.replace("\\|", "").split("|")) == 6, line
+
+
+def test_stage_reference_lists_only_built_in_stages() -> None:
+    from pipeflow.docgen import stage_reference
+    from pipeflow.stage import Stage
+
+    class Extra(Stage):
+        name = "test_only_extra_stage"
+
+    try:
+        assert "test_only_extra_stage" not in stage_reference()
+    finally:
+        from pipeflow.registry import registry
+
+        registry._stages.pop("test_only_extra_stage", None)
