@@ -451,6 +451,38 @@ async def test_upstream_vad_barge_in_and_a_cancel_from_the_app() -> None:
     assert of(out, ResponseDone)[0].status == "cancelled"
 
 
+async def test_a_cancel_that_raced_the_end_of_the_answer_is_no_error() -> None:
+    """The server ended the answer just before the barge-in's response.cancel arrived."""
+    async def model(peer: Peer, ws: ServerConnection) -> None:
+        await peer.setup(ws)
+        while True:
+            event = await peer.recv(ws)
+            if event["type"] == "response.create":
+                await speak(ws, "r1", "item_1", "Long", chunks=2, done=False)
+            elif event["type"] == "response.cancel":
+                await send(ws, {"type": "response.done",
+                                "response": {"id": "r1", "status": "completed"}})
+                await send(ws, {"type": "error", "event_id": "evt_9", "error": {
+                    "type": "invalid_request_error", "code": "response_cancel_not_active",
+                    "message": "Cancellation failed: no active response found.",
+                    "event_id": event.get("event_id")}})
+
+    recorder = Recorder(played_on_interrupt)
+
+    async def source() -> AsyncIterator[Frame]:
+        yield TextInput(text="Talk")
+        await recorder.audio.wait()
+        yield SpeechStarted(at=3.0)
+        yield SpeechStopped(at=3.5)
+
+    async with Peer(model) as peer:
+        pipeline = Pipeline([Gated(source), transport(peer), recorder])
+        out = [frame async for frame in pipeline.stream()]
+    assert "response.cancel" in peer.types()
+    assert of(out, ErrorFrame) == []
+    assert of(out, ResponseDone)[0].status == "completed"
+
+
 async def test_an_interrupt_with_nothing_playing_still_reaches_the_sink() -> None:
     async with Peer(Peer.idle) as peer:
         result = await run_stage(transport(peer), [Interrupt(reason="cancel")])

@@ -16,6 +16,7 @@ in-process (offline, scripted: ``script``, ``speed``, ``first_audio_delay_ms``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -50,6 +51,8 @@ from pipeflow.realtime.options import RealtimeOptions, resolve_url
 from pipeflow.realtime.protocol import SessionConfig
 from pipeflow.stage import Frames, Stage
 from pipeflow.turns import Action, Input, Turn, TurnMachine
+
+log = logging.getLogger("pipeflow.stages.realtime")
 
 __all__ = ["RealtimeTransport"]
 
@@ -140,6 +143,7 @@ class RealtimeTransport(Stage):
         self._requested: str | None = None  # event id of a response.create not yet answered
         self._deferred: list[dict[str, Any] | None] = []  # requests made while busy
         self._muted = False  # drop audio of a cancelled response until it is done
+        self._cancels = 0  # response.cancel sent whose answer may be a "not active" error
         self._asked_at: float | None = None  # when the next answer was asked for
         self._timing: float | None = None  # ...and for the response in progress
         self._unplayed: set[str] = set()
@@ -370,6 +374,7 @@ class RealtimeTransport(Stage):
         out: tuple[Frame, ...] = ()
         if Action.CANCEL in actions and self._active is not None:
             proto.cancel_response()
+            self._cancels += 1
             self._muted = True
         if Action.INTERRUPT in actions and (always or self._unplayed or self._muted):
             self._unplayed.clear()
@@ -577,6 +582,12 @@ class RealtimeTransport(Stage):
 
     def _on_error(self, event: ev.ErrorEvent) -> tuple[Frame, ...]:
         error = event.error
+        if error.code == "response_cancel_not_active" and self._cancels:
+            # A barge-in raced the end of the answer: the server finished it just
+            # before our response.cancel arrived. Nothing was lost.
+            self._cancels -= 1
+            log.debug("%s: response.cancel arrived after the response ended", self.ctx.name)
+            return ()
         if self._requested and error.event_id == self._requested:
             self._requested = None  # that response will never come
             self.turns.feed(Input.RESPONSE_DONE)
