@@ -545,7 +545,7 @@ async def _tone_calls(ref: str, seconds: float, custom: bool) -> tuple[str, dict
 
 async def _orderline_calls(quick: bool) -> tuple[str, dict[str, Any]]:
     """The calls-per-process search with the order-line probe: its table and data."""
-    seconds = 6.0 if quick else 15.0
+    seconds = 6.0 if quick else 10.0
     limit = 40 if quick else 160
     best, trials = await max_calls(isolated(ORDERLINE_PROBE), seconds, start=10, limit=limit,
                                    resolution=2)
@@ -610,7 +610,7 @@ async def _run(args: argparse.Namespace) -> None:
         "per submit and several per job (take, admit script, complete script).\n"
     )
     if not args.no_calls:
-        seconds = 3.0 if args.quick else 10.0
+        seconds = 3.0 if args.quick else 5.0
         text, data["calls"] = await _tone_calls(args.probe or DEFAULT_PROBE, seconds,
                                                 custom=bool(args.probe))
         body += text
