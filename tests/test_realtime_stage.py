@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -420,7 +420,11 @@ class Recorder(Stage):
             yield frame
 
 
-async def test_upstream_vad_barge_in_and_a_cancel_from_the_app() -> None:
+async def barge_in(
+    on_cancel: Callable[[ServerConnection, dict[str, Any]], Awaitable[None]],
+) -> tuple[Peer, list[Frame], Recorder]:
+    """A long answer, then the caller speaks over it; ``on_cancel`` is the model's reply
+    to the response.cancel. Returns the peer, the frames out and the recorder."""
     async def model(peer: Peer, ws: ServerConnection) -> None:
         await peer.setup(ws)
         while True:
@@ -428,44 +432,7 @@ async def test_upstream_vad_barge_in_and_a_cancel_from_the_app() -> None:
             if event["type"] == "response.create":
                 await speak(ws, "r1", "item_1", "Long", chunks=2, done=False)
             elif event["type"] == "response.cancel":
-                await send(ws, {"type": "response.done",
-                                "response": {"id": "r1", "status": "cancelled"}})
-
-    recorder = Recorder(played_on_interrupt)
-
-    async def source() -> AsyncIterator[Frame]:
-        yield TextInput(text="Talk")
-        await recorder.audio.wait()
-        yield SpeechStarted(at=3.0)
-        yield SpeechStopped(at=3.5)
-
-    async with Peer(model) as peer:
-        stage = transport(peer)
-        pipeline = Pipeline([Gated(source), stage, recorder])
-        out = [frame async for frame in pipeline.stream()]
-    assert out == recorder.seen
-    assert [type(f) for f in out if isinstance(f, Interrupt | SpeechStarted)] == [
-        Interrupt, SpeechStarted]
-    assert "response.cancel" in peer.types()
-    assert peer.received[-1]["type"] == "conversation.item.truncate"
-    assert of(out, ResponseDone)[0].status == "cancelled"
-
-
-async def test_a_cancel_that_raced_the_end_of_the_answer_is_no_error() -> None:
-    """The server ended the answer just before the barge-in's response.cancel arrived."""
-    async def model(peer: Peer, ws: ServerConnection) -> None:
-        await peer.setup(ws)
-        while True:
-            event = await peer.recv(ws)
-            if event["type"] == "response.create":
-                await speak(ws, "r1", "item_1", "Long", chunks=2, done=False)
-            elif event["type"] == "response.cancel":
-                await send(ws, {"type": "response.done",
-                                "response": {"id": "r1", "status": "completed"}})
-                await send(ws, {"type": "error", "event_id": "evt_9", "error": {
-                    "type": "invalid_request_error", "code": "response_cancel_not_active",
-                    "message": "Cancellation failed: no active response found.",
-                    "event_id": event.get("event_id")}})
+                await on_cancel(ws, event)
 
     recorder = Recorder(played_on_interrupt)
 
@@ -478,6 +445,32 @@ async def test_a_cancel_that_raced_the_end_of_the_answer_is_no_error() -> None:
     async with Peer(model) as peer:
         pipeline = Pipeline([Gated(source), transport(peer), recorder])
         out = [frame async for frame in pipeline.stream()]
+    return peer, out, recorder
+
+
+async def test_upstream_vad_barge_in_and_a_cancel_from_the_app() -> None:
+    async def cancelled(ws: ServerConnection, event: dict[str, Any]) -> None:
+        await send(ws, {"type": "response.done", "response": {"id": "r1", "status": "cancelled"}})
+
+    peer, out, recorder = await barge_in(cancelled)
+    assert out == recorder.seen
+    assert [type(f) for f in out if isinstance(f, Interrupt | SpeechStarted)] == [
+        Interrupt, SpeechStarted]
+    assert "response.cancel" in peer.types()
+    assert peer.received[-1]["type"] == "conversation.item.truncate"
+    assert of(out, ResponseDone)[0].status == "cancelled"
+
+
+async def test_a_cancel_that_raced_the_end_of_the_answer_is_no_error() -> None:
+    """The server ended the answer just before the barge-in's response.cancel arrived."""
+    async def too_late(ws: ServerConnection, event: dict[str, Any]) -> None:
+        await send(ws, {"type": "response.done", "response": {"id": "r1", "status": "completed"}})
+        await send(ws, {"type": "error", "event_id": "evt_9", "error": {
+            "type": "invalid_request_error", "code": "response_cancel_not_active",
+            "message": "Cancellation failed: no active response found.",
+            "event_id": event.get("event_id")}})
+
+    peer, out, _ = await barge_in(too_late)
     assert "response.cancel" in peer.types()
     assert of(out, ErrorFrame) == []
     assert of(out, ResponseDone)[0].status == "completed"
