@@ -209,3 +209,32 @@ async def test_microphone_without_sounddevice_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "sounddevice", None)  # import fails as if not installed
     result = await Pipeline([MicrophoneSource()]).run()
     assert "needs the 'sounddevice' extra" in result.errors[0].message
+
+
+async def test_synthetic_sources_make_each_frame_when_it_is_due() -> None:
+    """An hour of tone streams in a frame's worth of memory, and is the exact sine."""
+    import tracemalloc
+
+    from pipeflow.stages.sources import ToneSource
+
+    frames = ToneSource(duration_ms=1010, speed=0, frequency=440, amplitude=0.5).process(_none())
+    pcm = b"".join([f.pcm async for f in frames if isinstance(f, AudioFrame)])
+    expected = np.rint(np.sin(2 * np.pi * 440 * np.arange(16160) / 16000) * 0.5 * 32767)
+    assert np.array_equal(np.frombuffer(pcm, np.int16), expected.astype(np.int16))
+
+    tracemalloc.start()
+    try:
+        count = 0
+        async for frame in ToneSource(duration_ms=3_600_000, speed=0).process(_none()):
+            count += isinstance(frame, AudioFrame)
+            if count == 2000:  # 40 s in: the whole hour would be 115 MB
+                break
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000
+
+
+async def _none():  # type: ignore[no-untyped-def]
+    return
+    yield

@@ -13,7 +13,7 @@ import asyncio
 import math
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
@@ -96,6 +96,19 @@ def _slices(samples: np.ndarray, rate: int, frame_ms: float, loop: bool) -> Iter
             return
 
 
+def _generated(
+    pcm: Callable[[int, int], bytes], rate: int, duration_ms: float, frame_ms: float
+) -> Iterator[Frame]:
+    """AudioFrames of a synthetic signal, each made when it is due: ``pcm(start, stop)``
+    gives the PCM16 of samples ``start`` to ``stop``, so an hour-long tone costs one frame
+    of memory, not an hour of it."""
+    count = max(0, round(rate * duration_ms / 1000))
+    size = frame_samples(rate, frame_ms)
+    for start in range(0, count, size):
+        stop = min(start + size, count)
+        yield AudioFrame(pcm=pcm(start, stop), sample_rate=rate, pts=start / rate)
+
+
 # --- wav ---------------------------------------------------------------------
 
 
@@ -173,10 +186,15 @@ class ToneSource(Stage):
                 f"tone source: frequency must be between 0 and {rate / 2:g} Hz "
                 f"(half the sample rate), got {opts.frequency}."
             )
-        count = max(0, round(rate * opts.duration_ms / 1000))
-        phase = 2 * np.pi * opts.frequency * np.arange(count) / rate
-        samples = np.rint(np.sin(phase) * opts.amplitude * 32767).astype(np.int16)
-        async for frame in paced(_slices(samples, rate, opts.frame_ms, False), opts.speed):
+        step = 2 * np.pi * opts.frequency / rate
+        scale = opts.amplitude * 32767
+
+        def tone(start: int, stop: int) -> bytes:
+            phase = np.arange(start, stop) * step
+            return np.rint(np.sin(phase) * scale).astype(np.int16).tobytes()
+
+        generated = _generated(tone, rate, opts.duration_ms, opts.frame_ms)
+        async for frame in paced(generated, opts.speed):
             yield frame
         yield EndOfStream()
 
@@ -205,8 +223,9 @@ class SilenceSource(Stage):
         opts = self.options
         rate = check_rate(opts.sample_rate, "silence source")
         _check_speed(opts.speed, "silence source")
-        samples = np.zeros(max(0, round(rate * opts.duration_ms / 1000)), np.int16)
-        async for frame in paced(_slices(samples, rate, opts.frame_ms, False), opts.speed):
+        generated = _generated(lambda start, stop: bytes(2 * (stop - start)), rate,
+                               opts.duration_ms, opts.frame_ms)
+        async for frame in paced(generated, opts.speed):
             yield frame
         yield EndOfStream()
 
