@@ -128,6 +128,9 @@ def test_bad_bodies_get_400_with_a_sentence(client: TestClient) -> None:
         ("/audio", {"json": {"pcm": "AAAA"}}, "pcm"),
         ("/audio?sample_rate=fast", {"content": PCM_20MS}, "sample rate"),
         ("/audio?sample_rate=0", {"content": PCM_20MS}, "sample rate"),
+        # the same range for the query parameter and for JSON bodies
+        ("/audio?sample_rate=384000", {"content": PCM_20MS}, "8000 to 192000 hz"),
+        ("/audio", {"json": {"pcm_b64": "AAAA", "sample_rate": 384000}}, "192000"),
         ("/text", {"content": b"{not json"}, "not valid"),
         ("/text", {"json": {"q": ""}}, "q"),
         ("/text", {"json": {"text": "hi"}}, "q"),

@@ -33,7 +33,14 @@ from pipeflow.frames import (
     Transcript,
     encode_json,
 )
-from pipeflow.server.calls import Call, CallError, CallRegistry, check_rate_param
+from pipeflow.server.calls import (
+    MAX_RATE,
+    MIN_RATE,
+    Call,
+    CallError,
+    CallRegistry,
+    check_rate_param,
+)
 
 __all__ = ["error_response", "read_body", "routes"]
 
@@ -46,14 +53,14 @@ _JSON_TYPES = ("application/json", "text/json")
 class StartBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Body of POST /api/calls/{id}/start (optional)."""
 
-    sample_rate: Annotated[int, msgspec.Meta(ge=8000, le=192000)] = 16000
+    sample_rate: Annotated[int, msgspec.Meta(ge=MIN_RATE, le=MAX_RATE)] = 16000
 
 
 class AudioBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """JSON body of POST /api/calls/{id}/audio."""
 
     pcm_b64: bytes
-    sample_rate: Annotated[int, msgspec.Meta(ge=8000, le=192000)] | None = None
+    sample_rate: Annotated[int, msgspec.Meta(ge=MIN_RATE, le=MAX_RATE)] | None = None
 
 
 class TextBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -566,6 +566,10 @@ def _inside(path: Path, base: Path) -> Path:
     return Path(path.name)
 
 
+MIN_RATE, MAX_RATE = 8000, 192000
+"""Sample rates the gateway takes from clients (the query parameter and JSON bodies alike)."""
+
+
 def check_rate_param(value: Any, where: str) -> int:
     """A sample rate from a request (query or JSON), as an int.
 
@@ -581,6 +585,7 @@ def check_rate_param(value: Any, where: str) -> int:
             raise ConfigError(f"{where}: the sample rate must be a whole number of Hz, "
                               f"got {value!r}.") from None
     rate = check_rate(value, where)
-    if rate < 8000:
-        raise ConfigError(f"{where}: the sample rate must be at least 8000 Hz, got {rate}.")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise ConfigError(f"{where}: the sample rate must be {MIN_RATE} to {MAX_RATE} Hz, "
+                          f"got {rate}.")
     return rate

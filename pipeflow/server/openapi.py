@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pipeflow
+from pipeflow.server.calls import MAX_RATE, MIN_RATE
 
 __all__ = ["openapi_document"]
 
@@ -204,8 +205,8 @@ def openapi_document() -> dict[str, Any]:
                     "`{\"type\": \"ended\"}` last. Refusals close with 4000 + the HTTP status."),
                 "parameters": [_ID,
                                {"name": "sample_rate", "in": "query", "required": False,
-                                "schema": {"type": "integer", "minimum": 8000,
-                                           "maximum": 192000}},
+                                "schema": {"type": "integer", "minimum": MIN_RATE,
+                                           "maximum": MAX_RATE}},
                                {"name": "token", "in": "query", "required": False,
                                 "schema": {"type": "string"}}],
                 "responses": _WS_RESPONSES,
@@ -259,7 +260,7 @@ def openapi_document() -> dict[str, Any]:
 
 
 def _schemas() -> dict[str, Any]:
-    rate = {"type": "integer", "minimum": 8000, "maximum": 192000}
+    rate = {"type": "integer", "minimum": MIN_RATE, "maximum": MAX_RATE}
     turn = {
         "type": "object",
         "properties": {

@@ -31,7 +31,14 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from pipeflow.errors import PipeflowError
 from pipeflow.frames import AudioFrame, EndOfStream, ToolResult
 from pipeflow.server.api import frame_json
-from pipeflow.server.calls import Call, CallError, CallRegistry, check_rate_param
+from pipeflow.server.calls import (
+    MAX_RATE,
+    MIN_RATE,
+    Call,
+    CallError,
+    CallRegistry,
+    check_rate_param,
+)
 from pipeflow.session import AgentSession
 
 __all__ = ["ClientMessage", "close_quietly", "routes"]
@@ -62,7 +69,7 @@ class EndMessage(_Message, tag="end"):
 class ConfigMessage(_Message, tag="config"):
     """Change the rate of the caller audio that follows."""
 
-    sample_rate: Annotated[int, msgspec.Meta(ge=8000, le=192000)]
+    sample_rate: Annotated[int, msgspec.Meta(ge=MIN_RATE, le=MAX_RATE)]
 
 
 ClientMessage = TextMessage | CommitMessage | CancelMessage | EndMessage | ConfigMessage
