@@ -87,10 +87,11 @@ async def cmd_run(args: argparse.Namespace) -> int:
     task = asyncio.current_task()
     assert task is not None  # asyncio.run runs us as a task
     loop = asyncio.get_running_loop()
-    stopped_by: list[str] = []
+    stopped = ""  # "SIGTERM" or "interrupted" once the run was stopped
 
     def terminate() -> None:
-        stopped_by.append("SIGTERM")
+        nonlocal stopped
+        stopped = "SIGTERM"
         task.cancel()
 
     with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -102,7 +103,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
         # down; report what ran instead of a traceback.
         result = pipeline.result or RunResult(name=config.name, cancelled=True)
         result.cancelled = True
-        stopped_by.append("interrupted")
+        stopped = stopped or "interrupted"
     if args.json:
         import msgspec
 
@@ -122,9 +123,9 @@ async def cmd_run(args: argparse.Namespace) -> int:
         sys.stdout.write(msgspec.json.encode(payload).decode() + "\n")
     else:
         reporter.console.print(reporter.summary(pipeline, result))
-    if stopped_by:
-        err.print(f"stopped: {'SIGTERM' if 'SIGTERM' in stopped_by else 'interrupted'}")
-        return 143 if "SIGTERM" in stopped_by else 130
+    if stopped:
+        err.print(f"stopped: {stopped}")
+        return 143 if stopped == "SIGTERM" else 130
     return 0 if result.ok else 1
 
 

@@ -172,9 +172,26 @@ class AgentSession:
             replace_sinks: when given, the file's sink stages (those whose
                 type names a sink) are replaced by these.
         """
-        from pipeflow.config import build_pipeline, load_config
+        from pipeflow.config import load_config
 
         config = load_config(path, overrides)
+        return cls.from_config(config, session_id=session_id, output_dir=output_dir,
+                               replace_sinks=replace_sinks, **kwargs)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: PipelineConfig,
+        *,
+        session_id: str = "",
+        output_dir: str | None = None,
+        replace_sinks: list[Stage] | None = None,
+        **kwargs: Any,
+    ) -> AgentSession:
+        """``from_file`` for a pipeline file already parsed (``config`` is used as is:
+        copy it first to build several sessions from one)."""
+        from pipeflow.config import build_pipeline
+
         if output_dir is not None:
             config.output_dir = output_dir
         context = prepare_context(config, session_id)

@@ -33,7 +33,7 @@ from pipeflow.errors import ConfigError, LocalError, PipeflowError
 from pipeflow.frames import AudioFrame, Frame, PlayoutPosition
 from pipeflow.server.local import SharedModelServers, local_server_key
 from pipeflow.server.options import GatewayOptions
-from pipeflow.session import AgentSession, with_push_source
+from pipeflow.session import AgentSession
 
 __all__ = [
     "CALL_ID",
@@ -417,15 +417,13 @@ class CallRegistry:
         return call
 
     def _session(self, call: Call) -> AgentSession:
-        """The call's session: ``AgentSession.from_file`` without reading the file again."""
-        from pipeflow.config import build_pipeline
-        from pipeflow.session import prepare_context
-
-        config = copy.deepcopy(self._config)  # every call gets stage options of its own
-        config.output_dir = str(call.folder)
-        pipeline = build_pipeline(config, context=prepare_context(config, call.id))
-        pipeline.stages = with_push_source(list(pipeline.stages))
-        session = AgentSession(pipeline=pipeline, start_timeout_s=self.options.start_timeout_s)
+        """The call's session, built without reading the pipeline file again."""
+        session = AgentSession.from_config(
+            copy.deepcopy(self._config),  # every call gets stage options of its own
+            session_id=call.id,
+            output_dir=str(call.folder),
+            start_timeout_s=self.options.start_timeout_s,
+        )
         relocate_outputs(session, call.folder, self._base_output)
         for stage in session.pipeline.stages:
             self.models.point(stage)
