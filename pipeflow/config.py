@@ -27,7 +27,7 @@ import sys
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import yaml
@@ -84,7 +84,7 @@ class _FileShape(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     agent: AgentConfig | None = None
     stages: list[dict[str, Any]]
     output_dir: str = "out"
-    inbox_size: int = 64
+    inbox_size: Annotated[int, msgspec.Meta(ge=1, le=65_536)] = 64
 
 
 class StageSpec(msgspec.Struct, kw_only=True):

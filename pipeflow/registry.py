@@ -35,11 +35,21 @@ def import_ref(ref: str, what: str = "object") -> Any:
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"{what} reference {ref!r} must look like 'package.module:name'")
+    if module_name.startswith("."):
+        raise ConfigError(
+            f"{what} reference {ref!r} names a relative module; write the full module path"
+            " ('package.module:name')"
+        )
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(
             f"cannot import module {module_name!r} for {what} {ref!r}: {exc}"
+        ) from exc
+    except Exception as exc:  # the user's module itself failed while importing
+        raise ConfigError(
+            f"importing module {module_name!r} for {what} {ref!r} failed:"
+            f" {type(exc).__name__}: {exc}"
         ) from exc
     for part in attr.split("."):
         try:

@@ -17,6 +17,7 @@ from pipelines.orderline.catalog import DEFAULT_CATALOG
 from pipelines.orderline.order import Order
 from pipelines.orderline.storage import (
     OrderRepository,
+    OutOfStock,
     PostgresOrderRepository,
     SqliteOrderRepository,
     open_repository,
@@ -40,7 +41,7 @@ def pg_table(postgres_dsn: str) -> Iterator[str]:
     name = f"orders_test_{uuid.uuid4().hex[:12]}"
     yield name
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+        conn.execute(f'DROP TABLE IF EXISTS "{name}", "{name}_stock"')
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -201,3 +202,62 @@ def test_bad_postgres_table_names_are_refused() -> None:
         PostgresOrderRepository("postgresql://u@h/db", table="a.b.c")
     with pytest.raises(ConfigError, match="use letters, digits"):
         PostgresOrderRepository("postgresql://u@h/db", table='x"; drop')
+
+
+STOCK = {p.sku: p.stock for p in DEFAULT_CATALOG}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def stocked(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[SqliteOrderRepository | PostgresOrderRepository]:
+    """A repository that reserves the default catalog's stock (50 pizzas)."""
+    if request.param == "sqlite":
+        yield SqliteOrderRepository(tmp_path / "orders.sqlite3", stock=STOCK)
+    else:
+        dsn = request.getfixturevalue("postgres_dsn")
+        yield PostgresOrderRepository(dsn, request.getfixturevalue("pg_table"), stock=STOCK)
+
+
+async def test_racing_orders_cannot_take_more_than_the_stock(
+    stocked: SqliteOrderRepository | PostgresOrderRepository,
+) -> None:
+    # Two calls each order all 50 pizzas at once: exactly one is stored.
+    results = await asyncio.gather(
+        *(stocked.save(make_order(pizzas=50)) for _ in range(2)), return_exceptions=True
+    )
+    stored = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, OutOfStock)]
+    assert len(stored) == 1 and len(refused) == 1, results
+    assert (refused[0].sku, refused[0].available, refused[0].wanted) == ("pizza", 0, 50)
+    assert [s.order_id for s in await stocked.list()] == [stored[0].order_id]
+    assert await stocked.available("pizza") == 0
+    assert await stocked.available("ice_cream") == STOCK["ice_cream"] - 1
+
+
+async def test_many_small_racing_orders_stop_at_the_stock(
+    stocked: SqliteOrderRepository | PostgresOrderRepository,
+) -> None:
+    results = await asyncio.gather(
+        *(stocked.save(make_order(pizzas=7, phone=f"55512345{i:02d}")) for i in range(9)),
+        return_exceptions=True,
+    )
+    placed = [r for r in results if not isinstance(r, BaseException)]
+    assert len(placed) == 7  # 7 x 7 = 49 of 50
+    assert all(isinstance(r, OutOfStock) for r in results if isinstance(r, BaseException))
+    pizzas = [ln.quantity for s in await stocked.list() for ln in s.lines if ln.sku == "pizza"]
+    assert sum(pizzas) == 49
+    assert await stocked.available("pizza") == 1
+
+
+async def test_a_retried_save_reserves_nothing_again(
+    stocked: SqliteOrderRepository | PostgresOrderRepository,
+) -> None:
+    order = make_order(pizzas=30)
+    first = await stocked.save(order)
+    assert await stocked.save(order) == first
+    assert await stocked.available("pizza") == 20
+    with pytest.raises(OutOfStock):
+        await stocked.save(make_order(pizzas=21))
+    assert await stocked.available("pizza") == 20  # the refused order took nothing
+    assert len(await stocked.list()) == 1

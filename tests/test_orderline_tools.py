@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from decimal import Decimal
@@ -290,3 +291,34 @@ async def test_summary_hook_reports_the_stored_order(caller: Caller) -> None:
     assert (lines["items"], lines["total"], lines["phone"]) == ("2 pizzas", "$20.00", "5551234567")
     assert lines["address"] == "12 Main Street, Springfield"
     assert "orders.sqlite3" in lines["orders stored in"]
+
+
+async def test_two_calls_racing_for_the_last_pizzas_place_one_order(tmp_path: Path) -> None:
+    # Two sessions on one database each try to order all 50 pizzas.
+    callers = []
+    for _ in range(2):
+        userdata: dict[str, Any] = {}
+        orderline.setup(userdata, str(tmp_path))
+        callers.append(Caller(userdata))
+    for one in callers:
+        await one("add_to_order", product="pizza", quantity=50)
+        await one("set_phone", phone="5551234567")
+        await one("set_address", address="12 Main Street, Springfield")
+    results = await asyncio.gather(*(one("place_order") for one in callers))
+    assert sorted(r["ok"] for r in results) == [False, True]
+    refused = next(r for r in results if not r["ok"])
+    assert refused["message"].startswith(
+        "Sorry, other orders came in first and there are none left; nothing was placed."
+    )
+    assert len(stored_rows(tmp_path / "orders.sqlite3")) == 1
+    # The refused caller's order is still open: fewer pizzas can still be ordered later.
+    loser = next(one for one, r in zip(callers, results, strict=True) if not r["ok"])
+    assert loser.userdata["order"].placed_id == ""
+
+
+async def test_addresses_are_cleaned_and_bounded(caller: Caller) -> None:
+    nul = await caller("set_address", address="12 Main\x00 Street,\x1b Springfield\t")
+    assert nul["ok"] and nul["address"] == "12 Main Street, Springfield"
+    long = await caller("set_address", address="12 Main Street, " + "Springfield" * 20_000)
+    assert long["ok"] is False and "at most 200" in long["message"]
+    assert caller.userdata["order"].address.one_line() == "12 Main Street, Springfield"

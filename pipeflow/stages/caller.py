@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 import numpy as np
@@ -34,7 +35,7 @@ class CallerLine(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     text: str
     """The words."""
-    after_ms: float | None = None
+    after_ms: Annotated[float, msgspec.Meta(ge=0, le=600_000)] | None = None
     """Speak this long after the caller's previous line, without waiting (barge-in)."""
 
 
@@ -43,23 +44,23 @@ class CallerOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     lines: list[str | CallerLine]
     """What the caller says, in order: plain text, or {text, after_ms}."""
-    sample_rate: int = 16000
+    sample_rate: Annotated[int, msgspec.Meta(ge=8000, le=192_000)] = 16000
     """Rate of the caller's line (phone-like 8000 or 16000)."""
-    frame_ms: float = 20.0
+    frame_ms: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 20.0
     """Length of each frame in milliseconds."""
     voice: str = "en-us"
     """espeak-ng voice of the caller."""
-    words_per_minute: int = 165
+    words_per_minute: Annotated[int, msgspec.Meta(ge=80, le=450)] = 165
     """Speaking rate."""
-    speed: float = 1.0
-    """1.0 is real time; 2.0 twice as fast (the whole call must use the same speed)."""
-    wait_for_greeting_s: float = 8.0
+    speed: Annotated[float, msgspec.Meta(ge=0, le=1000)] = 1.0
+    """1.0 is real time; 2.0 twice as fast; 0 unpaced (the whole call must use the same speed)."""
+    wait_for_greeting_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 8.0
     """Before the first line, wait up to this long for the agent's greeting."""
-    pause_ms: float = 700.0
+    pause_ms: Annotated[float, msgspec.Meta(ge=0, le=600_000)] = 700.0
     """Silence after the agent finished before the caller answers."""
-    max_wait_s: float = 30.0
+    max_wait_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 30.0
     """Longest wait for the agent before the caller speaks anyway."""
-    tail_ms: float = 1500.0
+    tail_ms: Annotated[float, msgspec.Meta(ge=0, le=600_000)] = 1500.0
     """Silence after the agent's last answer before the line hangs up."""
     record: str | None = "caller.wav"
     """Write what the caller said (the whole line) here, under output_dir; null: don't."""

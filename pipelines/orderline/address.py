@@ -14,10 +14,21 @@ so the agent can ask for exactly that.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import msgspec
 
-__all__ = ["Address", "AddressError", "parse_address", "require_deliverable"]
+__all__ = [
+    "MAX_ADDRESS_CHARS",
+    "Address",
+    "AddressError",
+    "clean_address_text",
+    "parse_address",
+    "require_deliverable",
+]
+
+MAX_ADDRESS_CHARS = 200
+"""The longest address taken; a real one is well under 100 characters."""
 
 _HOUSE = re.compile(r"^\d{1,5}[a-z]?(?:[-/]\d{1,5}[a-z]?)?$", re.I)
 _POSTCODES = (
@@ -119,12 +130,35 @@ def parse_address(text: str) -> Address:
                    raw=text.strip())
 
 
+def clean_address_text(text: str) -> str:
+    """``text`` in Unicode NFC with control characters (NUL, escapes, tabs) as spaces.
+
+    A NUL is refused by PostgreSQL and control characters corrupt whatever
+    prints the order later, so they never reach the order.
+
+    Raises:
+        AddressError: the text is longer than ``MAX_ADDRESS_CHARS``.
+    """
+    text = unicodedata.normalize("NFC", text)
+    cleaned = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
+    cleaned = " ".join(cleaned.split())
+    if len(cleaned) > MAX_ADDRESS_CHARS:
+        raise AddressError(
+            f"That address is {len(cleaned)} characters long; an address is at most"
+            f" {MAX_ADDRESS_CHARS}. Ask the caller for just the house number, street and city."
+        )
+    return cleaned
+
+
 def require_deliverable(text: str) -> Address:
     """Parse an address and insist that it can be delivered to.
 
+    The text is cleaned first (``clean_address_text``).
+
     Raises:
-        AddressError: a message naming every missing part, for the caller.
+        AddressError: too long, or a message naming every missing part, for the caller.
     """
+    text = clean_address_text(text)
     if not text.strip():
         raise AddressError(
             "No address was given. Ask the caller for the house number, street and city."

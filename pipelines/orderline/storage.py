@@ -6,6 +6,15 @@ back by that key, so a retried ``place_order`` (the model repeating a tool
 call, a second call racing the first) returns the id stored the first time
 and never inserts twice. The first write wins.
 
+Stock is reserved in the same transaction as the insert: given the
+catalog's stock levels, a repository keeps a ``<table>_stock`` table and
+takes each line's quantity from it with ``UPDATE ... SET available =
+available - n WHERE available >= n``. Two calls racing for the last pizzas
+cannot both get them: the database serialises the two updates, the second
+finds too few left, its whole transaction (the order row included) rolls
+back and ``OutOfStock`` says how many are left. A retried save of an order
+already stored reserves nothing again.
+
 Both repositories open a connection per operation: an order line stores a
 few orders per call, and a connection that outlives one event loop (tests,
 the CLI's ``asyncio.run``) or one thread (``asyncio.to_thread``) is a bug
@@ -20,6 +29,7 @@ import re
 import sqlite3
 import threading
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -33,6 +43,7 @@ from .order import Order, OrderLine
 
 __all__ = [
     "OrderRepository",
+    "OutOfStock",
     "PostgresOrderRepository",
     "SqliteOrderRepository",
     "StoredOrder",
@@ -42,6 +53,22 @@ __all__ = [
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _COLUMNS = "order_id, idempotency_key, created_at, currency, total, phone, address, lines"
 _lines_decoder = msgspec.json.Decoder(list[OrderLine])
+
+
+class OutOfStock(Exception):
+    """A line asks for more than is left; nothing of the order was stored.
+
+    Attributes:
+        sku: the product that ran short.
+        available: how many are left.
+        wanted: how many the order asked for.
+    """
+
+    def __init__(self, sku: str, available: int, wanted: int) -> None:
+        super().__init__(f"only {available} of {sku!r} left, the order asks for {wanted}")
+        self.sku = sku
+        self.available = available
+        self.wanted = wanted
 
 
 class StoredOrder(msgspec.Struct, kw_only=True, frozen=True):
@@ -128,12 +155,16 @@ class SqliteOrderRepository:
     Args:
         path: the database file; its folder is created if needed.
         table: table name (letters, digits, underscores).
+        stock: stock level per sku the first time a sku is reserved (the
+            catalog's); None reserves nothing.
 
     Raises:
         ConfigError: a bad table name or an in-memory path.
     """
 
-    def __init__(self, path: str | Path, table: str = "orders") -> None:
+    def __init__(
+        self, path: str | Path, table: str = "orders", stock: Mapping[str, int] | None = None
+    ) -> None:
         if str(path) in ("", ":memory:"):
             raise ConfigError(
                 "orders database: an in-memory SQLite database would lose every order;"
@@ -141,6 +172,7 @@ class SqliteOrderRepository:
             )
         self.path = Path(path)
         self.table = _check_table(table)
+        self.stock = dict(stock) if stock is not None else None
         self._ready = False
         self._schema_lock = threading.Lock()
 
@@ -151,6 +183,7 @@ class SqliteOrderRepository:
         """Store ``order`` once (see the module notes); returns what is stored.
 
         Raises:
+            OutOfStock: a line asks for more than is left (nothing stored).
             LocalError: the database cannot be written.
         """
         return await asyncio.to_thread(self._save, order)
@@ -177,16 +210,49 @@ class SqliteOrderRepository:
         values[2] = values[2].isoformat()
         values[4] = str(values[4])
         with self._connect() as conn, conn:
-            conn.execute(
+            conn.execute("BEGIN IMMEDIATE")  # one writer at a time: the stock check holds
+            inserted = conn.execute(
                 f'INSERT INTO "{self.table}" ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'
                 " ON CONFLICT (idempotency_key) DO NOTHING",
                 values,
-            )
+            ).rowcount
+            if inserted and self.stock is not None:
+                self._reserve(conn, order.lines)
             row = conn.execute(
                 f'SELECT {_COLUMNS} FROM "{self.table}" WHERE idempotency_key = ?',
                 (order.idempotency_key,),
             ).fetchone()
         return _stored(row)
+
+    def _reserve(self, conn: sqlite3.Connection, lines: list[OrderLine]) -> None:
+        table = f'"{self.table}_stock"'
+        for line in lines:
+            if self.stock is None or line.sku not in self.stock:
+                continue  # a product without a stock level is not limited
+            conn.execute(
+                f"INSERT INTO {table} (sku, available) VALUES (?, ?) ON CONFLICT (sku) DO NOTHING",
+                (line.sku, self.stock[line.sku]),
+            )
+            taken = conn.execute(
+                f"UPDATE {table} SET available = available - ? WHERE sku = ? AND available >= ?",
+                (line.quantity, line.sku, line.quantity),
+            ).rowcount
+            if not taken:
+                (left,) = conn.execute(
+                    f"SELECT available FROM {table} WHERE sku = ?", (line.sku,)
+                ).fetchone()
+                raise OutOfStock(line.sku, int(left), line.quantity)
+
+    async def available(self, sku: str) -> int | None:
+        """How many of ``sku`` are left (None: not limited)."""
+        return await asyncio.to_thread(self._available, sku)
+
+    def _available(self, sku: str) -> int | None:
+        with self._connect() as conn:
+            row = conn.execute(
+                f'SELECT available FROM "{self.table}_stock" WHERE sku = ?', (sku,)
+            ).fetchone()
+        return int(row[0]) if row else (self.stock or {}).get(sku)
 
     def _select(self, where: str, params: tuple[Any, ...]) -> list[StoredOrder]:
         with self._connect() as conn:
@@ -200,7 +266,7 @@ class SqliteOrderRepository:
     def _connect(self) -> Any:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=10.0)
+            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise LocalError(f"Cannot open the orders database {self.path}: {exc}") from exc
         try:
@@ -212,6 +278,10 @@ class SqliteOrderRepository:
                         " order_id TEXT PRIMARY KEY, idempotency_key TEXT NOT NULL UNIQUE,"
                         " created_at TEXT NOT NULL, currency TEXT NOT NULL, total TEXT NOT NULL,"
                         " phone TEXT NOT NULL, address TEXT NOT NULL, lines TEXT NOT NULL)"
+                    )
+                    conn.execute(
+                        f'CREATE TABLE IF NOT EXISTS "{self.table}_stock" ('
+                        " sku TEXT PRIMARY KEY, available INTEGER NOT NULL CHECK (available >= 0))"
                     )
                     self._ready = True
             yield conn
@@ -227,12 +297,16 @@ class PostgresOrderRepository:
     Args:
         dsn: a ``postgresql://`` URL or a libpq connection string.
         table: table name, optionally ``schema.table``.
+        stock: stock level per sku the first time a sku is reserved (the
+            catalog's); None reserves nothing.
 
     Raises:
         ConfigError: psycopg is not installed or the table name is bad.
     """
 
-    def __init__(self, dsn: str, table: str = "orders") -> None:
+    def __init__(
+        self, dsn: str, table: str = "orders", stock: Mapping[str, int] | None = None
+    ) -> None:
         try:
             import psycopg  # noqa: F401
         except ImportError as exc:
@@ -245,6 +319,7 @@ class PostgresOrderRepository:
             raise ConfigError(f"orders table {table!r}: use 'table' or 'schema.table'")
         self._names = tuple(_check_table(p) for p in parts)
         self.table = table
+        self.stock = dict(stock) if stock is not None else None
         self._ready = False
 
     def __repr__(self) -> str:
@@ -264,18 +339,21 @@ class PostgresOrderRepository:
         """Store ``order`` once (see the module notes); returns what is stored.
 
         Raises:
+            OutOfStock: a line asks for more than is left (nothing stored).
             RemoteError: PostgreSQL cannot be reached or refuses the write.
         """
         from psycopg import sql
 
-        async with self._connect() as conn:
-            await conn.execute(
+        async with self._connect() as conn:  # one transaction: insert and reserve, or neither
+            cursor = await conn.execute(
                 sql.SQL(
                     "INSERT INTO {} ({}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
                     " ON CONFLICT (idempotency_key) DO NOTHING"
                 ).format(self._ident(), sql.SQL(_COLUMNS)),
                 _row_values(order),
             )
+            if cursor.rowcount and self.stock is not None:
+                await self._reserve(conn, order.lines)
             rows = await self._fetch(conn, "idempotency_key = %s", (order.idempotency_key,))
         return rows[0]
 
@@ -298,10 +376,55 @@ class PostgresOrderRepository:
         async with self._connect() as conn:
             return await self._fetch(conn, "TRUE", ())
 
+    async def available(self, sku: str) -> int | None:
+        """How many of ``sku`` are left (None: not limited)."""
+        from psycopg import sql
+
+        async with self._connect() as conn:
+            cursor = await conn.execute(
+                sql.SQL("SELECT available FROM {} WHERE sku = %s").format(self._stock_ident()),
+                (sku,),
+            )
+            row = await cursor.fetchone()
+        return int(row[0]) if row else (self.stock or {}).get(sku)
+
+    async def _reserve(self, conn: Any, lines: list[OrderLine]) -> None:
+        from psycopg import sql
+
+        table = self._stock_ident()
+        for line in lines:
+            if self.stock is None or line.sku not in self.stock:
+                continue  # a product without a stock level is not limited
+            await conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (sku, available) VALUES (%s, %s) ON CONFLICT (sku) DO NOTHING"
+                ).format(table),
+                (line.sku, self.stock[line.sku]),
+            )
+            # The row lock makes racing reservations wait; READ COMMITTED then
+            # re-checks ``available >= n`` against the committed value.
+            cursor = await conn.execute(
+                sql.SQL(
+                    "UPDATE {} SET available = available - %s WHERE sku = %s AND available >= %s"
+                ).format(table),
+                (line.quantity, line.sku, line.quantity),
+            )
+            if not cursor.rowcount:
+                cursor = await conn.execute(
+                    sql.SQL("SELECT available FROM {} WHERE sku = %s").format(table), (line.sku,)
+                )
+                row = await cursor.fetchone()
+                raise OutOfStock(line.sku, int(row[0]) if row else 0, line.quantity)
+
     def _ident(self) -> Any:
         from psycopg import sql
 
         return sql.Identifier(*self._names)
+
+    def _stock_ident(self) -> Any:
+        from psycopg import sql
+
+        return sql.Identifier(*self._names[:-1], f"{self._names[-1]}_stock")
 
     async def _fetch(self, conn: Any, where: str, params: tuple[Any, ...]) -> list[StoredOrder]:
         from psycopg import sql
@@ -341,15 +464,22 @@ class PostgresOrderRepository:
             " currency text NOT NULL, total numeric(12, 2) NOT NULL, phone text NOT NULL,"
             " address text NOT NULL, lines jsonb NOT NULL)"
         ).format(self._ident())
+        stock = sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (sku text PRIMARY KEY,"
+            " available integer NOT NULL CHECK (available >= 0))"
+        ).format(self._stock_ident())
         try:
             async with conn.transaction():
                 await conn.execute(statement)
+                await conn.execute(stock)
         except psycopg.errors.UniqueViolation:
             pass  # another session created it at the same moment
         self._ready = True
 
 
-def open_repository(url_or_path: str | Path, table: str = "orders") -> OrderRepository:
+def open_repository(
+    url_or_path: str | Path, table: str = "orders", stock: Mapping[str, int] | None = None
+) -> OrderRepository:
     """The repository a database setting names.
 
     Args:
@@ -357,15 +487,16 @@ def open_repository(url_or_path: str | Path, table: str = "orders") -> OrderRepo
             ``sqlite:///relative.db``, ``sqlite:////absolute.db`` or a plain
             file path for SQLite.
         table: the table orders go in.
+        stock: stock level per sku (the catalog's), reserved as orders are stored.
 
     Raises:
         ConfigError: an unknown scheme, an empty setting, or a bad table name.
     """
     text = str(url_or_path).strip()
     if text.startswith(("postgresql://", "postgres://")):
-        return PostgresOrderRepository(text, table)
+        return PostgresOrderRepository(text, table, stock)
     if text.startswith("sqlite:///"):
-        return SqliteOrderRepository(text[len("sqlite:///") :], table)
+        return SqliteOrderRepository(text[len("sqlite:///") :], table, stock)
     if not text:
         raise ConfigError("orders database: the setting is empty; give a file path or a URL")
     scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", text)
@@ -374,7 +505,7 @@ def open_repository(url_or_path: str | Path, table: str = "orders") -> OrderRepo
             f"orders database {text.split('@')[-1]!r}: unknown scheme {scheme.group(1)!r};"
             " use postgresql://..., sqlite:///path or a file path"
         )
-    return SqliteOrderRepository(text, table)
+    return SqliteOrderRepository(text, table, stock)
 
 
 def _check_table(name: str) -> str:

@@ -36,7 +36,7 @@ from .catalog import (
 )
 from .order import Order, OrderError
 from .phone import PhoneError, normalize_phone, speak_phone
-from .storage import SqliteOrderRepository, StoredOrder, open_repository
+from .storage import OutOfStock, SqliteOrderRepository, StoredOrder, open_repository
 
 __all__ = [
     "add_to_order",
@@ -76,10 +76,11 @@ def setup_userdata(
     """
     catalog = catalog_from_userdata(userdata.get("catalog"))
     userdata["catalog"] = catalog
+    stock = {product.sku: product.stock for product in catalog}
     userdata["orders"] = (
-        open_repository(db, table)
+        open_repository(db, table, stock)
         if db
-        else SqliteOrderRepository(Path(output_dir) / "orders.sqlite3", table)
+        else SqliteOrderRepository(Path(output_dir) / "orders.sqlite3", table, stock)
     )
     userdata["order"] = Order(currency=catalog.currency)
     userdata.pop("placed", None)
@@ -241,6 +242,8 @@ async def place_order(ctx: RunContext) -> dict[str, Any]:
         # A snapshot: what is stored is what was confirmed, even if another
         # call changes the order while the write is in flight.
         stored = await repository.save(copy.deepcopy(order))
+    except OutOfStock as exc:
+        return _refuse(_sold_out(_catalog(ctx), exc), order)
     except PipeflowError as exc:
         ctx.log_error("storing the order failed: %s", exc)
         return {"ok": False, "message": "The order could not be saved just now. Apologise and"
@@ -260,6 +263,17 @@ async def place_order(ctx: RunContext) -> dict[str, Any]:
         "phone": stored.phone,
         "address": stored.address,
     }
+
+
+def _sold_out(catalog: Catalog, short: OutOfStock) -> OrderError:
+    """The caller's message when another order took the stock first."""
+    name = next((p for p in catalog if p.sku == short.sku), None)
+    what = name.quantity_text(short.available) if name else f"{short.available} of those"
+    left = f"only {what} left" if short.available else "none left"
+    return OrderError(
+        f"Sorry, other orders came in first and there are {left}; nothing was placed."
+        " Ask the caller whether to change the order."
+    )
 
 
 def _catalog(ctx: RunContext) -> Catalog:
