@@ -29,8 +29,9 @@ TOOLS = ToolSet.from_refs(["pipelines.orderline.tools"])
 class Caller:
     """One session's userdata and a way to call its tools by name."""
 
-    def __init__(self, userdata: dict[str, Any]) -> None:
+    def __init__(self, userdata: dict[str, Any], session_id: str = "") -> None:
         self.userdata = userdata
+        self.session_id = session_id
         self.calls = 0
 
     async def __call__(self, name: str, **arguments: Any) -> dict[str, Any]:
@@ -40,6 +41,7 @@ class Caller:
             call_id=call.call_id,
             function_call=FunctionCall(name=name, arguments=call.arguments),
             userdata=self.userdata,
+            session_id=self.session_id,
         )
         result = await invoke(TOOLS, call, context, timeout_s=10)
         assert not result.is_error, result.output
@@ -164,7 +166,7 @@ async def test_a_retried_place_order_on_postgres_stores_one_row(
         assert rows == [(ids.pop(), Decimal("12.00"))]
     finally:
         with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP TABLE IF EXISTS "{table}"')
+            conn.execute(f'DROP TABLE IF EXISTS "{table}", "{table}_stock"')
 
 
 @pytest.mark.parametrize(
@@ -322,3 +324,58 @@ async def test_addresses_are_cleaned_and_bounded(caller: Caller) -> None:
     long = await caller("set_address", address="12 Main Street, " + "Springfield" * 20_000)
     assert long["ok"] is False and "at most 200" in long["message"]
     assert caller.userdata["order"].address.one_line() == "12 Main Street, Springfield"
+
+
+async def test_a_rerun_of_the_same_job_finds_the_order_its_first_run_stored(
+    tmp_path: Path,
+) -> None:
+    # A worker died after place_order; the reclaimed job runs again with the same id.
+    placed = []
+    for _run in range(2):
+        userdata: dict[str, Any] = {}
+        orderline.setup(userdata, str(tmp_path))
+        call = Caller(userdata, session_id="job-7f3a")
+        await call("add_to_order", product="pizza", quantity=2)
+        await call("set_phone", phone="5551234567")
+        await call("set_address", address="12 Main Street, Springfield")
+        placed.append(await call("place_order"))
+    assert placed[0]["ok"] and placed[1]["ok"]
+    assert placed[0]["order_id"] == placed[1]["order_id"]
+    assert len(stored_rows(tmp_path / "orders.sqlite3")) == 1
+    # Another session's order is its own.
+    userdata = {}
+    orderline.setup(userdata, str(tmp_path))
+    other = Caller(userdata, session_id="job-other")
+    await other("add_to_order", product="salad")
+    await other("set_phone", phone="5551234567")
+    await other("set_address", address="12 Main Street, Springfield")
+    assert (await other("place_order"))["order_id"] != placed[0]["order_id"]
+    assert len(stored_rows(tmp_path / "orders.sqlite3")) == 2
+
+
+async def test_a_rerun_of_the_same_job_on_postgres_stores_one_order(
+    postgres_dsn: str, tmp_path: Path
+) -> None:
+    import uuid
+
+    import psycopg
+
+    table = f"orders_test_{uuid.uuid4().hex[:12]}"
+    try:
+        ids = set()
+        for _run in range(2):  # the first run, then the reclaimed job's rerun
+            userdata: dict[str, Any] = {}
+            orderline.setup_userdata(userdata, postgres_dsn, str(tmp_path), table=table)
+            call = Caller(userdata, session_id="job-pg-rerun")
+            await call("add_to_order", product="pizza", quantity=3)
+            await call("set_phone", phone="555 123 4567")
+            await call("set_address", address="Hauptstrasse 5, 10115 Berlin")
+            ids.add((await call("place_order"))["order_id"])
+        with psycopg.connect(postgres_dsn) as conn:
+            rows = conn.execute(f'SELECT order_id FROM "{table}"').fetchall()
+            (left,) = conn.execute(f'SELECT available FROM "{table}_stock"').fetchone()
+        assert len(ids) == 1 and rows == [(ids.pop(),)]
+        assert left == 47  # reserved once
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP TABLE IF EXISTS "{table}", "{table}_stock"')

@@ -44,6 +44,7 @@ __all__ = [
     "list_products",
     "place_order",
     "remove_from_order",
+    "session_order_key",
     "set_address",
     "set_phone",
     "setup",
@@ -238,6 +239,8 @@ async def place_order(ctx: RunContext) -> dict[str, Any]:
         ctx.log_error("no order repository in userdata; was the setup hook run?")
         return {"ok": False, "message": "Orders cannot be stored right now. Apologise and ask"
                 " the caller to call back later."}
+    if ctx.session_id:
+        order.idempotency_key = session_order_key(ctx.session_id)
     try:
         # A snapshot: what is stored is what was confirmed, even if another
         # call changes the order while the write is in flight.
@@ -263,6 +266,16 @@ async def place_order(ctx: RunContext) -> dict[str, Any]:
         "phone": stored.phone,
         "address": stored.address,
     }
+
+
+def session_order_key(session_id: str) -> str:
+    """The idempotency key of a session's order: the session (a job or call id) names it.
+
+    A job reclaimed after its worker died reruns with the same id, so its
+    ``place_order`` finds the order the first run stored instead of storing a
+    second one. A session places at most one order (a placed order is closed).
+    """
+    return f"session:{session_id}"
 
 
 def _sold_out(catalog: Catalog, short: OutOfStock) -> OrderError:
