@@ -133,6 +133,8 @@ def parse_address(text: str) -> Address:
 def clean_address_text(text: str) -> str:
     """``text`` in Unicode NFC with control characters (NUL, escapes, tabs) as spaces.
 
+    Line breaks stay: they separate parts like commas.
+
     A NUL is refused by PostgreSQL and control characters corrupt whatever
     prints the order later, so they never reach the order.
 
@@ -140,11 +142,13 @@ def clean_address_text(text: str) -> str:
         AddressError: the text is longer than ``MAX_ADDRESS_CHARS``.
     """
     text = unicodedata.normalize("NFC", text)
-    cleaned = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
-    cleaned = " ".join(cleaned.split())
-    if len(cleaned) > MAX_ADDRESS_CHARS:
+    cleaned = "".join(
+        " " if ch != "\n" and unicodedata.category(ch)[0] == "C" else ch for ch in text
+    )
+    length = len(" ".join(cleaned.split()))
+    if length > MAX_ADDRESS_CHARS:
         raise AddressError(
-            f"That address is {len(cleaned)} characters long; an address is at most"
+            f"That address is {length} characters long; an address is at most"
             f" {MAX_ADDRESS_CHARS}. Ask the caller for just the house number, street and city."
         )
     return cleaned
