@@ -8,10 +8,14 @@ A session owns one pipeline whose input is a ``push`` source, so Python code
         await session.wait_for("response_done")
         print(session.conversation.transcript())
 
-Text, audio and turn commits go in through the push source, in order with
-the audio; a cancel goes straight into the transport's inbox as an urgent
-``Interrupt`` so it overtakes queued audio. Every frame leaving the pipeline
-updates ``session.conversation`` and is offered to subscribers.
+Text, audio, turn commits and cancels go in through the push source, in
+order with the audio (a cancel is an urgent ``Interrupt``: it overtakes
+queued audio); nothing writes into another stage's inbox. Every frame
+leaving the pipeline updates ``session.conversation`` and is offered to
+subscribers. Memory stays bounded however long the call: the session keeps
+a log of the last ``log_size`` non-audio frames (``pipeflow.framelog``),
+never audio, and each subscriber's queue has a stated drop policy; agent
+audio is recorded by a sink when it is wanted.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from typing import TYPE_CHECKING, Any
 from pipeflow.conversation import Conversation
 from pipeflow.errors import ConfigError, LocalError
 from pipeflow.events import EVENT_NAMES, EventBus, event_for
+from pipeflow.framelog import FrameLog, Subscriber
 from pipeflow.frames import (
+    AudioFrame,
     ErrorFrame,
     Frame,
     Interrupt,
@@ -110,6 +116,8 @@ class AgentSession:
         session_id: the call id; a random one when empty.
         output_dir: folder for the agent's ``setup`` hook and sinks.
         start_timeout_s: how long ``start`` waits for the model session.
+        log_size: non-audio frames kept for ``frames``, ``wait_for(after=)``
+            and ``subscribe(since=)``.
     """
 
     def __init__(
@@ -121,6 +129,7 @@ class AgentSession:
         session_id: str = "",
         output_dir: str = "out",
         start_timeout_s: float = 15.0,
+        log_size: int = 1000,
     ) -> None:
         if pipeline is None:
             context = PipelineContext(name="session", session_id=session_id, agent=agent)
@@ -143,9 +152,12 @@ class AgentSession:
         self._push = self._find("push")
         self._transport = self._find("realtime")
         self._task: asyncio.Task[Any] | None = None
-        self._subscribers: list[asyncio.Queue[Frame | None]] = []
+        self._subscribers: list[Subscriber] = []
         self._waiters: list[tuple[Callable[[Frame], bool], asyncio.Future[Frame]]] = []
-        self._frames: list[Frame] = []
+        self._log = FrameLog(log_size)
+        self._open_responses = 0
+        self.frames_out = 0
+        """Every frame that left the pipeline so far, audio included (a busy-ness count)."""
         self._has_callbacks_stage = any(st.name == "callbacks" for st in pipeline.stages)
 
     # -- construction --------------------------------------------------------
@@ -274,8 +286,8 @@ class AgentSession:
             result.cancelled = True
         finally:
             self.result = result
-            for queue in self._subscribers:
-                queue.put_nowait(None)
+            for subscriber in self._subscribers:
+                subscriber.close()
             for _, future in self._waiters:
                 if not future.done():
                     future.cancel()
@@ -285,9 +297,15 @@ class AgentSession:
 
     def _observe(self, frame: Frame) -> None:
         self.conversation.observe(frame)
-        self._frames.append(frame)
-        for queue in self._subscribers:
-            queue.put_nowait(frame)
+        self.frames_out += 1
+        if type(frame) is not AudioFrame:
+            self._log.append(frame)
+            if isinstance(frame, ResponseStarted):
+                self._open_responses += 1
+            elif isinstance(frame, ResponseDone):
+                self._open_responses = max(0, self._open_responses - 1)
+        for subscriber in self._subscribers:
+            subscriber.put(frame)
         if self._waiters:
             still = []
             for predicate, future in self._waiters:
@@ -337,11 +355,6 @@ class AgentSession:
     async def ask(self, text: str, timeout: float = 30.0) -> str:
         """Send the caller's ``text`` and wait for the agent's whole answer.
 
-        A response that calls tools is followed by the one that uses their
-        results; the answer is complete at the first response with no tool
-        call. Responses already under way when ``text`` is sent (a greeting)
-        are not part of it.
-
         Returns:
             What the agent said, its final transcripts joined by spaces.
 
@@ -349,25 +362,62 @@ class AgentSession:
             TimeoutError: no complete answer within ``timeout`` seconds.
             LocalError: the session is not running or ended first.
         """
-        start = self.frames_seen
-        await self.send_text(text)
-        said: list[str] = []
-        started = calls = 0
+        frames = await self.answer(text, timeout)
+        return " ".join(f.text for f in frames
+                        if isinstance(f, Transcript) and f.role == "agent" and f.final)
+
+    async def answer(self, text: str, timeout: float = 30.0) -> list[Frame]:
+        """Send the caller's ``text``; the non-audio frames of the agent's answer to it.
+
+        Whatever the agent is doing when this is called (a greeting asked
+        for at start and not begun yet, an answer in progress, tool calls)
+        is let finish first, so the answer is the response to ``text``: its
+        frames run from that response's start to the first response done
+        with no tool call (a response that calls tools is followed by the
+        one that uses their results).
+
+        Raises:
+            TimeoutError: no complete answer within ``timeout`` seconds.
+            LocalError: the session is not running or ended first.
+        """
+        self._check_open()
+        answer: list[Frame] = []
         async with asyncio.timeout(timeout):
-            async for frame in self.subscribe(since=start):
-                if isinstance(frame, ResponseStarted):
-                    started += 1
-                elif not started:
+            while not self._quiet():
+                await self._next_frame()
+            start = self.frames_seen
+            await self.send_text(text)
+            calls = 0
+            async for frame in self.subscribe(since=start, audio=False):
+                if not answer and not isinstance(frame, ResponseStarted):
                     continue
-                elif isinstance(frame, ToolCall):
+                answer.append(frame)
+                if isinstance(frame, ToolCall):
                     calls += 1
-                elif isinstance(frame, Transcript) and frame.role == "agent" and frame.final:
-                    said.append(frame.text)
                 elif isinstance(frame, ResponseDone):
                     if not calls:
-                        return " ".join(said)
+                        return answer
                     calls = 0
         raise LocalError(f"session {self.session_id} ended before the agent answered {text!r}")
+
+    def _quiet(self) -> bool:
+        """Nothing under way: no response open at the pipeline's end and the
+        transport neither waiting for one nor for tool results."""
+        return not self._open_responses and self.state not in _BUSY
+
+    async def _next_frame(self) -> None:
+        """Return once another frame has left the pipeline.
+
+        Raises:
+            LocalError: the session ended first.
+        """
+        future = self._future(lambda frame: True)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.cancelled() and self._task is not None and self._task.done():
+                raise LocalError(f"session {self.session_id} ended") from None
+            raise
 
     async def say(self, text: str) -> None:
         """Make the agent speak ``text``."""
@@ -393,7 +443,7 @@ class AgentSession:
         self._check_open()
         if self._transport is None:
             raise ConfigError("cancel_response needs a 'realtime' stage in the pipeline")
-        self._transport.ctx.inbox.put_nowait(Interrupt(reason="cancel"))
+        self._push.push(Interrupt(reason="cancel"))
 
     # -- observing -----------------------------------------------------------
 
@@ -424,7 +474,8 @@ class AgentSession:
             what: an event name (``"response_done"``), a frame type, or a predicate.
             timeout: seconds before ``TimeoutError``.
             after: also match frames already seen from this index of
-                ``frames_seen`` on (to avoid racing a fast answer).
+                ``frames_seen`` on (to avoid racing a fast answer), as far
+                as the log still holds them; audio is never matched here.
 
         Raises:
             TimeoutError: nothing matched in time.
@@ -432,7 +483,7 @@ class AgentSession:
         """
         predicate = _predicate(what)
         if after is not None:
-            for frame in self._frames[after:]:
+            for frame in self._log.since(after):
                 if predicate(frame):
                     return frame
         if self._task is None or self._task.done():
@@ -447,35 +498,54 @@ class AgentSession:
 
     @property
     def frames_seen(self) -> int:
-        """How many frames have left the pipeline so far (see ``wait_for(after=)``)."""
-        return len(self._frames)
+        """How many non-audio frames have left the pipeline so far (the number of
+        the next one; see ``wait_for(after=)``, ``frames_since`` and ``subscribe``)."""
+        return self._log.total
 
     @property
     def frames(self) -> list[Frame]:
-        """Every frame that left the pipeline, in order."""
-        return list(self._frames)
+        """The non-audio frames still in the log (the last ``log_size``), in order."""
+        return self._log.since(0)
 
-    async def subscribe(self, since: int | None = None) -> AsyncIterator[Frame]:
+    def frames_since(self, number: int) -> list[Frame]:
+        """Logged frames numbered ``number`` on (see ``frames_seen``), as far as kept."""
+        return self._log.since(number)
+
+    async def subscribe(
+        self,
+        since: int | None = None,
+        *,
+        audio: bool = True,
+        max_audio: int = 250,
+        max_lag: int = 10000,
+    ) -> AsyncIterator[Frame]:
         """Frames leaving the pipeline from now on, until the session ends.
 
+        The queue behind it is bounded (``pipeflow.framelog.Subscriber``):
+        past ``max_audio`` queued audio frames the oldest audio is dropped;
+        other frames are never dropped, but a reader more than ``max_lag``
+        behind is cut off with ``SubscriberLagged``.
+
         Args:
-            since: first replay the frames already seen from this index of
-                ``frames_seen`` on (0: all of them), with no gap and no repeat
-                before the live ones.
+            since: first replay the logged frames from this number of
+                ``frames_seen`` on (0: all the log holds), with no gap and no
+                repeat before the live ones; audio is not logged, so not replayed.
+            audio: also pass audio frames (false: events only).
+            max_audio / max_lag: the queue's bounds.
         """
-        queue: asyncio.Queue[Frame | None] = asyncio.Queue()
-        self._subscribers.append(queue)
-        backlog = self._frames[since:] if since is not None else []
+        subscriber = Subscriber(max_audio, max_lag, audio=audio)
+        self._subscribers.append(subscriber)
+        backlog = self._log.since(since) if since is not None else []
         try:
             for frame in backlog:
                 yield frame
-            if self._task is not None and self._task.done() and queue.empty():
+            if self._task is not None and self._task.done() and not len(subscriber):
                 return
-            while (frame := await queue.get()) is not None:
+            while (frame := await subscriber.get()) is not None:
                 yield frame
         finally:
             with contextlib.suppress(ValueError):
-                self._subscribers.remove(queue)
+                self._subscribers.remove(subscriber)
 
     @property
     def state(self) -> str:
@@ -487,6 +557,10 @@ class AgentSession:
         turns = getattr(self._transport, "turns", None)
         state = getattr(turns, "state", None)
         return getattr(state, "value", str(state)) if state is not None else "running"
+
+
+_BUSY = frozenset({"thinking", "speaking", "tools"})
+"""Turn states in which a response is asked for, running, or waiting for tools."""
 
 
 def with_push_source(stages: list[Stage]) -> list[Stage]:

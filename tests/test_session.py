@@ -218,13 +218,21 @@ async def test_cancel_response_interrupts_on_demand() -> None:
 
 
 async def test_say_makes_the_agent_speak() -> None:
+    async def first_agent_audio(session: AgentSession) -> AudioFrame:
+        async for frame in session.subscribe():
+            if isinstance(frame, AudioFrame) and frame.item_id:
+                return frame
+        raise AssertionError("the session ended before the agent spoke")
+
     async with AgentSession(demo_agent(), transport={"script": DEMO, "speed": 0}) as session:
+        heard = asyncio.create_task(first_agent_audio(session))  # audio is streamed, not logged
+        await asyncio.sleep(0)
         await session.say("Your table is ready.")
         said = await session.wait_for(
             lambda f: isinstance(f, Transcript) and f.role == "agent" and f.final, 20, after=0
         )
         assert "Your table is ready." in said.text  # type: ignore[attr-defined]
-        assert any(isinstance(f, AudioFrame) and f.item_id for f in session.frames)
+        assert (await asyncio.wait_for(heard, 20)).item_id
 
 
 async def test_misuse_gives_clear_errors() -> None:
@@ -272,3 +280,24 @@ def test_from_file_puts_a_push_source_before_a_pipeline_without_one(tmp_path: Pa
     session = AgentSession.from_file(path)
     assert [st.name for st in session.pipeline.stages] == ["push", "realtime", "tools", "null"]
     assert session.pipeline.stages[0].options.sample_rate == 8000
+
+
+@pytest.mark.parametrize("speed", [0, 1])
+async def test_ask_answers_the_question_even_with_a_greeting_on_start(speed: float) -> None:
+    # A greeting is asked for at start; a question asked at once waits for it, then is
+    # answered: the reply is the answer, never the greeting.
+    transport = {"script": DEMO, "speed": speed, "response_on_start": True}
+    async with AgentSession(demo_agent(), transport=transport) as session:
+        assert await session.ask("What is two plus three?", 30) == "Two plus three is 5.0."
+        assert session.conversation.turns[0].text.startswith("Hello! This is the local")
+
+
+async def test_ask_answers_the_question_from_a_pipeline_file() -> None:
+    session = AgentSession.from_file(
+        ROOT / "pipelines" / "call.yaml",
+        overrides=["model.speed=0", "model.first_audio_delay_ms=0"],
+        replace_sinks=[NullSink(realtime=False)],
+    )
+    async with session:
+        reply = await session.ask("How much is a salad?", 30)
+    assert "salad" in reply.lower() and "$" in reply, reply
