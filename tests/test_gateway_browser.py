@@ -65,7 +65,7 @@ async def test_a_browser_call_takes_an_order(tmp_path: Path) -> None:
             await page.wait_for_function(
                 "document.getElementById('status').textContent.startsWith('live')")
             await page.wait_for_function(
-                "document.getElementById('order').textContent.includes('placed: ORD-')",
+                "document.getElementById('agent').textContent.includes('order id: ORD-')",
                 timeout=90_000)
             # The order shows as placed when the tool answers; the goodbye comes after it.
             await page.wait_for_function(
@@ -73,7 +73,7 @@ async def test_a_browser_call_takes_an_order(tmp_path: Path) -> None:
                 ".includes('Thank you for calling the corner shop')")
             transcript = await page.inner_text("#transcript")
             tools = await page.inner_text("#tools")
-            order_panel = await page.inner_text("#order")
+            agent_panel = await page.inner_text("#agent")
             await page.click("#hangup")
             await page.wait_for_function(
                 "document.getElementById('status').textContent === 'ended'")
@@ -85,14 +85,16 @@ async def test_a_browser_call_takes_an_order(tmp_path: Path) -> None:
     assert "Agent: Pizza: $10.00" in transcript
     assert "Thank you for calling the corner shop" in transcript
     assert "place_order({})" in tools and "add_to_order" in tools
-    assert "2 x pizza" in order_panel and "phone: 5551234567" in order_panel
+    # The page shows the agent's summary hook (the order line's stored order).
+    assert "items: 2 pizzas, 1 salad, 1 ice cream" in agent_panel
+    assert "phone: 5551234567" in agent_panel
 
     from pipelines.orderline.storage import SqliteOrderRepository
 
     stored = await SqliteOrderRepository(out / CALL_ID / "orders.sqlite3").list()
     assert [o.items_text() for o in stored] == ["2 pizzas, 1 salad, 1 ice cream"]
     record = json.loads((out / CALL_ID / "call.json").read_text())
-    assert record["placed"]["order_id"] == stored[0].order_id
+    assert record["agent"]["order id"] == stored[0].order_id
     assert record["turns"][0]["role"] == "agent"  # the greeting
     heard = [t["text"] for t in record["turns"] if t["role"] == "user"]
     assert len(heard) == 7  # one committed turn per spoken line of the WAV

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeflow.frames import PlayoutPosition, TextInput
+from pipeflow.frames import TextInput
 from pipeflow.server.calls import TRANSITIONS, Call, CallError, CallRegistry, relocate_outputs
 from pipeflow.server.options import TOKEN_ENV, GatewayOptions
 from pipeflow.session import AgentSession
+from pipeflow.stages.sinks import AudioSink
 from tests.gateway_util import CALL_YAML, FAST
 
 LIGHT = Path(__file__).parent / "data" / "gateway" / "light.yaml"
@@ -113,16 +114,29 @@ def test_the_token_comes_from_the_environment_and_never_shows(monkeypatch) -> No
         GatewayOptions(public_url="calls.example.com")
 
 
-async def test_played_positions_reach_the_model_transport(tmp_path: Path) -> None:
+async def test_a_call_has_one_playout_clock_and_its_positions_reach_the_model(
+    tmp_path: Path,
+) -> None:
+    # The call's audio sink replaces the file's wav_sink: one clock; a cancel cuts the
+    # greeting and the sink's played position truncates the model's item (feedback path).
     registry = CallRegistry(CALL_YAML, GatewayOptions(output_dir=str(tmp_path), overrides=FAST))
     call = await registry.start("playout")
-    transport = next(st for st in call.running_session().pipeline.stages
-                     if st.name == "realtime")
-    before = len(transport.ctx.inbox)
-    assert call.report_playout(PlayoutPosition(item_id="nothing", played_ms=0))
-    assert len(transport.ctx.inbox) == before + 1
+    session = call.running_session()
+    assert [st for st in session.pipeline.stages if isinstance(st, AudioSink)] == [call.audio_out]
+    assert call.audio_out is not None
+    first = await asyncio.wait_for(anext(call.audio_out.listen()), 20)  # the greeting plays
+    await session.cancel_response()
+    [server] = registry.models.servers
+    [model_session] = server.sessions
+    for _ in range(500):
+        if model_session.truncated:
+            break
+        await asyncio.sleep(0.01)
+    assert set(model_session.truncated) == {first.item_id}
+    assert model_session.truncated[first.item_id] < 3000  # cut early, not played out
     await registry.close()
     assert call.state == "ended" and call.end_reason == "shutdown"
+    assert (tmp_path / "playout" / "gateway_agent.wav").exists()  # recorded by the sink
 
 
 async def test_calls_share_one_local_model_server_and_one_parsed_file(

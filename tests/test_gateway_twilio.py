@@ -180,7 +180,7 @@ async def test_fake_twilio_call_places_the_order(tmp_path: Path) -> None:
     assert stored[0].items_text() == "2 pizzas, 1 salad, 1 ice cream"
     assert stored[0].phone == "5551234567" and "Main Street" in stored[0].address
     record = json.loads((tmp_path / "CA-fake-1" / "call.json").read_text())
-    assert record["placed"]["order_id"] == stored[0].order_id
+    assert record["agent"]["order id"] == stored[0].order_id
     assert record["end_reason"] in ("hangup", "finished")
     events = {m["event"] for m in received}
     assert {"media", "mark"} <= events

@@ -247,6 +247,11 @@ class WavWriter:
         self._file.write(pcm)
         self.frames += len(pcm) // (2 * self.channels)
 
+    def flush(self) -> None:
+        """Put what was written so far on disk (for a reader of a file still being written)."""
+        if self._file is not None:
+            self._file.flush()
+
     def write_silence(self, samples: int) -> None:
         """Append ``samples`` frames of silence."""
         if samples > 0:

@@ -25,12 +25,7 @@ from pipeflow.frames import (
     AudioFrame,
     EndOfStream,
     Frame,
-    ResponseDone,
-    ResponseStarted,
-    TextInput,
-    ToolCall,
     ToolResult,
-    Transcript,
     encode_json,
 )
 from pipeflow.server.calls import (
@@ -215,44 +210,20 @@ async def send_text(request: Request) -> Response:
     )
     tools = [msgspec.to_builtins(f) for f in frames if isinstance(f, ToolResult)]
     return JSONResponse(
-        {"ok": True, "answered": True, "reply": reply, "tool_results": tools, "order": call.order()}
+        {"ok": True, "answered": True, "reply": reply, "tool_results": tools,
+         "agent": call.agent_summary()}
     )
 
 
 async def answer_text(session: Any, text: str, timeout_s: float) -> list[Frame]:
-    """Send ``text`` and return the frames of the agent's answer to it.
-
-    The answer is every frame from the first response that starts after the
-    text went in, until a response is done with the agent having spoken and
-    every tool call answered; a response already running (a greeting) is not
-    the answer.
+    """Send ``text`` and return the frames of the agent's answer to it
+    (``AgentSession.answer``: a greeting or answer under way is not it).
 
     Raises:
         TimeoutError: no complete answer within ``timeout_s``.
     """
-    mark = session.frames_seen
-    await session.send_text(text)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    index = mark
-    while True:
-        await session.wait_for(ResponseDone, max(0.05, deadline - loop.time()), after=index)
-        frames = session.frames
-        index = len(frames)
-        sent = next((i for i in range(mark, index) if isinstance(frames[i], TextInput)
-                     and frames[i].text == text), None)
-        if sent is None:
-            continue
-        first = next((i for i in range(sent, index) if isinstance(frames[i], ResponseStarted)),
-                     None)
-        if first is None:
-            continue
-        answer = frames[first:]
-        spoke = any(isinstance(f, Transcript) and f.role == "agent" and f.final for f in answer)
-        calls = {f.call_id for f in answer if isinstance(f, ToolCall)}
-        results = {f.call_id for f in answer if isinstance(f, ToolResult)}
-        if spoke and calls <= results and isinstance(answer[-1], ResponseDone):
-            return answer
+    frames: list[Frame] = await session.answer(text, timeout_s)
+    return frames
 
 
 async def cancel_response(request: Request) -> Response:
@@ -275,7 +246,7 @@ async def end_call(request: Request) -> Response:
 
 
 async def get_call(request: Request) -> Response:
-    """GET /api/calls/{id}: state, transcript, turns, tool calls and order."""
+    """GET /api/calls/{id}: state, transcript, turns, tool calls and the agent's summary."""
     return JSONResponse(_call(request).summary())
 
 
@@ -312,12 +283,15 @@ def wav_bytes(pcm: bytes, rate: int) -> bytes:
 async def stream_agent_audio(request: Request) -> Response:
     """GET /api/calls/{id}/audio/stream: the agent's audio live, raw PCM16 at 24 kHz."""
     call = _call(request)
-    session = call.running_session()
+    call.running_session()
+    audio_out = call.audio_out
+    if audio_out is None:
+        raise CallError(f"Call {call.id} plays its audio elsewhere (a phone stream); "
+                        "it has no audio stream here.", 409)
 
     async def chunks() -> AsyncIterator[bytes]:
-        async for frame in session.subscribe():
-            if type(frame) is AudioFrame and frame.item_id:
-                yield frame.pcm
+        async for frame in audio_out.listen():
+            yield frame.pcm
 
     return StreamingResponse(
         chunks(),
@@ -344,7 +318,7 @@ async def sse_stream(
     yield _sse("call", msgspec.json.encode(call.summary(brief=True)))
     session = call.session
     if session is not None and call.live:
-        frames = session.subscribe()
+        frames = session.subscribe(audio=with_audio)
         next_frame = asyncio.ensure_future(anext(frames, None))
         try:
             while True:
@@ -361,7 +335,7 @@ async def sse_stream(
                 tag = type(frame).__struct_config__.tag
                 yield _sse(str(tag), frame_json(frame))
                 if isinstance(frame, ToolResult):
-                    yield _sse("order", msgspec.json.encode({"order": call.order()}))
+                    yield _sse("agent", msgspec.json.encode({"agent": call.agent_summary()}))
         finally:
             next_frame.cancel()
             with contextlib.suppress(BaseException):

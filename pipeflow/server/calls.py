@@ -1,12 +1,17 @@
 """Calls: one ``AgentSession`` per call id, and the registry that owns them.
 
-A call runs the gateway's pipeline file with its source replaced by a push
-source. File sinks are kept and write under ``<output_dir>/<call_id>/``, so
-every call is recorded apart; a speaker sink (meaningless on a server)
-becomes a null sink with the same playout clock. When a call ends (asked
-for, idle too long, or the gateway stops) its record is written to
-``call.json`` and its agent audio to ``gateway_agent.wav`` in that folder, and the
-registry keeps the record, so ``GET /api/calls/{id}`` still answers.
+A call runs the gateway's pipeline file between the call's edge stages
+(``pipeflow.server.edges``): the caller's source first (the session's push
+source, or a Twilio Media Stream's) and the caller's audio sink in place of
+the file's audio sinks (speaker, null, wav_sink), so a call has one playout
+clock and its feedback runs through the pipeline. Other file sinks are kept
+and write under ``<output_dir>/<call_id>/``, so every call is recorded
+apart; the audio sink records what the caller heard to ``gateway_agent.wav``
+there. When a call ends (asked for, idle too long, or the gateway stops) its
+record is written to ``call.json`` in that folder, and the registry keeps
+the record, so ``GET /api/calls/{id}`` still answers. What the agent's
+domain state is (an order...) the gateway does not know: the call record
+shows what the agent's ``summary(userdata)`` hook returns, under ``agent``.
 
 Call states move along a table (``TRANSITIONS``); the registry refuses an
 existing id (409), an id that is not ``[A-Za-z0-9_-]{1,64}`` (400) and a
@@ -23,22 +28,26 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from pipeflow.audio.wav import WavWriter
 from pipeflow.errors import ConfigError, LocalError, PipeflowError
-from pipeflow.frames import AudioFrame, Frame, PlayoutPosition
+from pipeflow.server.edges import CallAudioOut
 from pipeflow.server.local import SharedModelServers, local_server_key
 from pipeflow.server.options import GatewayOptions
 from pipeflow.session import AgentSession
+from pipeflow.stage import Stage
+from pipeflow.stages.sinks import AudioSink
+from pipeflow.stages.sources import PushSource
 
 __all__ = [
     "CALL_ID",
     "TRANSITIONS",
     "Call",
+    "CallEdge",
     "CallError",
     "CallRegistry",
     "check_call_id",
@@ -59,7 +68,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 """Allowed call state changes."""
 
 AGENT_AUDIO = "gateway_agent.wav"
-"""The agent's audio as sent to the caller, written in the call folder at the end."""
+"""The agent's audio as played to the caller, recorded in the call folder by its audio sink."""
 
 LIVE_STATES = frozenset({"starting", "active", "ending"})
 
@@ -114,7 +123,8 @@ class Call:
         self._streamed = False
         self._record: dict[str, Any] | None = None
         self._ended = asyncio.Event()
-        self._direct_feedback: dict[int, Callable[[Frame], None]] = {}
+        self.audio_out: CallAudioOut | None = None
+        """The call's audio sink, for WebSocket and HTTP listeners (None on Twilio calls)."""
 
     # -- state -----------------------------------------------------------------
 
@@ -162,66 +172,29 @@ class Call:
         self._streamed = True
         return 0
 
-    def report_playout(self, position: PlayoutPosition) -> bool:
-        """Tell the model transport how much of its item the caller heard (for truncation).
-
-        Returns False when the pipeline has no stage that accepts it.
-        """
-        inbox = self._transport_inbox()
-        if inbox is None:
-            return False
-        self._direct_feedback.get(id(inbox), inbox.put_feedback)(position)
-        return True
-
-    def take_over_playout(self) -> None:
-        """From now on the client says where a barge-in cut the agent off (Twilio's marks).
-
-        The pipeline's own sinks play the agent's audio on the gateway's clock,
-        not the caller's: on a barge-in they too report an interrupted position,
-        which would truncate the model's item a first time, at the wrong place
-        (the Realtime API then refuses the client's truncation, or the two
-        disagree). Their interrupted positions are dropped; the transport hears
-        only ``report_playout``. Positions of items that played out still pass.
-        """
-        inbox = self._transport_inbox()
-        if inbox is None or id(inbox) in self._direct_feedback:
-            return
-        direct = inbox.put_feedback
-        self._direct_feedback[id(inbox)] = direct
-
-        def put_feedback(frame: Frame) -> None:
-            if isinstance(frame, PlayoutPosition) and frame.interrupted:
-                return  # a sink's guess; the client reports what was really heard
-            direct(frame)
-
-        inbox.put_feedback = put_feedback  # type: ignore[method-assign]
-
-    def _transport_inbox(self) -> Any:
-        session = self.session
-        if session is None:
-            return None
-        for stage in session.pipeline.stages:
-            inbox = stage.ctx.inbox
-            if inbox is not None and issubclass(PlayoutPosition, stage.accepts):
-                return inbox
-        return None
-
     async def wait_ended(self) -> None:
         """Return once the call has ended or failed."""
         await self._ended.wait()
 
     # -- what the API shows ----------------------------------------------------
 
-    def order(self) -> Any:
-        """The order taking shape in the session's userdata (``userdata["order"]``), as data."""
-        return self._userdata_item("order")
+    def agent_summary(self) -> Any:
+        """The agent's ``summary(userdata)`` as data (an order line's order...), or None.
 
-    def _userdata_item(self, key: str) -> Any:
+        The gateway names no domain fields: this is what the agent says of itself.
+        """
         if self._record is not None:
-            return self._record.get(key)
+            return self._record.get("agent")
         session = self.session
-        userdata = session.userdata if session is not None else None
-        return _as_data(userdata.get(key) if isinstance(userdata, dict) else None)
+        agent = session.context.agent if session is not None else None
+        hook = getattr(agent, "summary", None)
+        if hook is None or session is None:
+            return None
+        try:
+            return _as_data(hook(session.userdata))
+        except Exception as exc:  # a domain hook must not break the gateway's answer
+            log.warning("call %s: the agent's summary hook failed: %s", self.id, exc)
+            return {"error": f"the agent's summary hook failed: {exc}"}
 
     def agent_audio(self) -> tuple[bytes, int]:
         """The agent's audio so far as PCM16 mono and its rate (24 kHz when none yet)."""
@@ -233,14 +206,16 @@ class Call:
                 audio = read_wav(path)
                 return audio.pcm, audio.sample_rate
             return b"", 24000
-        return _agent_pcm(self.session.frames if self.session is not None else [])
+        if self.audio_out is None:
+            return b"", 24000
+        return self.audio_out.recorded()
 
     def summary(self, brief: bool = False) -> dict[str, Any]:
         """The call as JSON-ready data; ``brief`` leaves out turns and tool calls."""
         record = dict(self._record) if self._record is not None else self._build_record()
         record["state"] = self.state
         if brief:
-            for key in ("turns", "tool_calls", "transcript", "order", "placed"):
+            for key in ("turns", "tool_calls", "transcript", "agent"):
                 record.pop(key, None)
         return record
 
@@ -258,8 +233,7 @@ class Call:
             "transcript": session.conversation.transcript() if session is not None else "",
             "turns": conversation.get("turns", []),
             "tool_calls": conversation.get("tool_calls", []),
-            "order": self.order(),
-            "placed": self._userdata_item("placed"),
+            "agent": self.agent_summary(),
         }
 
     # -- ending ------------------------------------------------------------------
@@ -279,16 +253,13 @@ class Call:
         self.end_reason = reason
         self.move("ended")
         record = self._build_record()
-        pcm, rate = _agent_pcm(session.frames if session is not None else [])
         self._record = record
         self.session = None
+        self.audio_out = None
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             (self.folder / "call.json").write_bytes(msgspec.json.format(
                 msgspec.json.encode(record), indent=2))
-            if pcm:
-                with WavWriter(self.folder / AGENT_AUDIO, rate) as writer:
-                    writer.write(pcm)
         except OSError as exc:
             log.error("call %s: cannot write its record under %s: %s", self.id, self.folder, exc)
         self._ended.set()
@@ -301,6 +272,7 @@ class Call:
         self.move("failed")
         self._record = self._build_record()
         self.session = None
+        self.audio_out = None
         self._ended.set()
 
 
@@ -313,16 +285,17 @@ def _as_data(value: Any) -> Any:
         return str(value)
 
 
-def _agent_pcm(frames: list[Frame]) -> tuple[bytes, int]:
-    """Agent audio (frames with an item id) joined, at the first frame's rate."""
-    rate = 0
-    parts = []
-    for frame in frames:
-        if type(frame) is AudioFrame and frame.item_id:
-            rate = rate or frame.sample_rate
-            if frame.sample_rate == rate and frame.channels == 1:
-                parts.append(frame.pcm)
-    return b"".join(parts), rate or 24000
+@dataclass
+class CallEdge:
+    """The stages a call's caller is reached through.
+
+    Attributes:
+        sink: the caller's audio sink; it takes the place of the file's audio sinks.
+        source: the caller's source (a push source); None keeps the session's own.
+    """
+
+    sink: Stage
+    source: PushSource | None = None
 
 
 class CallRegistry:
@@ -383,8 +356,16 @@ class CallRegistry:
 
     # -- lifecycle -------------------------------------------------------------
 
-    async def start(self, call_id: str, sample_rate: int = 16000) -> Call:
+    async def start(self, call_id: str, sample_rate: int = 16000,
+                    edge: CallEdge | None = None) -> Call:
         """Start a call: build its session and wait until the model session is up.
+
+        Args:
+            call_id: the new call's id.
+            sample_rate: the rate of caller audio unless a request says otherwise.
+            edge: how the caller is reached (a Twilio Media Stream's stages);
+                by default the push source and a ``CallAudioOut`` sink that
+                WebSocket and HTTP clients listen to.
 
         Raises:
             CallError: 400 bad id, 409 the id exists, 503 the gateway is full,
@@ -402,7 +383,7 @@ class CallRegistry:
         self._calls[call_id] = call  # reserve the id before any await
         try:
             await self.models.open(self._model_keys)
-            session = self._session(call)
+            session = self._session(call, edge)
             call.session = session
             await session.start()
         except PipeflowError as exc:
@@ -416,7 +397,7 @@ class CallRegistry:
         call.touch(self.clock())
         return call
 
-    def _session(self, call: Call) -> AgentSession:
+    def _session(self, call: Call, edge: CallEdge | None) -> AgentSession:
         """The call's session, built without reading the pipeline file again."""
         session = AgentSession.from_config(
             copy.deepcopy(self._config),  # every call gets stage options of its own
@@ -425,6 +406,11 @@ class CallRegistry:
             start_timeout_s=self.options.start_timeout_s,
         )
         relocate_outputs(session, call.folder, self._base_output)
+        if edge is None:
+            edge = CallEdge(CallAudioOut(realtime=_realtime(session), drain=False,
+                                         record=AGENT_AUDIO))
+            call.audio_out = edge.sink  # type: ignore[assignment]
+        attach_edge(session, edge)
         for stage in session.pipeline.stages:
             self.models.point(stage)
         return session
@@ -469,7 +455,7 @@ class CallRegistry:
             if not call.session.running:  # the pipeline ended on its own
                 idle.append(call)
                 continue
-            seen = call.session.frames_seen
+            seen = call.session.frames_out
             if seen != call._seen:
                 call._seen = seen
                 call.touch(now)
@@ -521,8 +507,38 @@ class CallRegistry:
         await self.models.close()
 
 
+def _realtime(session: AgentSession) -> bool:
+    """Whether the file's audio sinks play in real time (the first one says; True if none)."""
+    sink = next((st for st in session.pipeline.stages if isinstance(st, AudioSink)), None)
+    return True if sink is None else bool(sink.options.realtime)
+
+
+def attach_edge(session: AgentSession, edge: CallEdge) -> None:
+    """Put the call's edge stages in the session's pipeline, before it starts.
+
+    The edge's sink takes the place of the first audio sink (speaker, null,
+    wav_sink: each would run a playout clock of its own) and the others go;
+    with none, it goes last. The edge's source replaces the push source.
+    """
+    stages = session.pipeline.stages
+    if edge.source is not None:
+        stages[0] = edge.source
+    kept: list[Stage] = []
+    placed = False
+    for stage in stages:
+        if isinstance(stage, AudioSink):
+            if not placed:
+                kept.append(edge.sink)
+                placed = True
+            continue
+        kept.append(stage)
+    if not placed:
+        kept.append(edge.sink)
+    stages[:] = kept
+
+
 def relocate_outputs(session: AgentSession, folder: Path, base_output: str) -> None:
-    """Point the session's file sinks into the call's folder; make speakers null sinks.
+    """Point the session's file sinks into the call's folder.
 
     Audio sinks stop draining at the end: ending a call drops the agent's
     unplayed audio instead of waiting for it to play out.
@@ -531,18 +547,9 @@ def relocate_outputs(session: AgentSession, folder: Path, base_output: str) -> N
     below the call folder; any other path keeps only its file name, so two
     calls never write the same file.
     """
-    from pipeflow.registry import registry
-
     stages = session.pipeline.stages
     for index, stage in enumerate(stages):
         if index == 0:
-            continue
-        if stage.name == "speaker":
-            opts = stage.options
-            null = registry.resolve("null")(realtime=opts.realtime, source=opts.source,
-                                            drain=False)
-            null.id = stage.id
-            stages[index] = null
             continue
         if getattr(stage.options, "drain", False):
             # A hung-up caller hears nothing more: the end of a call never waits for playout.

@@ -108,7 +108,7 @@ def openapi_document() -> dict[str, Any]:
                               **_errors("401")},
             }},
             call_base: {"get": {
-                "summary": "A call's state, transcript, tool calls and order",
+                "summary": "A call's state, transcript, tool calls and agent summary",
                 "operationId": "getCall", "parameters": [_ID],
                 "responses": {"200": _json(_CALL, "The call."), **_errors("400", "401", "404")},
             }},
@@ -175,7 +175,7 @@ def openapi_document() -> dict[str, Any]:
                 {"202": _ACCEPTED, **_errors("400", "401", "404", "409", "413")},
             ),
             f"{call_base}/end": _post(
-                "End the call (its record and order are kept)", "endCall",
+                "End the call (its record is kept)", "endCall",
                 {"200": _json(_CALL, "The ended call."),
                  **_errors("400", "401", "404", "413")},
             ),
@@ -184,8 +184,8 @@ def openapi_document() -> dict[str, Any]:
                 "description": (
                     "`event: call` first (the call, briefly), then one event per frame named "
                     "after its type (`transcript`, `tool_call`, `tool_result`, `interrupt`, "
-                    "`response_done`...) with the frame as JSON, `event: order` after each "
-                    "tool result, and `event: end` when the call ends. Audio frames only "
+                    "`response_done`...) with the frame as JSON, `event: agent` (the agent's "
+                    "summary) after each tool result, and `event: end` when the call ends. Audio frames only "
                     "with `audio=true`."),
                 "parameters": [_ID, {"name": "audio", "in": "query", "required": False,
                                      "schema": {"type": "boolean", "default": False}}],
@@ -201,7 +201,7 @@ def openapi_document() -> dict[str, Any]:
                     "`{\"type\": \"text\", \"q\"}`, `commit`, `cancel`, `end`, or "
                     "`{\"type\": \"config\", \"sample_rate\"}`. Gateway to client: binary "
                     "agent audio (PCM16 mono, 24 kHz); JSON `{\"type\": \"call\"}` first, "
-                    "every frame as JSON, `{\"type\": \"order\"}` after tool results, "
+                    "every frame as JSON, `{\"type\": \"agent\"}` after tool results, "
                     "`{\"type\": \"ended\"}` last. Refusals close with 4000 + the HTTP status."),
                 "parameters": [_ID,
                                {"name": "sample_rate", "in": "query", "required": False,
@@ -304,7 +304,7 @@ def _schemas() -> dict[str, Any]:
         "Answer": {"type": "object", "properties": {
             "ok": {"type": "boolean"}, "answered": {"type": "boolean"},
             "reply": {"type": "string"}, "tool_results": {"type": "array"},
-            "order": {}}},
+            "agent": {"description": "The agent's summary hook, if it has one."}}},
         "Turn": turn,
         "ToolCall": tool_call,
         "Call": {"type": "object", "required": ["id", "state"], "properties": {
@@ -316,7 +316,8 @@ def _schemas() -> dict[str, Any]:
             "turns": {"type": "array", "items": {"$ref": "#/components/schemas/Turn"}},
             "tool_calls": {"type": "array",
                            "items": {"$ref": "#/components/schemas/ToolCall"}},
-            "order": {"description": "The order in the session's userdata, if any."}}},
+            "agent": {"description": "What the agent's summary(userdata) hook returns "
+                                     "(an order line's order), if it has one."}}},
         "CallList": {"type": "object", "properties": {
             "calls": {"type": "array", "items": {"$ref": "#/components/schemas/Call"}},
             "live": {"type": "integer"}, "max_calls": {"type": "integer"}}},

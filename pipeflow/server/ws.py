@@ -7,11 +7,15 @@ The protocol (also in the OpenAPI description and docs/deployment.md):
 - client -> gateway, text: JSON ``{"type": "text", "q": "..."}``,
   ``{"type": "commit"}``, ``{"type": "cancel"}``, ``{"type": "end"}`` or
   ``{"type": "config", "sample_rate": 16000}``.
-- gateway -> client, binary: agent audio, PCM16 mono at 24 kHz.
+- gateway -> client, binary: agent audio, PCM16 mono at 24 kHz, each chunk
+  as it starts playing on the call's playout clock (the call's audio sink,
+  ``pipeflow.server.edges.CallAudioOut``); the first client also gets what
+  played before it connected (the greeting).
 - gateway -> client, text: ``{"type": "call", "call": {...}}`` first, then
   every other frame as its msgspec JSON (``transcript``, ``interrupt``,
-  ``tool_call``...), ``{"type": "order", "order": ...}`` after each tool
-  result, and ``{"type": "ended", "call": {...}}`` last. A bad message gets
+  ``tool_call``...), ``{"type": "agent", "agent": ...}`` (the agent's
+  summary hook: an order line's order) after each tool result, and
+  ``{"type": "ended", "call": {...}}`` last. A bad message gets
   ``{"type": "error", "message": ...}`` and the socket stays open.
 
 Refusals close the socket with 4000 + the HTTP status (4404 unknown call,
@@ -29,7 +33,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from pipeflow.errors import PipeflowError
-from pipeflow.frames import AudioFrame, EndOfStream, ToolResult
+from pipeflow.frames import AudioFrame, EndOfStream, Frame, ToolResult
 from pipeflow.server.api import frame_json
 from pipeflow.server.calls import (
     MAX_RATE,
@@ -158,20 +162,39 @@ def _decode(text: str) -> Any:
 async def _send_frames(websocket: WebSocket, registry: CallRegistry, call: Call,
                        session: AgentSession) -> None:
     """Forward agent audio (binary) and events (JSON) until the session ends."""
-    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-        async for frame in session.subscribe(call.backlog_start()):
-            if type(frame) is AudioFrame:
-                if frame.item_id:
+    out: asyncio.Queue[Frame | None] = asyncio.Queue(maxsize=64)
+    feeders = [asyncio.create_task(_feed(session.subscribe(call.backlog_start(), audio=False),
+                                         out))]
+    if call.audio_out is not None:
+        feeders.append(asyncio.create_task(_feed(call.audio_out.listen(), out)))
+    try:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            ended = 0
+            while ended < len(feeders):
+                frame = await out.get()
+                if frame is None:
+                    ended += 1
+                elif type(frame) is AudioFrame:
                     await websocket.send_bytes(frame.pcm)
-                continue
-            if isinstance(frame, EndOfStream):
-                continue
-            await websocket.send_text(frame_json(frame).decode())
-            if isinstance(frame, ToolResult):
-                await _send_json(websocket, {"type": "order", "order": call.order()})
-        await registry.end(call.id, "finished")  # returns once the record is written
-        await _send_json(websocket, {"type": "ended", "call": call.summary()})
-        await close_quietly(websocket)
+                elif not isinstance(frame, EndOfStream):
+                    await websocket.send_text(frame_json(frame).decode())
+                    if isinstance(frame, ToolResult):
+                        await _send_json(websocket, {"type": "agent",
+                                                     "agent": call.agent_summary()})
+            await registry.end(call.id, "finished")  # returns once the record is written
+            await _send_json(websocket, {"type": "ended", "call": call.summary()})
+            await close_quietly(websocket)
+    finally:
+        for feeder in feeders:
+            feeder.cancel()
+
+
+async def _feed(frames: Any, out: asyncio.Queue[Frame | None]) -> None:
+    """Move one stream's frames into the socket's queue; None at its end."""
+    with contextlib.suppress(PipeflowError):  # a reader cut off for lagging: its end
+        async for frame in frames:
+            await out.put(frame)
+    await out.put(None)
 
 
 async def _send_json(websocket: WebSocket, data: dict[str, Any]) -> None:

@@ -101,7 +101,10 @@ def summary(userdata: dict[str, Any]) -> dict[str, str]:
     if placed is None:
         order = userdata.get("order")
         missing = ", ".join(order.missing()) if isinstance(order, Order) else "everything"
-        return {"order": f"not placed (missing: {missing or 'the confirmation'})"}
+        lines = {"order": f"not placed (missing: {missing or 'the confirmation'})"}
+        if isinstance(order, Order) and order.lines:
+            lines["so far"] = order.summary_text()
+        return lines
     return {
         "order id": placed.order_id,
         "items": placed.items_text(),

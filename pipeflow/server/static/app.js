@@ -5,7 +5,7 @@
 // /api/calls/{id}/stream. The gateway sends the agent's audio back as binary
 // PCM16 at 24 kHz, played gap-free by scheduling one buffer after the other;
 // an "interrupt" event stops what is scheduled (barge-in). JSON events fill
-// the transcript, the tool calls and the order.
+// the transcript, the tool calls and the agent's summary (an order line's order).
 "use strict";
 
 const MIC_RATE = 16000;
@@ -111,15 +111,15 @@ function onEvent(msg) {
     case "tool_result":
       addTool(msg.call_id, null, (msg.is_error ? "error: " : "-> ") + msg.output);
       break;
-    case "order":
-      showOrder(msg.order);
+    case "agent":
+      showAgent(msg.agent);
       break;
     case "call":
-      if (msg.call && msg.call.order) showOrder(msg.call.order);
+      if (msg.call) showAgent(msg.call.agent);
       break;
     case "ended":
       setStatus("ended");
-      if (msg.call && msg.call.order) showOrder(msg.call.order);
+      if (msg.call) showAgent(msg.call.agent);
       break;
     case "error":
       setStatus("error: " + (msg.message || msg.stage));
@@ -154,16 +154,12 @@ function addTool(callId, call, result) {
   if (result) item.children[1].textContent = result;
 }
 
-function showOrder(order) {
-  if (!order) return;
-  const lines = [];
-  for (const line of order.lines || []) {
-    lines.push(line.quantity + " x " + line.name + " @ " + line.unit_price);
-  }
-  if (order.phone) lines.push("phone: " + order.phone);
-  if (order.address) lines.push("address: " + Object.values(order.address).filter(Boolean).join(", "));
-  if (order.placed_id) lines.push("placed: " + order.placed_id);
-  $("order").textContent = lines.length ? lines.join("\n") : JSON.stringify(order, null, 2);
+function showAgent(summary) {
+  // What the agent's summary hook says of the call, one "key: value" line each.
+  if (!summary) return;
+  const lines = Object.entries(summary).map(([key, value]) =>
+    key + ": " + (typeof value === "string" ? value : JSON.stringify(value)));
+  $("agent").textContent = lines.length ? lines.join("\n") : "(nothing yet)";
 }
 
 // -- microphone ----------------------------------------------------------------

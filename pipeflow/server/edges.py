@@ -1,0 +1,293 @@
+"""The call edges as pipeline stages: where a caller's audio enters and leaves.
+
+A gateway call is one pipeline: its first stage takes the caller in, its last
+plays the agent out, and feedback (what the caller heard) runs back upstream
+as ``PlayoutPosition`` frames through the ordinary feedback path, exactly as
+with the local sinks. Nothing outside the pipeline writes into a stage's
+inbox, and each call has one playout clock:
+
+- WebSocket and HTTP calls: the session's ``push`` source takes caller audio,
+  text, commits and cancels; ``CallAudioOut`` is the call's audio sink. It
+  plays the agent's audio on the call's clock, hands each chunk to the
+  listeners (the call WebSocket, ``/audio/stream``) as it starts playing,
+  records it when asked, and on an ``Interrupt`` drops what has not played
+  and reports where the agent was cut off.
+- Twilio Media Streams: ``TwilioMediaIn`` reads the stream's socket (caller
+  audio, keypad digits, Twilio's echoed marks); ``TwilioMediaOut`` sends the
+  agent's audio as media and marks. Twilio plays the audio, so its marks are
+  the clock: an item whose last mark comes back played to its end; on an
+  ``Interrupt`` the sink sends ``clear`` and reports the position the last
+  echoed mark gave. Both halves share one ``MediaStream``: the I/O-free
+  translator and the socket's receive and send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from pipeflow.audio.playout import Chunk
+from pipeflow.audio.wav import WavWriter
+from pipeflow.errors import ProtocolError
+from pipeflow.framelog import Subscriber
+from pipeflow.frames import (
+    AudioFrame,
+    EndOfStream,
+    Interrupt,
+    PlayoutPosition,
+    ResponseDone,
+    TextInput,
+)
+from pipeflow.server.twilio_media import (
+    RATE,
+    CallerAudio,
+    DtmfPressed,
+    Marked,
+    Stopped,
+    TwilioMediaTranslator,
+)
+from pipeflow.stage import Frames, Stage
+from pipeflow.stages.sinks import AudioSink, AudioSinkOptions
+from pipeflow.stages.sources import PushSource
+
+_WAV_HEADER = 44
+"""Bytes before the samples in the WAV files ``WavWriter`` writes."""
+
+__all__ = ["CallAudioOptions", "CallAudioOut", "MediaStream", "TwilioMediaIn",
+           "TwilioMediaOut"]
+
+
+class CallAudioOptions(AudioSinkOptions, kw_only=True, forbid_unknown_fields=True):
+    """Options of the call's audio sink."""
+
+    record: str | None = None
+    """Write what was played to this WAV file (under the call's folder); null: don't."""
+    backlog_s: float = 30.0
+    """Audio played before the first listener connects, kept for it (the greeting)."""
+    max_queued: int = 250
+    """Chunks queued for a slow listener before the oldest is dropped."""
+
+
+class CallAudioOut(AudioSink):
+    """The agent's audio to a WebSocket or HTTP caller: the call's one playout clock."""
+
+    Options = CallAudioOptions
+
+    def __init__(self, options: msgspec.Struct | None = None, /, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
+        self.id = "call_audio"
+        self._listeners: list[Subscriber] = []
+        self._backlog: deque[AudioFrame] | None = deque()
+        self._backlog_samples = 0
+        self._writer: WavWriter | None = None
+        self._done = False
+
+    @property
+    def recording(self) -> Path | None:
+        """Where the played audio is recorded, when it is."""
+        if self.options.record is None or self._ctx is None:
+            return None
+        return self.ctx.output_path(self.options.record)
+
+    async def listen(self) -> AsyncIterator[AudioFrame]:
+        """Agent audio as it starts playing, until the call ends.
+
+        The first listener also gets what played before it came (up to
+        ``backlog_s``); a listener that falls ``max_queued`` chunks behind
+        loses the oldest ones (a gap, not a growing delay).
+        """
+        subscriber = Subscriber(self.options.max_queued)
+        if self._backlog is not None:
+            backlog, self._backlog = self._backlog, None
+            for frame in backlog:
+                subscriber.put(frame)
+        if self._done:
+            subscriber.close()
+        self._listeners.append(subscriber)
+        try:
+            while (frame := await subscriber.get()) is not None:
+                yield frame  # type: ignore[misc]
+        finally:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(subscriber)
+
+    async def open(self, sample_rate: int) -> None:
+        path = self.recording
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = WavWriter(path, sample_rate)
+
+    def write(self, chunk: Chunk) -> None:
+        assert self.rate is not None
+        if self._writer is not None:
+            self._writer.write(chunk.pcm)
+        frame = AudioFrame(pcm=chunk.pcm, sample_rate=self.rate, pts=chunk.start,
+                           item_id=chunk.item_id)
+        for listener in self._listeners:
+            listener.put(frame)
+        backlog = self._backlog
+        if backlog is not None:
+            backlog.append(frame)
+            self._backlog_samples += len(chunk.pcm) // 2
+            while backlog and self._backlog_samples > self.options.backlog_s * self.rate:
+                self._backlog_samples -= len(backlog.popleft().pcm) // 2
+
+    def recorded(self) -> tuple[bytes, int]:
+        """What was recorded so far (PCM16 mono) and its rate; empty when not recording."""
+        writer = self._writer
+        if writer is None:
+            return b"", self.rate or 24000
+        writer.flush()
+        size = writer.frames * 2
+        with open(writer.path, "rb") as file:
+            file.seek(_WAV_HEADER)
+            return file.read(size), writer.sample_rate
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._done = True
+        for listener in self._listeners:
+            listener.close()
+
+
+class MediaStream:
+    """One Twilio Media Stream, as its two edge stages share it.
+
+    Args:
+        translator: the I/O-free protocol object (already past ``start``).
+        receive: the next text message from Twilio; ``None`` once the socket is gone.
+        send: send one text message to Twilio.
+    """
+
+    def __init__(
+        self,
+        translator: TwilioMediaTranslator,
+        receive: Callable[[], Awaitable[str | None]],
+        send: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self.translator = translator
+        self.receive = receive
+        self.send = send
+        self.marks: asyncio.Queue[Marked] = asyncio.Queue()
+        """Echoed marks, from the source half to the sink half."""
+        self.ended = asyncio.Event()
+        """Set when Twilio stopped the stream or the socket went away."""
+        self.error: ProtocolError | None = None
+        """What ended the stream, when Twilio sent something unknown."""
+
+
+class TwilioMediaIn(PushSource):
+    """Caller audio (8 kHz) and keypad digits from a Twilio Media Stream.
+
+    It is also the session's push source, so text and commits from the HTTP
+    API reach a Twilio call too. Twilio's echoed marks go to the sink half.
+    """
+
+    def __init__(self, stream: MediaStream) -> None:
+        super().__init__(sample_rate=RATE)
+        self.id = "twilio_in"
+        self.stream = stream
+
+    async def process(self, frames: Frames) -> Frames:
+        self.ctx.spawn(self._read(), name=f"{self.ctx.name}.reader")
+        async for frame in super().process(frames):
+            yield frame
+
+    async def _read(self) -> None:
+        stream = self.stream
+        try:
+            while (message := await stream.receive()) is not None:
+                for event in stream.translator.receive(message):
+                    match event:
+                        case CallerAudio(pcm=pcm):
+                            self.push_audio(pcm, RATE)
+                        case DtmfPressed(digit=digit):
+                            self.push(TextInput(text=digit))
+                        case Marked():
+                            stream.marks.put_nowait(event)
+                        case Stopped():
+                            return
+        except ProtocolError as exc:
+            stream.error = exc
+        finally:
+            stream.ended.set()
+            self.end()
+
+
+class TwilioMediaOut(Stage):
+    """The agent's audio to a Twilio Media Stream; Twilio's marks say what played.
+
+    An item whose last mark comes back is reported played to its end; on an
+    ``Interrupt`` Twilio's buffer is cleared and the position of the last
+    echoed mark is reported ``interrupted`` (the model's item is truncated
+    there). ``record`` writes the agent audio it sent to a WAV file.
+    """
+
+    duplex = True  # its own task reads the marks; an Interrupt overtakes queued audio
+    consumes = (AudioFrame, Interrupt, ResponseDone)
+    produces = (PlayoutPosition,)
+
+    def __init__(self, stream: MediaStream, record: str | None = None) -> None:
+        super().__init__()
+        self.id = "twilio_out"
+        self.stream = stream
+        self.record = record
+        self._writer: WavWriter | None = None
+        self._connected = True
+
+    async def process(self, frames: Frames) -> Frames:
+        translator = self.stream.translator
+        self.ctx.spawn(self._marks(), name=f"{self.ctx.name}.marks")
+        try:
+            async for frame in frames:
+                if type(frame) is AudioFrame and frame.item_id:
+                    self._record(frame)
+                    await self._send(translator.agent_audio(frame))
+                elif isinstance(frame, ResponseDone):
+                    await self._send(translator.flush())
+                elif isinstance(frame, Interrupt):
+                    messages, position = translator.interrupt()
+                    await self._send(messages)
+                    if position is not None:
+                        self.ctx.send_upstream(position)
+                yield frame
+                if isinstance(frame, EndOfStream):
+                    return
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+
+    async def _marks(self) -> None:
+        while True:
+            mark = await self.stream.marks.get()
+            if mark.done:
+                self.ctx.send_upstream(PlayoutPosition(item_id=mark.item_id,
+                                                       played_ms=mark.played_ms))
+
+    async def _send(self, messages: list[str]) -> None:
+        if not self._connected:
+            return
+        try:
+            for message in messages:
+                await self.stream.send(message)
+        except Exception as exc:  # the socket went away: the caller hung up
+            self.ctx.log.debug("twilio stream closed while sending: %s", exc)
+            self._connected = False
+
+    def _record(self, frame: AudioFrame) -> None:
+        if self.record is None:
+            return
+        if self._writer is None:
+            path = self.ctx.output_path(self.record)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = WavWriter(path, frame.sample_rate)
+        if frame.sample_rate == self._writer.sample_rate and frame.channels == 1:
+            self._writer.write(frame.pcm)
