@@ -185,8 +185,8 @@ def openapi_document() -> dict[str, Any]:
                     "`event: call` first (the call, briefly), then one event per frame named "
                     "after its type (`transcript`, `tool_call`, `tool_result`, `interrupt`, "
                     "`response_done`...) with the frame as JSON, `event: agent` (the agent's "
-                    "summary) after each tool result, and `event: end` when the call ends. Audio frames only "
-                    "with `audio=true`."),
+                    "summary) after each tool result, and `event: end` when the call ends. "
+                    "Audio frames only with `audio=true`."),
                 "parameters": [_ID, {"name": "audio", "in": "query", "required": False,
                                      "schema": {"type": "boolean", "default": False}}],
                 "responses": {"200": {"description": "An event stream.",
