@@ -40,7 +40,7 @@ async def answer(session: Any, text: str, timeout: float) -> list[Frame]:
     """Send one line; the frames from it to the end of the agent's whole answer."""
     start = session.frames_seen
     await session.ask(text, timeout)
-    return session.frames[start:]
+    return session.frames_since(start)
 
 
 async def cmd_chat(args: argparse.Namespace) -> int:
@@ -59,7 +59,7 @@ async def cmd_chat(args: argparse.Namespace) -> int:
     try:
         with contextlib.suppress(TimeoutError, LocalError):  # a greeting, if the agent has one
             await session.wait_for("agent_transcript", 3.0, after=0)
-        shown = _show(console, session.frames, shown)
+        shown = _show(console, session, shown)
         while True:
             line = await asyncio.to_thread(_read_line, console)
             if line is None or line.strip().lower() in ("quit", "exit", "bye!"):
@@ -70,10 +70,10 @@ async def cmd_chat(args: argparse.Namespace) -> int:
                 await answer(session, line.strip(), args.timeout)
             except TimeoutError:
                 console.print("[red]no answer in time[/]")
-            shown = _show(console, session.frames, shown)
+            shown = _show(console, session, shown)
     finally:
         await session.close()
-        _show(console, session.frames, shown)
+        _show(console, session, shown)
     summary = getattr(session.context.agent, "summary", None)
     if summary is not None:
         for key, value in (summary(session.userdata) or {}).items():
@@ -90,8 +90,9 @@ def _read_line(console: Console) -> str | None:
         sys.stdout.flush()
 
 
-def _show(console: Console, frames: list[Frame], shown: int) -> int:
-    for frame in frames[shown:]:
+def _show(console: Console, session: Any, shown: int) -> int:
+    """Print the logged frames numbered ``shown`` on; the number of the next one."""
+    for frame in session.frames_since(shown):
         match frame:
             case Transcript(role="agent", final=True, text=text) if text.strip():
                 console.print(f"[bold green]agent[/] {text.strip()}")
@@ -100,4 +101,4 @@ def _show(console: Console, frames: list[Frame], shown: int) -> int:
             case ToolResult(output=output, is_error=is_error):
                 colour = "red" if is_error else "yellow"
                 console.print(f"[{colour}]  -> {output[:200]}[/]")
-    return len(frames)
+    return int(session.frames_seen)
