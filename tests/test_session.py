@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from pipeflow import Agent, AgentSession, Pipeline, Stage
+from pipeflow.audio.clock import ManualClock, set_clock
 from pipeflow.audio.playout import Chunk
 from pipeflow.audio.tts import synthesize
 from pipeflow.errors import LocalError
@@ -301,3 +302,29 @@ async def test_ask_answers_the_question_from_a_pipeline_file() -> None:
     async with session:
         reply = await session.ask("How much is a salad?", 30)
     assert "salad" in reply.lower() and "$" in reply, reply
+
+
+async def test_cancel_truncates_where_the_playout_clock_says_the_caller_was() -> None:
+    # On the manual clock: the whole greeting arrives at once (speed 0) and plays on the
+    # sink's clock; 600 ms in, a cancel cuts it and the model's item is truncated at 600 ms.
+    clock = ManualClock()
+    set_clock(clock)
+    try:
+        transport = make("realtime", script=DEMO, response_on_start=True, speed=0)
+        stages = [make("push", sample_rate=16000), transport, make("tools"),
+                  make("callbacks"), NullSink(realtime=True, drain=False)]
+        async with AgentSession(demo_agent(), pipeline=Pipeline(stages)) as session:
+            greeting = await session.wait_for(
+                lambda f: isinstance(f, AudioFrame) and bool(f.item_id), 20)
+            await session.wait_for(ResponseDone, 20)
+            await clock.advance(0.6, step=0.02)
+            await session.cancel_response()
+            [server_session] = transport.server.sessions
+            for _ in range(500):
+                if server_session.truncated:
+                    break
+                await asyncio.sleep(0.01)
+            truncated = dict(server_session.truncated)
+    finally:
+        set_clock(None)
+    assert truncated == {greeting.item_id: 600}  # type: ignore[attr-defined]

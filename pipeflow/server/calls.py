@@ -125,6 +125,7 @@ class Call:
         self._ended = asyncio.Event()
         self.audio_out: CallAudioOut | None = None
         """The call's audio sink, for WebSocket and HTTP listeners (None on Twilio calls)."""
+        self.edge: CallEdge | None = None
 
     # -- state -----------------------------------------------------------------
 
@@ -206,9 +207,8 @@ class Call:
                 audio = read_wav(path)
                 return audio.pcm, audio.sample_rate
             return b"", 24000
-        if self.audio_out is None:
-            return b"", 24000
-        return self.audio_out.recorded()
+        recorded = getattr(self.edge.sink if self.edge is not None else None, "recorded", None)
+        return recorded() if recorded is not None else (b"", 24000)
 
     def summary(self, brief: bool = False) -> dict[str, Any]:
         """The call as JSON-ready data; ``brief`` leaves out turns and tool calls."""
@@ -255,7 +255,7 @@ class Call:
         record = self._build_record()
         self._record = record
         self.session = None
-        self.audio_out = None
+        self.audio_out = self.edge = None
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             (self.folder / "call.json").write_bytes(msgspec.json.format(
@@ -272,7 +272,7 @@ class Call:
         self.move("failed")
         self._record = self._build_record()
         self.session = None
-        self.audio_out = None
+        self.audio_out = self.edge = None
         self._ended.set()
 
 
@@ -410,6 +410,7 @@ class CallRegistry:
             edge = CallEdge(CallAudioOut(realtime=_realtime(session), drain=False,
                                          record=AGENT_AUDIO))
             call.audio_out = edge.sink  # type: ignore[assignment]
+        call.edge = edge
         attach_edge(session, edge)
         for stage in session.pipeline.stages:
             self.models.point(stage)

@@ -140,14 +140,7 @@ class CallAudioOut(AudioSink):
 
     def recorded(self) -> tuple[bytes, int]:
         """What was recorded so far (PCM16 mono) and its rate; empty when not recording."""
-        writer = self._writer
-        if writer is None:
-            return b"", self.rate or 24000
-        writer.flush()
-        size = writer.frames * 2
-        with open(writer.path, "rb") as file:
-            file.seek(_WAV_HEADER)
-            return file.read(size), writer.sample_rate
+        return _recorded(self._writer, self.rate or 24000)
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -156,6 +149,16 @@ class CallAudioOut(AudioSink):
         self._done = True
         for listener in self._listeners:
             listener.close()
+
+
+def _recorded(writer: WavWriter | None, rate: int) -> tuple[bytes, int]:
+    """What ``writer`` has written so far (it stays open) and its rate."""
+    if writer is None:
+        return b"", rate
+    writer.flush()
+    with open(writer.path, "rb") as file:
+        file.seek(_WAV_HEADER)
+        return file.read(writer.frames * 2), writer.sample_rate
 
 
 class MediaStream:
@@ -264,6 +267,7 @@ class TwilioMediaOut(Stage):
         finally:
             if self._writer is not None:
                 self._writer.close()
+                self._writer = None
 
     async def _marks(self) -> None:
         while True:
@@ -281,6 +285,10 @@ class TwilioMediaOut(Stage):
         except Exception as exc:  # the socket went away: the caller hung up
             self.ctx.log.debug("twilio stream closed while sending: %s", exc)
             self._connected = False
+
+    def recorded(self) -> tuple[bytes, int]:
+        """The agent audio sent so far (when recording) and its rate."""
+        return _recorded(self._writer, 24000)
 
     def _record(self, frame: AudioFrame) -> None:
         if self.record is None:
