@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -55,3 +56,21 @@ def not_async(ctx: JobContext) -> str:
 
 
 NOT_CALLABLE = 42
+
+
+async def nap(ctx: JobContext) -> dict[str, Any]:
+    """Sleep ``params['sleep']`` s without blocking; return this process's pid."""
+    await asyncio.sleep(float(ctx.params.get("sleep", 0.05)))
+    return {"pid": os.getpid(), "attempt": ctx.info["attempt"]}
+
+
+async def block_loop(ctx: JobContext) -> str:
+    """Hold the event loop with ``time.sleep`` (the bug a watchdog is for)."""
+    time.sleep(float(ctx.params.get("sleep", 1.0)))
+    return "woke"
+
+
+def sync_sleep(ctx: JobContext) -> str:
+    """A blocking plain function: it runs in a thread, so only it waits."""
+    time.sleep(float(ctx.params.get("sleep", 1.0)))
+    return "slept"

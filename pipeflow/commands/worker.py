@@ -1,8 +1,10 @@
 """Worker commands: ``worker``, ``dev``, ``start``, ``submit``, ``status``, ``cancel``, ``health``.
 
-``worker``, ``dev`` and ``start`` run the same worker; they differ in how
-they log (``dev``: debug text and reload on edits; ``start``: JSON lines for
-production). Options come from ``--config FILE`` < environment < flags.
+``worker`` and ``start`` run a pool of worker processes under one supervisor
+(``--processes``, default one per core; ``--no-pool`` runs the jobs in the
+command's own process); they differ in how they log (``start``: JSON lines
+for production). ``dev`` runs one process, with debug text and reload on
+edits. Options come from ``--config FILE`` < environment < flags.
 ``submit`` puts a job on the shared queue; ``health`` asks a running
 worker whether it is ready and exits 0 (yes) or 1 (no, with the reason).
 """
@@ -40,6 +42,10 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "--max-attempts": ("max_attempts", "deliveries before a job is dead-lettered"),
     "--visibility-timeout": ("visibility_timeout", "seconds before a silent job is reclaimed"),
     "--queue-prefix": ("queue_prefix", "namespace of the Redis keys"),
+    "--processes": ("processes", "worker processes in the pool (0: one per core)"),
+    "--lag-kill": ("lag_kill", "seconds a blocked event loop lasts before its process is killed"),
+    "--recycle-jobs": ("recycle_jobs", "jobs after which a process is replaced (0: never)"),
+    "--recycle-memory-mb": ("recycle_memory_mb", "MiB above which a process is replaced"),
 }
 
 
@@ -49,6 +55,8 @@ def _add_options(p: argparse.ArgumentParser, *, all_flags: bool = True) -> None:
         if all_flags or name in ("agent_name", "queue_url", "queue_prefix"):
             p.add_argument(flag, dest=f"opt_{name}", default=None, metavar=name.upper(), help=text)
     if all_flags:
+        p.add_argument("--no-pool", dest="opt_pool", action="store_const", const=False,
+                       default=None, help="run jobs in this process, with no supervisor")
         p.add_argument(
             "--log-level", dest="opt_log_level", default=None, metavar="LEVEL",
             help="debug, info, warning, error (default: the options' log_level)",
@@ -141,11 +149,12 @@ async def cmd_start(args: argparse.Namespace) -> int:
 
     options = _options(args)
     setup_logging(options.log_level, json=True)
-    return await serve(options)
+    return await serve(options, json_logs=True)
 
 
-async def serve(options: Any, watch: list[str] | None = None) -> int:
-    """Run a worker with its health server until SIGTERM/SIGINT, then drain.
+async def serve(options: Any, watch: list[str] | None = None, json_logs: bool = False) -> int:
+    """Run a worker (a pool unless ``options.pool`` is off or ``watch`` is given)
+    with its health server until SIGTERM/SIGINT, then drain.
 
     Raises:
         ConfigError: the entry point or the health address is invalid.
@@ -155,6 +164,8 @@ async def serve(options: Any, watch: list[str] | None = None) -> int:
     from pipeflow.worker.runner import Worker
 
     sys.path.insert(0, os.getcwd())
+    if options.pool and not watch:
+        return await serve_pool(options, json_logs)
     worker = Worker(options)
     if options.entry:
         entry = worker.entry_for("")  # a bad entry point fails here, before any job
@@ -181,6 +192,38 @@ async def serve(options: Any, watch: list[str] | None = None) -> int:
         if health is not None:
             await health.stop()
         await worker.queue.close()
+        remove_handlers()
+    return 0
+
+
+async def serve_pool(options: Any, json_logs: bool = False) -> int:
+    """Run a pool of worker processes and its one health server until SIGTERM/SIGINT.
+
+    Raises:
+        ConfigError: the entry point or the health address is invalid.
+        RemoteError: the queue cannot be reached.
+    """
+    from pipeflow.worker.health import HealthServer
+    from pipeflow.worker.pool import Pool
+    from pipeflow.worker.runner import resolve_entry
+
+    if options.entry:
+        resolve_entry(options.entry)  # a bad entry point fails here, not in every process
+    pool = Pool(options, json_logs=json_logs)
+    health = None
+    remove_handlers = pool.install_signal_handlers()
+    try:
+        await pool.queue.stats()  # the queue answers, or a clear RemoteError
+        log.info("pool %s: %s", pool.id, options)
+        if options.health_port is not None:
+            health = HealthServer(pool, options.health_host, options.health_port)
+            await health.start()
+            log.info("health server at %s (/healthz /readyz /metrics)", health.url)
+        await pool.run()
+    finally:
+        if health is not None:
+            await health.stop()
+        await pool.queue.close()
         remove_handlers()
     return 0
 

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from pipeflow.frames import ToolCall, ToolResult
+from pipeflow.job import call_function
 from pipeflow.tools.context import RunContext, ToolError
 from pipeflow.tools.decorator import FunctionTool
 from pipeflow.tools.toolset import ToolSet
@@ -72,10 +73,7 @@ async def invoke(
     limit = tool.timeout_s if tool.timeout_s is not None else timeout_s
     try:
         async with asyncio.timeout(limit) as deadline:
-            if tool.is_async:
-                value = await tool.function(*args, **kwargs)
-            else:
-                value = await asyncio.to_thread(tool.function, *args, **kwargs)
+            value = await call_function(tool.function, *args, on_loop=tool.on_loop, **kwargs)
     except ToolError as exc:
         return _error(call, str(exc) or f"Tool {tool.name!r} failed.")
     except TimeoutError as exc:

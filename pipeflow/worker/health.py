@@ -1,4 +1,4 @@
-"""The health server: ``/healthz``, ``/readyz`` and ``/metrics`` of one worker.
+"""The health server: ``/healthz``, ``/readyz`` and ``/metrics`` of a worker or a pool.
 
 - ``/healthz``: 200 while the process and its event loop answer (liveness).
 - ``/readyz``: 200 while the worker accepts jobs, 503 with the reason when
@@ -7,7 +7,9 @@
 - ``/metrics``: the Prometheus text exposition of ``WorkerMetrics``.
 
 A small Starlette app served by uvicorn on the worker's own event loop, so
-a blocked loop shows up as a failing health check, which is the point.
+a blocked loop shows up as a failing health check, which is the point. For
+a pool (``pool.Pool``) it runs in the supervisor, whose loop runs no jobs:
+it answers while a process is blocked and says which one, and why.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pipeflow.errors import ConfigError
 from pipeflow.worker.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
+    from pipeflow.worker.pool import Pool
     from pipeflow.worker.runner import Worker
 
 __all__ = ["HealthServer", "health_app"]
@@ -48,19 +51,28 @@ def _load(worker: Worker) -> dict[str, Any]:
     }
 
 
-def health_app(worker: Worker) -> Starlette:
-    """The ASGI app answering for ``worker``."""
+def _status(source: Worker | Pool) -> tuple[bool, bool, dict[str, Any]]:
+    """``(alive, ready, body)`` of a pool (its own ``health()``) or of one worker."""
+    from pipeflow.worker.pool import Pool
+
+    if isinstance(source, Pool):
+        return source.health()
+    body = _load(source)
+    return source.state != "stopped", bool(body["ready"]), body
+
+
+def health_app(worker: Worker | Pool) -> Starlette:
+    """The ASGI app answering for ``worker`` (a ``Worker`` or a ``Pool``)."""
 
     async def healthz(request: Request) -> Response:
-        body = _load(worker)
-        alive = worker.state != "stopped"
+        alive, _ready, body = _status(worker)
         body["status"] = "ok" if alive else "stopped"
         return JSONResponse(body, status_code=200 if alive else 503)
 
     async def readyz(request: Request) -> Response:
-        body = _load(worker)
-        body["status"] = "ready" if body["ready"] else "unavailable"
-        return JSONResponse(body, status_code=200 if body["ready"] else 503)
+        _alive, ready, body = _status(worker)
+        body["status"] = "ready" if ready else "unavailable"
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
         return Response(worker.metrics.render(), media_type=CONTENT_TYPE)
@@ -85,12 +97,12 @@ class HealthServer:
     """Serves ``health_app(worker)`` on ``host:port`` until ``stop()``.
 
     Args:
-        worker: the worker to report on.
+        worker: the worker (or pool) to report on.
         host: address to listen on.
         port: port to listen on (0 picks a free one; see ``port`` once started).
     """
 
-    def __init__(self, worker: Worker, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, worker: Worker | Pool, host: str = "127.0.0.1", port: int = 0) -> None:
         self.worker = worker
         self.host = host
         self.port = port

@@ -24,6 +24,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600)
 # Frame lateness and latencies: a 20 ms frame budget is what matters.
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Event-loop lag: a few ms is normal, 20 ms costs audio, seconds mean a blocking job.
+LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class WorkerMetrics:
@@ -72,7 +74,13 @@ class WorkerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self._loop_lag = Histogram(
+            "pipeflow_loop_lag_seconds",
+            "How late the event loop's watchdog ticks woke (a blocked loop shows here).",
+            labels, buckets=LOOP_LAG_BUCKETS, registry=r,
+        )
         self.agent = agent
+        self._loop_lag_a = self._loop_lag.labels(agent)
         self._running_now = self._running.labels(agent)
         self._capacity_now = self._capacity.labels(agent)
         self._lag_now = self._lag.labels(agent)
@@ -103,6 +111,10 @@ class WorkerMetrics:
     def observe_latency(self, name: str, seconds: float) -> None:
         """One latency sample a job reported."""
         self._latency.labels(self.agent, name).observe(seconds)
+
+    def observe_loop_lag(self, seconds: float) -> None:
+        """One event-loop tick woke ``seconds`` late."""
+        self._loop_lag_a.observe(seconds)
 
     def set_queue_lag(self, waiting: int) -> None:
         """Jobs waiting in the queue now."""

@@ -38,6 +38,7 @@ __all__ = ["LOG_LEVELS", "WorkerOptions", "load_options", "option_sources"]
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Fraction = Annotated[float, msgspec.Meta(gt=0, le=1)]
@@ -80,6 +81,22 @@ class WorkerOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """API key handed to jobs (ctx.secrets['api_key']); never printed."""
     api_secret: str = ""
     """API secret handed to jobs (ctx.secrets['api_secret']); never printed."""
+    processes: NonNegativeInt = 0
+    """Worker processes in the pool, each running up to max_jobs jobs (0: one per core)."""
+    pool: bool = True
+    """Run a supervised pool of processes; false: run jobs in the command's own process."""
+    sync_on_loop: bool = False
+    """Call synchronous entry points on the event loop instead of in a thread."""
+    lag_threshold: Annotated[float, msgspec.Meta(gt=0)] = 0.25
+    """Seconds the event loop may stall before the watchdog counts it as blocked."""
+    lag_grace: NonNegative = 1.0
+    """Seconds a blocked loop is tolerated before the process is unhealthy (takes no jobs)."""
+    lag_kill: NonNegative = 30.0
+    """Seconds a blocked loop is tolerated before the process is killed (0: never)."""
+    recycle_jobs: NonNegativeInt = 0
+    """Jobs after which a pool process drains and is replaced (0: never)."""
+    recycle_memory_mb: NonNegative = 0.0
+    """Resident memory (MiB) above which a pool process drains and is replaced (0: no limit)."""
 
     def __post_init__(self) -> None:
         level = self.log_level.lower()

@@ -7,13 +7,17 @@ A job that raises or times out is recorded as failed with its error and the
 worker goes on. ``stop()`` (SIGTERM, SIGINT) drains: no new jobs are taken,
 running ones get ``drain_timeout`` seconds to finish, then they are
 cancelled and handed back to the queue for another worker.
+
+A synchronous entry point runs in a thread (``call_function``), so a blocking one
+stalls only itself; ``sync_on_loop`` keeps it on the loop. A process that
+the watchdog finds blocked is ``pause``d: it takes no new jobs until
+``resume``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import signal
@@ -29,7 +33,7 @@ from typing import Any, Literal
 import msgspec
 
 from pipeflow.errors import ConfigError, PipeflowError
-from pipeflow.job import JobContext
+from pipeflow.job import JobContext, call_function
 from pipeflow.worker.metrics import WorkerMetrics
 from pipeflow.worker.options import WorkerOptions
 from pipeflow.worker.queues import Delivery, Queue, open_queue
@@ -59,6 +63,7 @@ class _Running:
     ctx: JobContext
     task: asyncio.Task[None]
     started: float
+    deadline: float = float("inf")
     stop_reason: Outcome | None = None
     settling: bool = False
 
@@ -160,6 +165,9 @@ class Worker:
         self._stop = asyncio.Event()
         self._stop_reason = ""
         self._until_idle = False
+        self._drain_all = False
+        self.paused = ""
+        """Why the worker takes no new jobs for now ('': it takes them)."""
 
     # --- state --------------------------------------------------------------
 
@@ -184,6 +192,8 @@ class Worker:
             return False, f"worker is {self.state}"
         if self.state == "idle":
             return False, "worker has not started"
+        if self.paused:
+            return False, self.paused
         if len(self._running) >= self.options.max_jobs:
             return False, f"all {self.options.max_jobs} job slots are busy"
         if self.load > self.options.load_threshold:
@@ -207,12 +217,32 @@ class Worker:
 
     # --- control ------------------------------------------------------------
 
-    def stop(self, reason: str = "stop requested") -> None:
-        """Stop taking jobs and drain (idempotent; safe from a signal handler)."""
+    def stop(self, reason: str = "stop requested", *, wait_for_jobs: bool = False) -> None:
+        """Stop taking jobs and drain (idempotent; safe from a signal handler).
+
+        Args:
+            reason: logged, and shown by ``/readyz``.
+            wait_for_jobs: wait for every running job to end on its own (each
+                still bounded by ``job_timeout``) instead of handing back what
+                is left after ``drain_timeout``: recycling cuts no call off.
+        """
         if not self._stop.is_set():
             log.info("worker %s draining: %s", self.id, reason)
             self._stop_reason = reason
+            self._drain_all = wait_for_jobs
             self._stop.set()
+
+    def pause(self, reason: str) -> None:
+        """Take no new jobs until ``resume`` (running ones go on)."""
+        self.paused = reason
+
+    def resume(self) -> None:
+        """Take jobs again after ``pause``."""
+        self.paused = ""
+
+    def deadlines(self) -> dict[str, float]:
+        """Job id -> monotonic time its ``job_timeout`` ends (read by the watchdog thread)."""
+        return {job_id: r.deadline for job_id, r in list(self._running.items())}
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a job running here; it is recorded as cancelled. False if not here."""
@@ -287,6 +317,9 @@ class Worker:
 
     async def _take_loop(self) -> None:
         while not self._stop.is_set():
+            if self.paused:
+                await asyncio.sleep(min(self.poll_interval, 0.05))
+                continue
             if not await self._acquire_slot():
                 return
             try:
@@ -348,7 +381,9 @@ class Worker:
         task = asyncio.get_running_loop().create_task(
             self._run_job(delivery, ctx), name=f"job-{job.id}"
         )
-        self._running[job.id] = _Running(delivery, ctx, task, time.monotonic())
+        now = time.monotonic()
+        limit = self.options.job_timeout or float("inf")
+        self._running[job.id] = _Running(delivery, ctx, task, now, deadline=now + limit)
         log.debug("job %s started (attempt %d%s)", job.id, delivery.attempt,
                   ", reclaimed" if delivery.reclaimed else "")
 
@@ -362,9 +397,7 @@ class Worker:
         try:
             async with asyncio.timeout(timeout) as deadline:
                 entry = self.entry_for(job.entry)
-                value = entry(ctx)
-                if inspect.isawaitable(value):
-                    value = await value
+                value = await call_function(entry, ctx, on_loop=self.options.sync_on_loop)
             result = _storable(value)
             outcome = "completed"
         except asyncio.CancelledError:
@@ -432,9 +465,10 @@ class Worker:
         self.state = "draining"
         tasks = [r.task for r in self._running.values()]
         if tasks:
-            log.info("waiting up to %g s for %d running jobs", self.options.drain_timeout,
-                     len(tasks))
-            await asyncio.wait(tasks, timeout=self.options.drain_timeout)
+            limit = None if self._drain_all else self.options.drain_timeout
+            log.info("waiting %s for %d running jobs to end",
+                     "as long as it takes" if limit is None else f"up to {limit:g} s", len(tasks))
+            await asyncio.wait(tasks, timeout=limit)
             self._hand_back_all()
         await self._wait_jobs()
 

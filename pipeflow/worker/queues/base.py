@@ -78,6 +78,8 @@ class JobStatus(msgspec.Struct, kw_only=True):
     submitted_at: float = 0.0
     started_at: float = 0.0
     finished_at: float = 0.0
+    notes: list[str] = msgspec.field(default_factory=list)
+    """What happened to it on the way (its worker process died, was killed...)."""
 
     @property
     def final(self) -> bool:
@@ -165,6 +167,10 @@ class Queue(Protocol):
 
     async def stats(self) -> QueueStats:
         """Current load figures."""
+        ...
+
+    async def annotate(self, job_id: str, note: str, worker: str = "") -> None:
+        """Add ``note`` to the job's record (only while ``worker`` holds it, if given)."""
         ...
 
     async def close(self) -> None:

@@ -161,5 +161,15 @@ class MemoryQueue:
         """Waiting, held and dead counts."""
         return QueueStats(waiting=len(self._waiting), running=len(self._held), dead=len(self.dead))
 
+    async def annotate(self, job_id: str, note: str, worker: str = "") -> None:
+        """Add ``note`` to the job's record (only while ``worker`` holds it, if given)."""
+        status = self._statuses.get(job_id)
+        if status is not None and (not worker or status.worker == worker):
+            status.notes.append(note)
+
+    def held(self) -> list[Delivery]:
+        """The jobs taken and not settled, with who holds each (the pool reclaims by it)."""
+        return list(self._held.values())
+
     async def close(self) -> None:
         """Nothing to release."""

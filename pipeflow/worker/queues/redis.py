@@ -125,6 +125,18 @@ return id
 """
 
 
+# KEYS: status ; ARGV: note, worker ('' for any)
+_ANNOTATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'worker') ~= ARGV[2] then return 0 end
+local notes = redis.call('HGET', KEYS[1], 'notes')
+local list = notes and cjson.decode(notes) or {}
+table.insert(list, ARGV[1])
+redis.call('HSET', KEYS[1], 'notes', cjson.encode(list))
+return 1
+"""
+
+
 class RedisQueue:
     """Jobs in a Redis stream consumed by a consumer group.
 
@@ -175,6 +187,7 @@ class RedisQueue:
         self._fail = self.redis.register_script(_FAIL)
         self._requeue = self.redis.register_script(_REQUEUE)
         self._cancel = self.redis.register_script(_CANCEL)
+        self._annotate = self.redis.register_script(_ANNOTATE)
 
     def status_key(self, job_id: str) -> str:
         """The hash holding one job's status."""
@@ -347,6 +360,12 @@ class RedisQueue:
         ))
         return await self.status(job_id)
 
+    async def annotate(self, job_id: str, note: str, worker: str = "") -> None:
+        """Add ``note`` to the job's status (only while ``worker`` holds it, if given)."""
+        await self._call("annotate a job", self._annotate(
+            keys=[self.status_key(job_id)], args=[note, worker],
+        ))
+
     async def cancel_requested(self, job_ids: list[str]) -> set[str]:
         """Running jobs flagged by ``cancel`` (``SMISMEMBER``)."""
         if not job_ids:
@@ -372,6 +391,7 @@ class RedisQueue:
             submitted_at=float(data.get("submitted_at", 0) or 0),
             started_at=float(data.get("started_at", 0) or 0),
             finished_at=float(data.get("finished_at", 0) or 0),
+            notes=msgspec.json.decode(data["notes"]) if data.get("notes") else [],
         )
 
     async def stats(self) -> QueueStats:
