@@ -74,7 +74,8 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
 async def test_a_killed_worker_loses_nothing_and_no_job_completes_twice(
     queue: RedisQueue,
 ) -> None:
-    record_flags = ("--entry", "tests.worker_jobs:record", "--max-jobs", "10")
+    # One process per worker (no pool), so the test can kill the very process holding jobs.
+    record_flags = ("--entry", "tests.worker_jobs:record", "--max-jobs", "10", "--no-pool")
     procs = [start_worker(queue, *record_flags) for _ in range(3)]
     try:
         await until(lambda: _count_consumers(queue, 3), 30, "three workers to connect")
@@ -142,7 +143,9 @@ async def _count_consumers(queue: RedisQueue, n: int) -> bool:
 async def test_sigterm_drains_a_worker_process_and_hands_back_stuck_jobs(
     queue: RedisQueue,
 ) -> None:
-    proc = start_worker(queue, "--entry", "tests.worker_jobs:echo", "--drain-timeout", "0.3")
+    # Through the pool: the supervisor passes SIGTERM on and its process drains.
+    proc = start_worker(queue, "--entry", "tests.worker_jobs:echo", "--drain-timeout", "0.3",
+                        "--processes", "1")
     try:
         stuck = [await queue.submit(Job(entry="tests.worker_jobs:wait_forever")) for _ in range(2)]
 

@@ -61,6 +61,7 @@ from pipeflow.worker.pool_metrics import PoolMetrics
 from pipeflow.worker.process import ChildSpec
 from pipeflow.worker.queues import Delivery, Queue, open_queue
 from pipeflow.worker.queues.memory import MemoryQueue
+from pipeflow.worker.queues.redis import RedisQueue
 
 __all__ = ["Child", "Pool"]
 
@@ -251,7 +252,7 @@ class Pool:
         self.children[slot] = child
         self._due.pop(slot, None)
         self.metrics.set_processes(len(self._all()))
-        log.info("process %d started (pid %d)", slot, child.pid)
+        log.info("process %d starting (pid %d)", slot, child.pid)
 
     def _on_message(self, child: Child, message: tuple[Any, ...]) -> None:
         child.last_heard = time.monotonic()
@@ -343,7 +344,8 @@ class Pool:
         elif self.children.get(child.slot) is child:
             del self.children[child.slot]
         self.metrics.set_processes(len(self._all()))
-        clean = code == 0 and child.kill is None and (
+        # SIGTERM before its worker set up its handlers (a stop right after a start): no jobs.
+        clean = code in (0, -signal.SIGTERM) and child.kill is None and (
             bool(child.recycling) or child.stopping or self._stop.is_set())
         if clean:
             log.info("process %d (pid %d) exited", child.slot, child.pid)
@@ -365,8 +367,11 @@ class Pool:
         failed_id = child.failed.job.id if child.failed is not None else ""
         if isinstance(self.queue, MemoryQueue):
             held = [d for d in self.queue.held() if d.consumer in child.consumers]
-        else:
-            held = list(child.report.get("held", []))
+        else:  # Redis knows exactly what the dead consumer had taken
+            held = []
+            consumer = child.report.get("worker_id", "")
+            if consumer and isinstance(self.queue, RedisQueue):
+                held = await self.queue.held_by(consumer)
             if child.failed is not None and all(d.job.id != failed_id for d in held):
                 held.append(child.failed)
         count = 0

@@ -6,7 +6,7 @@ pipe's socket passed as FD: nothing of the parent's state is inherited and,
 unlike ``multiprocessing``'s spawn, the parent's ``__main__`` is not run
 again), it runs a ``Worker`` on its own event loop, many jobs at once, and tells
 the supervisor over its pipe how it is doing: a report from the loop every
-``report_interval`` seconds (state, held jobs, memory, its metrics) and the
+``report_interval`` seconds (state, running jobs, memory, its metrics) and the
 watchdog's verdict from the watchdog thread every tenth of a second, which
 keeps coming while the loop is blocked. The supervisor decides kills and
 replacements; this side only pauses itself when the loop is blocked and
@@ -75,6 +75,7 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
     """The process's main function: run the worker until it stops, then exit."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the supervisor decides
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # stopped before any job: just go
     from pipeflow.worker.logs import setup_logging
 
     options = msgspec.convert(spec.options, WorkerOptions)
@@ -145,7 +146,6 @@ def _send_report(spec: ChildSpec, worker: Worker, channel: Channel) -> None:
     channel.send(("report", spec.slot, {
         "pid": os.getpid(), "worker_id": worker.id, "state": worker.state, "ready": ready,
         "reason": reason, "running": worker.running, "max_jobs": worker.options.max_jobs,
-        "held": [r.delivery for r in list(worker._running.values())],
         "counts": dict(worker.counts), "rss": rss_bytes(),
         "metrics": list(worker.metrics.registry.collect()),
     }))

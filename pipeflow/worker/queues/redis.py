@@ -360,6 +360,27 @@ class RedisQueue:
         ))
         return await self.status(job_id)
 
+    async def held_by(self, consumer: str) -> list[Delivery]:
+        """The jobs ``consumer`` has taken and not settled (its pending entries)."""
+        await self._ensure_group()
+        pending = await self._call("read pending jobs", self.redis.xpending_range(
+            self.stream, GROUP, min="-", max="+", count=10_000, consumername=consumer))
+        held = []
+        for entry in pending:
+            token = entry["message_id"]
+            token = token.decode() if isinstance(token, bytes) else str(token)
+            found = await self._call("read a pending job", self.redis.xrange(
+                self.stream, min=token, max=token, count=1))
+            if not found or b"job" not in found[0][1]:
+                continue
+            try:
+                job = msgspec.json.decode(found[0][1][b"job"], type=Job)
+            except msgspec.DecodeError:
+                continue
+            held.append(Delivery(job=job, attempt=job.attempts + int(entry["times_delivered"]),
+                                 token=token, consumer=consumer))
+        return held
+
     async def annotate(self, job_id: str, note: str, worker: str = "") -> None:
         """Add ``note`` to the job's status (only while ``worker`` holds it, if given)."""
         await self._call("annotate a job", self._annotate(
