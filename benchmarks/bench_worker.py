@@ -4,6 +4,10 @@
    jobs (submit rate, and run rate of one worker process from a full queue).
 2. How many concurrent real-time calls one worker process runs with p99
    frame lateness under 20 ms, and the memory each call costs.
+3. With ``--pool``: the same two through the worker pool (a supervisor and
+   its processes): trivial jobs end to end through the pool's memory queue
+   (served over pipes) and Redis, and tone calls spread over the processes,
+   next to one in-process worker measured the same way in the same run.
 
 The calls figure takes a *probe*: ``async def probe(n, seconds) ->
 LatenessStats`` runs ``n`` calls at once in this process and measures how
@@ -17,6 +21,7 @@ local Realtime server in another process, pinned to another core. Other
 probes plug in with ``--probe module:function``.
 
     python -m benchmarks.bench_worker [--quick] [--no-redis] [--probe module:function]
+    python -m benchmarks.bench_worker --pool [--quick] [--no-redis]
 """
 
 from __future__ import annotations
@@ -482,6 +487,184 @@ async def max_calls(
     return best, trials
 
 
+# --- 3. the pool -----------------------------------------------------------------
+
+
+async def tone_call_job(ctx: JobContext) -> list[float]:
+    """One tone call as a pool job: its frames' lateness in ms (the job's result)."""
+    from pipeflow.stages.resample import Resample, ResampleOptions
+    from pipeflow.stages.sources import ToneOptions, ToneSource
+
+    await asyncio.sleep(ctx.params["ramp"])
+    samples: list[float] = []
+    meter = LatenessMeter(samples)
+    pipeline = Pipeline([
+        ToneSource(ToneOptions(duration_ms=ctx.params["seconds"] * 1000, speed=1.0)),
+        meter,
+        Resample(ResampleOptions(rate=24000)),
+    ])
+    meter.origin = time.perf_counter()
+    result = await pipeline.run()
+    if not result.ok:
+        raise RuntimeError(result.errors)
+    return [round(x * 1000, 3) for x in samples]
+
+
+async def _until_done(queue: Any, jobs: int, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = await queue.stats()
+        if stats.waiting == 0 and stats.running == 0:
+            return
+        await asyncio.sleep(0.005)
+    raise RuntimeError(f"{jobs} jobs did not finish in {timeout:g} s")
+
+
+@contextlib.asynccontextmanager
+async def _pool(options: WorkerOptions) -> AsyncIterator[Any]:
+    from pipeflow.worker.pool import Pool
+
+    pool = Pool(options)
+    runner = asyncio.ensure_future(pool.run())
+    deadline = time.monotonic() + 120
+    while not (len(pool.children) == pool.size and all(c.ready for c in pool.children.values())):
+        if time.monotonic() > deadline or runner.done():
+            raise RuntimeError("the pool's processes did not start")
+        await asyncio.sleep(0.02)
+    try:
+        yield pool
+    finally:
+        pool.stop("benchmark over")
+        await runner
+        await pool.queue.close()
+
+
+async def pool_throughput(backend: str, jobs: int, processes: int) -> dict[str, Any]:
+    """Trivial jobs end to end: submit them all to a running worker, time until the last ends.
+
+    ``processes`` 0 is one in-process ``Worker`` (no pool) measured the same way.
+    """
+    prefix = f"bench-pool-{uuid.uuid4().hex[:8]}"
+    url = "memory://" if backend == "memory" else REDIS_URL
+    options = WorkerOptions(processes=max(processes, 1), max_jobs=50, queue_url=url,
+                            queue_prefix=prefix, entry="benchmarks.bench_worker:trivial",
+                            health_port=None, log_level="warning")
+
+    async def timed(queue: Any) -> float:
+        started = time.perf_counter()
+        for _ in range(jobs):
+            await queue.submit(Job())
+        await _until_done(queue, jobs)
+        return time.perf_counter() - started
+
+    try:
+        if processes == 0:
+            worker = Worker(options, poll_interval=0.02)
+            runner = asyncio.ensure_future(worker.run())
+            try:
+                elapsed = await timed(worker.queue)
+            finally:
+                worker.stop()
+                await runner
+                await worker.queue.close()
+            done = worker.counts["completed"]
+        else:
+            async with _pool(options) as pool:
+                elapsed = await timed(pool.queue)
+                await asyncio.sleep(3 * pool.report_interval)  # the last reports arrive
+                done = sum(c.report.get("counts", {}).get("completed", 0)
+                           for c in pool.children.values())
+        if done != jobs:
+            raise RuntimeError(f"{backend}, {processes} processes: {done} of {jobs} completed")
+        return {"backend": backend, "processes": processes, "jobs": jobs,
+                "per_s": jobs / elapsed}
+    finally:
+        if backend != "memory":
+            from pipeflow.worker.queues.redis import RedisQueue
+
+            cleanup = RedisQueue(REDIS_URL, prefix=prefix)
+            await cleanup.delete_all()
+            await cleanup.close()
+
+
+async def pool_calls(per_process: int, processes: int, seconds: float) -> LatenessStats:
+    """``per_process`` tone calls on each of ``processes`` pool processes at once."""
+    calls = per_process * processes
+    options = WorkerOptions(processes=processes, max_jobs=per_process, health_port=None,
+                            entry="benchmarks.bench_worker:tone_call_job", log_level="warning",
+                            lag_kill=0)
+    async with _pool(options) as pool:
+        jobs = [await pool.queue.submit(Job(params={"ramp": i / calls, "seconds": seconds}))
+                for i in range(calls)]
+        await _until_done(pool.queue, calls, timeout=seconds + 120)
+        samples: list[float] = []
+        memory = [c.watch.get("rss", 0) for c in pool.children.values()]
+        for job in jobs:
+            status = await pool.queue.status(job.id)
+            if status is None or status.state != "completed":
+                raise RuntimeError(f"call {job.id}: {status}")
+            samples.extend(x / 1000 for x in status.result)
+    return _stats(calls, samples, sum(memory) / max(calls, 1) / 1024)
+
+
+async def _run_pool(args: argparse.Namespace) -> None:
+    jobs = 1000 if args.quick else 5000
+    processes = min(os.cpu_count() or 1, 4)
+    rows, data = [], {"throughput": [], "calls": []}
+    for backend in ["memory"] if args.no_redis else ["memory", "redis"]:
+        n = jobs if backend == "memory" else jobs // 2
+        for procs in sorted({0, 1, processes}):
+            result = await pool_throughput(backend, n, procs)
+            data["throughput"].append(result)
+            label = "in-process worker (no pool)" if procs == 0 else f"pool of {procs}"
+            rows.append([backend, label, n, result["per_s"]])
+            print(f"{backend}, {label}: {result['per_s']:,.0f} jobs/s")
+    body = markdown_table(["queue", "worker", "jobs", "jobs per s, end to end"], rows)
+    body += (
+        "\n\nTrivial jobs (an entry point that returns at once), 50 slots per process: the "
+        "worker (or pool) running and idle, then every job submitted and the clock stopped "
+        "when the queue reports none waiting or running, so submitting is part of the figure. "
+        "Through the pool, the memory queue lives in the supervisor and each take and "
+        "completion is a round trip over the process's pipe; with Redis each process talks "
+        "to Redis itself. The in-process rows are today's single-process worker measured "
+        "the same way in the same run (the 'run per s' table above drains a full queue "
+        "instead, so its figures are higher).\n"
+    )
+    seconds = 3.0 if args.quick else 5.0
+    call_rows = []
+    for per_process in ((50, 100, 200) if args.quick else (100, 200, 300, 400)):
+        stats = await pool_calls(per_process, processes, seconds)
+        alone = await isolated(DEFAULT_PROBE)(per_process, seconds)  # one process, same load
+        data["calls"].append({"per_process": per_process, "processes": processes,
+                              **vars(stats), "single_process_p99_ms": alone.p99_ms})
+        call_rows.append([per_process, processes, stats.calls, stats.p50_ms, stats.p99_ms,
+                          stats.max_ms, stats.rss_per_call_kib, alone.p99_ms])
+        print(f"pool calls: {per_process} x {processes}: p99 {stats.p99_ms:.1f} ms "
+              f"(one process alone: {alone.p99_ms:.1f} ms)")
+        if stats.p99_ms >= 20.0:
+            break
+    body += "\n### Concurrent real-time calls through the pool\n\n"
+    body += markdown_table(
+        ["calls per process", "processes", "calls", "p50 lateness ms", "p99 lateness ms",
+         "max ms", "KiB per call (process RSS / calls)",
+         "p99 ms, one in-process worker with the calls per process"], call_rows)
+    body += (
+        f"\n\nThe tone probe of the single-process table above (tone -> lateness meter -> "
+        f"resample 16k->24k, paced in real time, {seconds:g} s of audio per call, calls "
+        "starting spread over the first second), each call a job of the pool, "
+        f"`max_jobs` set to the calls per process so the {processes} processes share them "
+        "evenly. The last column runs the calls of one process alone, as one in-process "
+        "worker right after (the single-process probe above), for the same load on the "
+        "machine. Memory per call here is the processes' whole resident memory divided by "
+        "the calls (interpreter included), not the growth the single-process table "
+        "reports. The machine is shared: other work ran on its cores during this run, so "
+        "these figures are a floor, and with as many processes as cores the processes "
+        "compete with the supervisor and with each other for them.\n"
+    )
+    command = "python -m benchmarks.bench_worker --pool" + (" --quick" if args.quick else "")
+    write_section("worker_pool", "Workers: the process pool", body, command, data)
+
+
 # --- report --------------------------------------------------------------------
 
 
@@ -629,6 +812,8 @@ def main() -> None:
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis queue")
     parser.add_argument("--no-calls", action="store_true", help="skip the calls-per-process search")
     parser.add_argument("--probe", help="'module:function' probe(n, seconds) -> LatenessStats")
+    parser.add_argument("--pool", action="store_true",
+                        help="only the process pool's figures (their own section)")
     parser.add_argument("--trial", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=3.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -637,7 +822,7 @@ def main() -> None:
         stats = asyncio.run(probe(args.trial, args.seconds))  # type: ignore[arg-type]
         print(json.dumps(vars(stats)))
         return
-    asyncio.run(_run(args))
+    asyncio.run(_run_pool(args) if args.pool else _run(args))
 
 
 if __name__ == "__main__":
