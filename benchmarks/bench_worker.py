@@ -608,6 +608,7 @@ async def pool_calls(per_process: int, processes: int, seconds: float) -> Latene
 
 
 async def _run_pool(args: argparse.Namespace) -> None:
+    load_before = os.getloadavg()[0]
     jobs = 1000 if args.quick else 5000
     processes = min(os.cpu_count() or 1, 4)
     rows, data = [], {"throughput": [], "calls": []}
@@ -633,8 +634,8 @@ async def _run_pool(args: argparse.Namespace) -> None:
     seconds = 3.0 if args.quick else 5.0
     call_rows = []
     for per_process in ((50, 100, 200) if args.quick else (100, 200, 300, 400)):
-        stats = await pool_calls(per_process, processes, seconds)
         alone = await isolated(DEFAULT_PROBE)(per_process, seconds)  # one process, same load
+        stats = await pool_calls(per_process, processes, seconds)
         data["calls"].append({"per_process": per_process, "processes": processes,
                               **vars(stats), "single_process_p99_ms": alone.p99_ms})
         call_rows.append([per_process, processes, stats.calls, stats.p50_ms, stats.p99_ms,
@@ -654,12 +655,16 @@ async def _run_pool(args: argparse.Namespace) -> None:
         "starting spread over the first second), each call a job of the pool, "
         f"`max_jobs` set to the calls per process so the {processes} processes share them "
         "evenly. The last column runs the calls of one process alone, as one in-process "
-        "worker right after (the single-process probe above), for the same load on the "
+        "worker just before (the single-process probe above), for the same load on the "
         "machine. Memory per call here is the processes' whole resident memory divided by "
         "the calls (interpreter included), not the growth the single-process table "
-        "reports. The machine is shared: other work ran on its cores during this run, so "
-        "these figures are a floor, and with as many processes as cores the processes "
-        "compete with the supervisor and with each other for them.\n"
+        "reports.\n\n"
+        f"The machine was shared while this ran (load average {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cores): other work ran on its "
+        "cores, trials of the same size vary by several times between runs, and with as "
+        "many processes as cores the pool's processes compete with the supervisor, with "
+        "each other and with that work. Read these figures as a floor and the two columns "
+        "of a row as taken under roughly the same load, not as the machine's capacity.\n"
     )
     command = "python -m benchmarks.bench_worker --pool" + (" --quick" if args.quick else "")
     write_section("worker_pool", "Workers: the process pool", body, command, data)

@@ -252,3 +252,28 @@ async def test_recycling_replaces_a_process_without_cutting_a_job_off() -> None:
         pids = {s.result["pid"] for s in statuses}
         assert len(pids) >= 2
         assert running.restarts >= 1 and any("recycle_jobs 5" in e for e in running.events)
+
+
+async def test_a_blocking_job_times_out_under_redis_and_its_neighbours_are_taken_over() -> None:
+    require_service("Redis", "127.0.0.1", 6379)
+    prefix = f"test-pool-{uuid.uuid4().hex[:8]}"
+    options = WorkerOptions(processes=2, max_jobs=10, queue_url=REDIS_URL, queue_prefix=prefix,
+                            visibility_timeout=1.0, job_timeout=1.5,
+                            entry="tests.worker_jobs:nap", **FAST)
+    queue = RedisQueue(REDIS_URL, prefix=prefix, visibility_timeout=1.0)
+    try:
+        async for _running in started(Pool(options, report_interval=0.1)):
+            blocker = await queue.submit(Job(entry="tests.worker_jobs:block_loop",
+                                             params={"sleep": 6}))
+            naps = [await queue.submit(Job(params={"sleep": 0.5})) for _ in range(12)]
+            statuses = await final(queue, [blocker, *naps], 30)
+        stuck = statuses[0]
+        assert stuck.state == "failed" and "while blocking the event loop" in stuck.error
+        assert stuck.finished_at - stuck.started_at < 3.5
+        assert all(s.state == "completed" for s in statuses[1:])
+        moved = [s for s in statuses[1:] if s.attempts == 2]
+        assert all(any("takes it over" in n for n in s.notes) for s in moved)
+        assert (await queue.stats()).dead == 0
+    finally:
+        await queue.delete_all()
+        await queue.close()

@@ -139,7 +139,7 @@ class Pool:
         self, options: WorkerOptions, *, json_logs: bool = False, report_interval: float = 0.25
     ) -> None:
         self.options = options
-        self.size = options.processes or os.cpu_count() or 1
+        self.size = options.processes or _cores()
         self.queue: Queue = open_queue(options.queue_url, **options.queue_options())
         self.memory = isinstance(self.queue, MemoryQueue)
         self.id = f"{socket.gethostname()}-{os.getpid()}-pool-{uuid.uuid4().hex[:6]}"
@@ -467,6 +467,14 @@ class Pool:
                 "last_trip": child.last_trip,
             },
         }
+
+
+def _cores() -> int:
+    """Cores this process may run on (its affinity mask, so a cpuset is respected)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _exit_text(code: int) -> str:

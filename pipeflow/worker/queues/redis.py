@@ -128,7 +128,10 @@ return id
 # KEYS: status ; ARGV: note, worker ('' for any)
 _ANNOTATE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'worker') ~= ARGV[2] then return 0 end
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'worker') ~= ARGV[2]
+   and redis.call('HGET', KEYS[1], 'state') ~= 'queued' then
+  return 0  -- someone else holds it now (a 'queued' one was read but never admitted)
+end
 local notes = redis.call('HGET', KEYS[1], 'notes')
 local list = notes and cjson.decode(notes) or {}
 table.insert(list, ARGV[1])
@@ -382,7 +385,8 @@ class RedisQueue:
         return held
 
     async def annotate(self, job_id: str, note: str, worker: str = "") -> None:
-        """Add ``note`` to the job's status (only while ``worker`` holds it, if given)."""
+        """Add ``note`` to the job's status (only while ``worker`` holds it, if given,
+        or while it is still queued: read by ``worker`` but never admitted)."""
         await self._call("annotate a job", self._annotate(
             keys=[self.status_key(job_id)], args=[note, worker],
         ))
