@@ -150,3 +150,17 @@ async def test_sync_tools_run_in_a_thread_unless_kept_on_the_loop() -> None:
         c = ToolCall(call_id="c1", name=name, arguments="{}")
         ctx = RunContext(call_id="c1", function_call=FunctionCall(name=name, arguments="{}"))
         assert (await invoke(tools, c, ctx)).output == expected
+
+
+def test_a_process_is_due_for_recycling_by_job_count_or_memory() -> None:
+    from pipeflow.worker.process import recycle_reason, rss_bytes
+
+    worker = Worker(WorkerOptions(), MemoryQueue())
+    assert recycle_reason(WorkerOptions(), worker) == ""
+    worker.counts["completed"], worker.counts["failed"] = 4, 1
+    assert recycle_reason(WorkerOptions(recycle_jobs=5), worker) == (
+        "ran 5 jobs (recycle_jobs 5)")
+    assert recycle_reason(WorkerOptions(recycle_jobs=6), worker) == ""
+    assert rss_bytes() > 2**20
+    assert "recycle_memory_mb 1" in recycle_reason(WorkerOptions(recycle_memory_mb=1), worker)
+    assert recycle_reason(WorkerOptions(recycle_memory_mb=10**6), worker) == ""

@@ -34,7 +34,7 @@ from pipeflow.worker.options import WorkerOptions
 from pipeflow.worker.runner import Worker
 from pipeflow.worker.watchdog import LoopWatch, Verdict, Watchdog
 
-__all__ = ["ChildSpec", "child_main", "main", "rss_bytes"]
+__all__ = ["ChildSpec", "child_main", "main", "recycle_reason", "rss_bytes"]
 
 log = logging.getLogger("pipeflow.worker")
 
@@ -157,7 +157,7 @@ async def _report(spec: ChildSpec, options: WorkerOptions, worker: Worker,
     while True:
         _send_report(spec, worker, channel)
         if not recycling:
-            why = _recycle_reason(options, worker)
+            why = recycle_reason(options, worker)
             if why:
                 recycling = True
                 channel.send(("recycle", spec.slot, why))
@@ -165,7 +165,8 @@ async def _report(spec: ChildSpec, options: WorkerOptions, worker: Worker,
         await asyncio.sleep(spec.report_interval)
 
 
-def _recycle_reason(options: WorkerOptions, worker: Worker) -> str:
+def recycle_reason(options: WorkerOptions, worker: Worker) -> str:
+    """Why this process should drain and be replaced now ('' while it need not)."""
     done = sum(worker.counts.values())
     if options.recycle_jobs and done >= options.recycle_jobs:
         return f"ran {done} jobs (recycle_jobs {options.recycle_jobs})"
