@@ -1,7 +1,8 @@
 """The pool's ``/metrics``: its own figures plus every process's, merged.
 
 Each process keeps its ``WorkerMetrics`` (jobs, durations, loop lag) and
-sends a snapshot with every report; the supervisor serves them all in one
+sends a snapshot with every report (so a scrape sees figures up to one
+``report_interval`` old); the supervisor serves them all in one
 exposition, each series labelled with the ``process`` slot and ``pid``, so
 ``sum without (process, pid) (...)`` gives the pool's figure and the
 per-process series show which one is in trouble. A replaced process's
