@@ -148,11 +148,10 @@ async def test_a_watchdog_trip_shows_in_readyz_and_the_metrics(pool: tuple[Pool,
         assert "block_loop" in process["watchdog"]["stack"]
         assert f"process {process['process']}: watchdog: event loop blocked" in (
             seen["body"]["reason"])
+        assert process["watchdog"]["stall_s"] > 0.3
         text = (await client.get("/metrics")).text
         slot = str(process["process"])
-        assert metric(text, "pipeflow_process_healthy", process=slot) == 0
         assert metric(text, "pipeflow_watchdog_trips_total", process=slot) >= 1
-        assert metric(text, "pipeflow_process_loop_stall_seconds", process=slot) > 0.3
         status = (await final(running.queue, [job], 10))[0]
         assert status.state == "completed" and status.result == "woke"  # under every limit
 
