@@ -16,6 +16,7 @@ point is the same thing written in YAML: ``ctx.run_pipeline(path)``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import time
@@ -31,9 +32,22 @@ if TYPE_CHECKING:
     from pipeflow.frames import Frame
     from pipeflow.pipeline import RunResult
 
-__all__ = ["JobContext", "Participant", "ShutdownHook", "call_function", "params_to_overrides"]
+__all__ = [
+    "JobContext",
+    "Participant",
+    "ShutdownHook",
+    "call_function",
+    "current_job_id",
+    "params_to_overrides",
+]
 
 log = logging.getLogger("pipeflow.job")
+
+current_job_id: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "pipeflow_job_id", default="")
+"""The id of the job the running code belongs to ('' outside jobs). Set by the
+worker for each job; tasks a job starts (its pipeline's stages, ``start_task``)
+inherit it, which is how the watchdog tells whose code blocked the loop."""
 
 ShutdownHook = Callable[[str], Awaitable[None] | None] | Callable[[], Awaitable[None] | None]
 

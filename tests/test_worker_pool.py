@@ -115,6 +115,18 @@ async def test_a_job_blocking_its_loop_is_killed_at_its_timeout_and_the_others_g
     assert first and all(s.finished_at < stuck.finished_at for s in first)
 
 
+async def test_a_task_the_job_started_that_blocks_is_charged_to_the_job(
+    pool: tuple[Pool, str],
+) -> None:
+    running, _url = pool
+    job = await running.queue.submit(Job(entry="tests.worker_jobs:block_in_subtask",
+                                         params={"sleep": 8}))
+    status = (await final(running.queue, [job], 20))[0]
+    assert status.state == "failed" and "while blocking the event loop" in status.error
+    assert "in stage" in status.error  # the stage task's frame, not the job's own
+    assert status.finished_at - status.started_at < 4.0
+
+
 async def test_a_blocking_sync_entry_point_runs_in_a_thread_and_times_out_alone(
     pool: tuple[Pool, str],
 ) -> None:

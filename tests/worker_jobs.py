@@ -74,3 +74,13 @@ def sync_sleep(ctx: JobContext) -> str:
     """A blocking plain function: it runs in a thread, so only it waits."""
     time.sleep(float(ctx.params.get("sleep", 1.0)))
     return "slept"
+
+
+async def block_in_subtask(ctx: JobContext) -> str:
+    """Block the loop from a task the job started (as a pipeline stage's task would)."""
+
+    async def stage() -> None:
+        time.sleep(float(ctx.params.get("sleep", 1.0)))
+
+    await ctx.start_task(stage(), name="some-stage")
+    return "woke"

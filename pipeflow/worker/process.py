@@ -32,7 +32,7 @@ import msgspec
 from pipeflow.worker.channel import Channel, PipeQueue
 from pipeflow.worker.options import WorkerOptions
 from pipeflow.worker.runner import Worker
-from pipeflow.worker.watchdog import LoopWatch, Verdict, Watchdog
+from pipeflow.worker.watchdog import LoopWatch, Verdict, Watchdog, track_job_tasks
 
 __all__ = ["ChildSpec", "child_main", "main", "recycle_reason", "rss_bytes"]
 
@@ -92,6 +92,7 @@ async def _run(spec: ChildSpec, options: WorkerOptions, channel: Channel) -> int
     # Sync entry points and tools run here; a blocking one holds a thread, not the loop.
     loop.set_default_executor(ThreadPoolExecutor(
         max_workers=max(32, 2 * options.max_jobs), thread_name_prefix="pipeflow-sync"))
+    track_job_tasks(loop)  # a blocking stage task is charged to its job
     memory = options.queue_url in ("", "memory://") or options.queue_url.startswith("memory")
     pipe_queue = PipeQueue(channel) if memory else None
     worker = Worker(options, pipe_queue, poll_interval=0.2 if memory else 1.0)

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import msgspec
 
 from pipeflow.errors import ConfigError, PipeflowError
-from pipeflow.job import JobContext, call_function
+from pipeflow.job import JobContext, call_function, current_job_id
 from pipeflow.worker.metrics import WorkerMetrics
 from pipeflow.worker.options import WorkerOptions
 from pipeflow.worker.queues import Delivery, Queue, open_queue
@@ -394,6 +394,7 @@ class Worker:
         error = ""
         result: Any = None
         timeout = self.options.job_timeout or None
+        current_job_id.set(job.id)  # this task's context: tasks the job starts inherit it
         try:
             async with asyncio.timeout(timeout) as deadline:
                 entry = self.entry_for(job.entry)

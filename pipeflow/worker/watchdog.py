@@ -8,7 +8,10 @@ no timeout fires. The loop cannot watch itself, so the watch is split:
   seconds and records how late each tick woke (the loop lag histogram);
 - a thread reads the stamp. While the loop is stalled it can still look:
   ``sys._current_frames()`` gives the main thread's stack and
-  ``asyncio.current_task(loop)`` the job whose task is being stepped.
+  ``asyncio.current_task(loop)`` the task being stepped; a task factory
+  (``track_job_tasks``) remembers which job each task was started for
+  (``pipeflow.job.current_job_id``), so a pipeline stage's task that blocks
+  is charged to its job.
 
 ``LoopWatch`` is the decision, free of I/O and clocks (``now`` is passed
 in): a stall over ``lag_threshold`` for longer than ``grace`` makes the
@@ -25,11 +28,14 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["LoopWatch", "Verdict", "WatchState", "Watchdog", "main_thread_stack"]
+__all__ = [
+    "LoopWatch", "Verdict", "WatchState", "Watchdog", "main_thread_stack", "track_job_tasks",
+]
 
 WatchState = Literal["ok", "unhealthy", "timeout", "kill"]
 
@@ -114,6 +120,26 @@ class LoopWatch:
         return verdict
 
 
+_job_of_task: weakref.WeakKeyDictionary[asyncio.Task[object], str] = (
+    weakref.WeakKeyDictionary())
+
+
+def track_job_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Make ``loop`` remember, for each task, the job (``current_job_id``) it was started in."""
+    from pipeflow.job import current_job_id
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Coroutine[object, object, object],
+                **kwargs: object) -> asyncio.Task[object]:
+        task: asyncio.Task[object] = asyncio.Task(coro, loop=loop, **kwargs)  # type: ignore[arg-type]
+        context = kwargs.get("context")
+        job = context.get(current_job_id) if context is not None else current_job_id.get()  # type: ignore[attr-defined]
+        if job:
+            _job_of_task[task] = job
+        return task
+
+    loop.set_task_factory(factory)  # type: ignore[arg-type]
+
+
 def main_thread_stack(limit: int = 12) -> str:
     """The main thread's current stack, innermost call last (readable from any thread)."""
     frame = sys._current_frames().get(threading.main_thread().ident or 0)
@@ -184,8 +210,12 @@ class Watchdog:
             task = asyncio.current_task(self.loop)
         except RuntimeError:
             return ""
-        name = task.get_name() if task is not None else ""
-        return name[4:] if name.startswith("job-") else ""
+        if task is None:
+            return ""
+        name = task.get_name()
+        if name.startswith("job-"):
+            return name[4:]
+        return _job_of_task.get(task, "")
 
     def _watch(self) -> None:
         while not self._stop.wait(self.period):
