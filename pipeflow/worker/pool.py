@@ -22,7 +22,8 @@ cannot do for itself:
   supervisor kills it and its jobs are reclaimed.
 - **Timeouts for blocking code.** A job past ``job_timeout`` while it holds
   the loop cannot be cancelled (cancelling needs the loop). The watchdog
-  sees which job's task is running and that its deadline passed; the
+  sees which job's code is running (its task or one it started) and that
+  its deadline passed; the
   supervisor then kills the process, records that job as failed ("timed
   out ... while blocking the event loop") and hands the process's other
   jobs back so they run again elsewhere. A sync entry point or tool runs in
