@@ -35,8 +35,6 @@ from pipeflow.realtime.events import (
     Item,
     ResponseCancel,
     ResponseCreate,
-    ResponseCreated,
-    ResponseDone,
     ServerEvent,
     SessionCreated,
     SessionUpdate,
@@ -128,7 +126,6 @@ class RealtimeProtocol:
     Attributes:
         session: the configuration the server last reported (``session.updated``).
         session_ready: whether the server confirmed a session.
-        active_response: id of the response in progress, or ``None``.
     """
 
     def __init__(
@@ -139,7 +136,6 @@ class RealtimeProtocol:
         self._renamed = self.names != EventNames()
         self.session: dict[str, Any] = {}
         self.session_ready = False
-        self.active_response: str | None = None
         self._events: list[ServerEvent | UnknownEvent] = []
         self._out: list[bytes] = []
 
@@ -154,11 +150,7 @@ class RealtimeProtocol:
         """
         event = decode_server_event(data)
         kind = type(event)
-        if kind is ResponseCreated:
-            self.active_response = event.response.id or "response"  # type: ignore[union-attr]
-        elif kind is ResponseDone:
-            self.active_response = None
-        elif kind is SessionUpdated or kind is SessionCreated:
+        if kind is SessionUpdated or kind is SessionCreated:
             self.session = event.session  # type: ignore[union-attr]
             self.session_ready = self.session_ready or kind is SessionUpdated
         self._events.append(event)
@@ -181,7 +173,6 @@ class RealtimeProtocol:
     def connection_lost(self) -> None:
         """Forget per-connection state (a new connection starts with no session)."""
         self.session_ready = False
-        self.active_response = None
         self.session = {}
 
     # -- sending ----------------------------------------------------------------

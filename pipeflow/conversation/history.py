@@ -1,4 +1,4 @@
-"""Conversation state: ordered turns and tool calls, built from frames.
+"""Conversation record: ordered turns and tool calls, built from frames.
 
 ``Conversation.observe(frame)`` is fed every frame leaving a session's
 pipeline. It needs no other input, so the same record can be rebuilt from a
