@@ -191,7 +191,7 @@ class ConversationEngine:
         self._timing: float | None = None  # ...and the answer in progress, until first audio
         self._unplayed: set[str] = set()  # items with audio downstream not reported played
         self._item_s: dict[str, float] = {}  # seconds of audio of each item of the response
-        self._audio_end: dict[str, int] = {}  # ms of audio of recent items (truncation bound)
+        self._audio_end: dict[str, float] = {}  # ms of audio of recent items (truncation bound)
         self._calls: dict[str, ToolCall] = {}
         self._results: dict[str, ToolResult] = {}
         self._seen_calls: set[str] = set()
@@ -253,6 +253,11 @@ class ConversationEngine:
         """Nothing asked of the model, in progress, or waiting on tools."""
         return not (self.turns.busy or self._calls or self._requested
                     or self._active is not None)
+
+    @property
+    def pending_calls(self) -> tuple[str, ...]:
+        """Ids of the tool calls whose results are not sent back yet."""
+        return tuple(self._calls)
 
     @property
     def responding(self) -> bool:
@@ -358,7 +363,7 @@ class ConversationEngine:
             played = max(0, frame.played_ms)
             end = self._audio_end.get(frame.item_id)
             if end is not None:
-                played = min(played, end)  # the model cannot cut past what it sent
+                played = min(played, round(end))  # the model cannot cut past what it sent
             self._commands.append(TruncateItem(item_id=frame.item_id, audio_end_ms=played))
 
     def _on_end(self, frame: EndOfStream) -> None:
@@ -423,14 +428,19 @@ class ConversationEngine:
     # -- model events ------------------------------------------------------------------------------
 
     def _on_audio_out(self, event: AudioOut) -> None:
-        if self._muted or not event.pcm:
+        if not event.pcm:
             return
         item_id, rate = event.item_id, event.sample_rate
+        seconds = len(event.pcm) / (2 * rate)
+        # What the model has of the item, muted tail included: a truncation past it is refused.
+        ends = self._audio_end
+        if item_id not in ends and len(ends) >= _KEEP_ITEMS:
+            del ends[next(iter(ends))]
+        ends[item_id] = ends.get(item_id, 0.0) + seconds * 1000
+        if self._muted:
+            return
         pts = self._item_s.get(item_id, 0.0)
-        end = self._item_s[item_id] = pts + len(event.pcm) / (2 * rate)
-        if item_id not in self._audio_end and len(self._audio_end) >= _KEEP_ITEMS:
-            del self._audio_end[next(iter(self._audio_end))]
-        self._audio_end[item_id] = int(end * 1000)
+        self._item_s[item_id] = pts + seconds
         self._unplayed.add(item_id)
         asked, self._timing = self._timing, None
         if asked is not None:
