@@ -3,9 +3,10 @@
 The conversation engine (``pipeflow.conversation.engine``) feeds it what
 happens (the caller starts speaking, a turn is committed, a response starts
 or ends, a tool call is pending...) and gets back the next state and what to
-do about it (cancel the response, interrupt playback). Transitions are a data table, as in h11, not a chain of ifs:
-every live state has an entry for every input, which a test checks. An
-exception in a caller's handling moves the machine to ERROR with ``fail()``.
+do about it (cancel the response, interrupt playback). Transitions are a
+data table, as in h11, not a chain of ifs: every live state has an entry
+for every input, which a test checks. An exception in a caller's handling
+moves the machine to ERROR with ``fail()``.
 
 States:
 

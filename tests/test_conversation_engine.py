@@ -9,9 +9,11 @@ agent's audio in real time and reports the played position on an interrupt.
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -787,3 +789,19 @@ def test_any_input_sequence_keeps_the_promises(items: list[Any], model_turns: bo
         assert engine.idle is not (engine.turns.busy or waiting or active
                                    or bool(engine.pending_calls))
     assert engine.turns.state not in (Turn.ERROR, Turn.CLOSED) or engine.lost
+
+
+def test_the_engine_does_no_io() -> None:
+    """The engine's modules import no I/O, no clock and no transport (only frames and turns)."""
+    import pipeflow.conversation.engine as engine_module
+
+    allowed = {"__future__", "collections.abc", "typing", "msgspec", "pipeflow.frames",
+               "pipeflow.turns", "pipeflow.conversation.events"}
+    folder = Path(engine_module.__file__).parent
+    for name in ("engine.py", "events.py"):
+        tree = ast.parse((folder / name).read_text())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {node.module or "" for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom)}
+        assert imported <= allowed, (name, imported - allowed)

@@ -6,6 +6,7 @@ every response, tool-call, cancel and truncation of one conversation, and
 any model transport drives it (see ``pipeflow.conversation.engine``).
 """
 
+from pipeflow.conversation.engine import ConversationEngine, EngineOptions
 from pipeflow.conversation.history import Conversation, ToolCallRecord, Turn
 
-__all__ = ["Conversation", "ToolCallRecord", "Turn"]
+__all__ = ["Conversation", "ConversationEngine", "EngineOptions", "ToolCallRecord", "Turn"]

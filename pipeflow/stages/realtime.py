@@ -25,7 +25,13 @@ from typing import Any
 import msgspec
 
 from pipeflow.conversation.engine import ConversationEngine, EngineOptions
-from pipeflow.conversation.events import ConnectionLost, ModelInput, SetTimer, TimerFired
+from pipeflow.conversation.events import (
+    ConnectionLost,
+    ModelInput,
+    SetTimer,
+    TimerCommand,
+    TimerFired,
+)
 from pipeflow.errors import ConfigError, RemoteError
 from pipeflow.frames import (
     AudioFrame,
@@ -211,7 +217,7 @@ class RealtimeTransport(Stage):
         finally:
             await self._close()
 
-    def _arm(self, timers: list[Any]) -> None:
+    def _arm(self, timers: list[TimerCommand]) -> None:
         """Arm and cancel the engine's timers (deadlines in ``perf_counter`` time)."""
         for timer in timers:
             old = self._timers.pop(timer.name, None)
