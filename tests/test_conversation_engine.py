@@ -46,6 +46,7 @@ from pipeflow.conversation.events import (
     TruncateItem,
     UserTranscript,
 )
+from pipeflow.errors import LocalError
 from pipeflow.frames import (
     AudioFrame,
     EndOfStream,
@@ -791,11 +792,18 @@ def test_any_input_sequence_keeps_the_promises(items: list[Any], model_turns: bo
     assert engine.turns.state not in (Turn.ERROR, Turn.CLOSED) or engine.lost
 
 
+def test_a_raw_server_event_is_refused_with_a_clear_error() -> None:
+    engine = ConversationEngine()
+    with pytest.raises(LocalError, match="ResponseCreated, which is not a model input"):
+        engine.receive_event(ev.ResponseCreated(), 0.0)  # type: ignore[arg-type]
+
+
 def test_the_engine_does_no_io() -> None:
     """The engine's modules import no I/O, no clock and no transport (only frames and turns)."""
     import pipeflow.conversation.engine as engine_module
 
-    allowed = {"__future__", "collections.abc", "typing", "msgspec", "pipeflow.frames",
+    allowed = {"__future__", "collections.abc", "typing", "msgspec", "pipeflow.errors",
+               "pipeflow.frames",
                "pipeflow.turns", "pipeflow.conversation.events"}
     folder = Path(engine_module.__file__).parent
     for name in ("engine.py", "events.py"):

@@ -95,6 +95,7 @@ from pipeflow.conversation.events import (
     TruncateItem,
     UserTranscript,
 )
+from pipeflow.errors import LocalError
 from pipeflow.frames import (
     AudioFrame,
     EndOfStream,
@@ -224,9 +225,18 @@ class ConversationEngine:
             raise
 
     def receive_event(self, event: ModelInput, now: float) -> None:
-        """Handle one model input (decoded by the transport) or a due timer."""
+        """Handle one model input (decoded by the transport) or a due timer.
+
+        Raises:
+            LocalError: ``event`` is not a ``ModelInput`` (a transport's bug).
+        """
         self._now = now
-        handler = _EVENT_HANDLERS[type(event)]
+        handler = _EVENT_HANDLERS.get(type(event))
+        if handler is None:
+            raise LocalError(
+                f"ConversationEngine.receive_event got a {type(event).__name__}, which is not a "
+                "model input; a transport must translate its events to "
+                "pipeflow.conversation.events first")
         try:
             handler(self, event)
         except BaseException:
