@@ -93,6 +93,7 @@ class RealtimeTransport(Stage):
         super().__init__(options, **kwargs)
         self.options: RealtimeOptions
         self.turns = TurnMachine()
+        self.engine: ConversationEngine | None = None  # the running conversation's
         self.client: RealtimeClient | None = None
         self.server: Any = None
         self._timers: dict[str, asyncio.Task[None]] = {}
@@ -174,7 +175,7 @@ class RealtimeTransport(Stage):
 
     async def process(self, frames: Frames) -> Frames:
         opts = self.options
-        engine = ConversationEngine(EngineOptions(
+        engine = self.engine = ConversationEngine(EngineOptions(
             name=self.ctx.name, model_turns=opts.turn_detection != "none",
             respond_on_start=opts.response_on_start, tool_timeout_s=opts.tool_timeout_s,
             drain_timeout_s=opts.drain_timeout_s), turns=self.turns)
