@@ -14,7 +14,8 @@
 """
 
 from pipeflow.tools.context import FunctionCall, RunContext, ToolError
-from pipeflow.tools.decorator import FunctionTool, build_tool, tool
+from pipeflow.tools.decorator import tool
+from pipeflow.tools.function import FunctionTool, build_tool
 from pipeflow.tools.invoke import ArgumentsError, decode_arguments, encode_output, invoke
 from pipeflow.tools.toolset import ToolSet, default_registry
 

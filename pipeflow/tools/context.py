@@ -45,7 +45,7 @@ class RunContext(Generic[UserData]):
     """Per-call context injected into a tool that asks for it by type.
 
     Attributes:
-        session: the running session (``services["session"]``), or None.
+        session: the running session (``ctx.pipeline.session``), or None.
         session_id: the pipeline's session id.
         call_id: the model's id of this call.
         function_call: the tool name and raw arguments.

@@ -20,7 +20,7 @@ import msgspec
 from pipeflow.frames import ToolCall, ToolResult
 from pipeflow.job import call_function
 from pipeflow.tools.context import RunContext, ToolError
-from pipeflow.tools.decorator import FunctionTool
+from pipeflow.tools.function import FunctionTool
 from pipeflow.tools.toolset import ToolSet
 
 __all__ = ["ArgumentsError", "decode_arguments", "encode_output", "invoke"]

@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Any
 
 from pipeflow.errors import ConfigError
-from pipeflow.tools.decorator import FunctionTool, build_tool
+from pipeflow.tools.function import FunctionTool, build_tool
 
 __all__ = ["ToolSet", "default_registry"]
 
