@@ -364,8 +364,8 @@ async def orderline_call_probe(calls: int, seconds: float) -> LatenessStats:
     frame it was made from, from the call's start; see ``CallerTap``). After
     ``seconds`` the job ends its pipeline (the stages shut down) and returns.
     """
+    from pipeflow.build import Changes, build
     from pipeflow.config import load_config
-    from pipeflow.session import prepare_context
 
     samples: list[float] = []
     peak = [0.0]
@@ -381,25 +381,22 @@ async def orderline_call_probe(calls: int, seconds: float) -> LatenessStats:
             os.sched_setaffinity(0, split[0])
         async with orderline_server(split[1] if split else None) as url:
 
-            def configure(where: Path) -> Any:
+            def configure(where: Path, session_id: str = "") -> Any:
                 env = {**os.environ, "ORDERLINE_DB": str(where / "orders.sqlite3")}
                 env.pop("OAI_REALTIME_URL", None)
                 config = load_config(CALL_FILE, [f"model.url={url}"], env=env)
-                config.output_dir = str(where)
-                return config
+                return build(config, Changes(output_dir=str(where)), session_id=session_id)
 
             # Warm up outside the measurement: imports, the catalog, the caller's speech.
             warm = configure(folder / "warm-up")
-            prepare_context(warm)
-            kept = [spec.build() for spec in warm.stages]  # held: not reused by the calls
-            undo = _share_caller_speech(warm)
+            kept = warm.stages  # held: not reused by the calls
+            undo = _share_caller_speech(warm.config)
 
             async def call(ctx: JobContext) -> None:
                 # Calls arrive spread over the first second (a ramp), not all in one instant.
                 await asyncio.sleep(ctx.params["ramp"])
-                config = configure(folder / f"call-{ctx.params['index']}")
-                context = prepare_context(config, session_id=ctx.job_id)
-                stages = [spec.build() for spec in config.stages]
+                config, context, stages = configure(folder / f"call-{ctx.params['index']}",
+                                                    ctx.job_id)
                 vad = next(i for i, spec in enumerate(config.stages) if spec.type == "vad")
                 caller = next(i for i, spec in enumerate(config.stages) if spec.type == "caller")
                 model = next(i for i, spec in enumerate(config.stages)

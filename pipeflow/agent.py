@@ -11,14 +11,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pipeflow.config import AgentConfig, load_config
 from pipeflow.errors import ConfigError
-from pipeflow.registry import import_ref
-
-if TYPE_CHECKING:
-    from pipeflow.config import AgentConfig
-    from pipeflow.tools import ToolSet
+from pipeflow.events import check_event_name
+from pipeflow.registry import import_ref, importable
+from pipeflow.tools import ToolSet
 
 __all__ = ["Agent"]
 
@@ -66,8 +65,6 @@ class Agent:
         llm: str | dict[str, Any] | None = None,
         tts: str | dict[str, Any] | None = None,
     ) -> None:
-        from pipeflow.tools import ToolSet
-
         self.instructions = instructions
         self.name = name
         self.voice = voice or _slot_value(tts, "voice", "tts")
@@ -86,8 +83,6 @@ class Agent:
 
     def on(self, event: str, callback: Callable[..., Any]) -> Callable[..., Any]:
         """Register a sync or async callback for an event (see ``pipeflow.events``)."""
-        from pipeflow.events import check_event_name
-
         check_event_name(event)
         self.callbacks.setdefault(event, []).append(callback)
         return callback
@@ -115,8 +110,6 @@ class Agent:
         Raises:
             ConfigError: a tool or callback reference does not import.
         """
-        from pipeflow.tools import ToolSet
-
         try:
             tools = ToolSet.from_refs(config.tools)
         except ConfigError as exc:
@@ -149,10 +142,9 @@ class Agent:
     @classmethod
     def from_file(cls, path: str | Path) -> Agent:
         """Build the agent declared in a pipeline file's ``agent`` section."""
-        from pipeflow.config import AgentConfig, load_config
-
         config = load_config(path)
-        return cls.from_config(config.agent or AgentConfig())
+        with importable(config.folder):
+            return cls.from_config(config.agent or AgentConfig())
 
     def __repr__(self) -> str:
         return f"Agent(name={self.name!r}, tools={self.tools.names()!r})"

@@ -68,16 +68,14 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 async def cmd_run(args: argparse.Namespace) -> int:
     """Run one pipeline with live progress and print its summary."""
-    from pipeflow.config import build_pipeline, load_config
+    from pipeflow.build import Changes
+    from pipeflow.config import load_config
     from pipeflow.console import RunReporter
-    from pipeflow.pipeline import RunResult
-    from pipeflow.session import prepare_context
+    from pipeflow.pipeline import Pipeline, RunResult
 
     config = load_config(args.file, args.overrides)
-    if args.output:
-        config.output_dir = args.output
-    context = prepare_context(config)
-    pipeline = build_pipeline(config, context=context, count_frames=True)
+    pipeline = Pipeline.from_config(config, Changes(output_dir=args.output or None),
+                                    count_frames=True)
     reporter = RunReporter(live=not args.quiet and not args.json)
     if not args.json:
         reporter.console.print(
@@ -131,7 +129,9 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate files; print one line per file. Exit 1 if any is invalid."""
+    from pipeflow.agent import Agent
     from pipeflow.config import load_config
+    from pipeflow.registry import importable
 
     out = Console(highlight=False)
     failed = 0
@@ -144,9 +144,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             continue
         if config.agent is not None:
             try:
-                from pipeflow.agent import Agent
-
-                Agent.from_config(config.agent)
+                with importable(config.folder):
+                    Agent.from_config(config.agent)
             except PipeflowError as exc:
                 failed += 1
                 out.print(f"[red]error[/] {file}: {exc}", soft_wrap=True)

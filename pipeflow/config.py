@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
-import sys
-import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,8 +29,9 @@ from typing import Annotated, Any
 import msgspec
 import yaml
 
+from pipeflow.convert import explain
 from pipeflow.errors import ConfigError
-from pipeflow.registry import registry
+from pipeflow.registry import importable, registry
 from pipeflow.stage import Stage
 from pipeflow.yamlsource import Located, load_yaml
 
@@ -41,7 +39,6 @@ __all__ = [
     "AgentConfig",
     "PipelineConfig",
     "StageSpec",
-    "build_pipeline",
     "load_config",
     "parse_config",
 ]
@@ -114,89 +111,8 @@ class PipelineConfig(msgspec.Struct, kw_only=True):
     inbox_size: int
     source: str = ""
     """The file it came from ('' when built from a mapping)."""
-
-
-_MSGSPEC_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
-_PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w-]*)|\[(\d+)\]|\[\"?([^\]\"]*)\"?\]")
-
-
-def _parse_msgspec_error(error: msgspec.ValidationError) -> tuple[str, tuple[str | int, ...]]:
-    match = _MSGSPEC_PATH.match(str(error))
-    assert match is not None  # the pattern matches any string
-    path: list[str | int] = []
-    for token in _PATH_TOKEN.finditer(match.group("path") or ""):
-        name, index, key = token.groups()
-        path.append(int(index) if index is not None else (name if name is not None else key))
-    return match.group("msg"), tuple(path)
-
-
-def _suggest(word: str, choices: Iterable[str], cutoff: float = 0.5) -> str:
-    """`` (did you mean 'x'?)`` for the closest choice, ignoring case; '' when none is close."""
-    by_lower = {c.lower(): c for c in choices}
-    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=cutoff)
-    return f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
-
-
-def _explain(
-    message: str,
-    fields: Iterable[str],
-    noun: str = "option",
-    choices: tuple[Any, ...] = (),
-    value: Any = None,
-) -> tuple[str, str | None]:
-    """Turn a msgspec message into ours; return (text, offending field or None).
-
-    ``choices`` are the allowed values of the failing field when it is a
-    Literal, ``value`` the value the file gave it.
-    """
-    unknown = re.match(r"Object contains unknown field `([^`]*)`", message)
-    if unknown:
-        field = unknown.group(1)
-        hint = _suggest(field, fields)
-        known = ", ".join(sorted(fields)) or "none"
-        return f"unknown {noun} {field!r}{hint}; valid {noun}s: {known}", field
-    missing = re.match(r"Object missing required field `([^`]*)`", message)
-    if missing:
-        return f"missing required {noun} {missing.group(1)!r}", None
-    expected = re.match(r"Expected `([^`]*)`, got `([^`]*)`", message)
-    if expected:
-        return f"expected {expected.group(1)}, got {expected.group(2)}", None
-    bound = re.match(r"Expected `([^`]*)` ([<>]=? \S+)$", message)
-    if bound:
-        return f"must be {bound.group(2)}, got {value!r}", None
-    if message.startswith("Invalid enum value") and choices:
-        words = [str(c) for c in choices]
-        hint = _suggest(str(value), words)
-        return f"invalid value {value!r}{hint}; valid values: {', '.join(words)}", None
-    return message[0].lower() + message[1:] if message else "invalid value", None
-
-
-def _choices(cls: type, field: str) -> tuple[Any, ...]:
-    """The allowed values of ``field`` of struct ``cls`` when it is a Literal (else ())."""
-    try:
-        infos = msgspec.structs.fields(cls)  # type: ignore[arg-type]
-    except TypeError:
-        return ()
-    for info in infos:
-        if info.name == field:
-            for candidate in (info.type, *typing.get_args(info.type)):
-                if typing.get_origin(candidate) is typing.Literal:
-                    return typing.get_args(candidate)
-    return ()
-
-
-def _value_at(data: Any, path: tuple[str | int, ...]) -> Any:
-    """The value at ``path`` in the parsed file, or None when it is not there."""
-    for part in path:
-        try:
-            data = data[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return data
-
-
-def _struct_fields(cls: type) -> list[str]:
-    return list(getattr(cls, "__struct_fields__", ()))
+    folder: str = ""
+    """The file's folder: importable while the pipeline is built and run ('' for none)."""
 
 
 def _convert(
@@ -210,39 +126,9 @@ def _convert(
     try:
         return msgspec.convert(data, target)
     except msgspec.ValidationError as exc:
-        message, path = _parse_msgspec_error(exc)
-        full = (*base, *path)
-        sub_target = target
-        for part in path:  # walk to the struct that owns the failing field
-            if isinstance(part, str):
-                hint = _hint_type(sub_target, part)
-                if hint is None:
-                    break
-                sub_target = hint
-        names = [p for p in path if isinstance(p, str)]
-        choices = _choices(sub_target, names[-1]) if names else ()
-        text, field = _explain(
-            message, _struct_fields(sub_target), noun, choices, _value_at(data, path)
-        )
-        if field is not None:
-            full = (*full, field)
-        dotted = ".".join(str(p) for p in path if isinstance(p, str))
-        subject = f"{what}, {noun} {dotted!r}" if dotted else what
-        raise ConfigError(f"{subject}: {text}", located.where(full)) from None
-
-
-def _hint_type(cls: type, field: str) -> type | None:
-    try:
-        hints = msgspec.structs.fields(cls)  # type: ignore[arg-type]
-    except TypeError:
-        return None
-    for info in hints:
-        if info.name == field:
-            candidates = [info.type, *typing.get_args(info.type)]
-            for candidate in candidates:
-                if isinstance(candidate, type) and hasattr(candidate, "__struct_fields__"):
-                    return candidate
-    return None
+        problem = explain(exc, target, data, noun)
+        raise ConfigError(problem.message(what, noun), located.where((*base, *problem.path))) \
+            from None
 
 
 def _apply_overrides(located: Located, overrides: Iterable[str]) -> None:
@@ -358,9 +244,10 @@ def load_config(
 ) -> PipelineConfig:
     """Read and validate a pipeline file.
 
-    The file's folder is put on ``sys.path`` so ``type: mystages:Denoise`` and
-    tool references next to the file import, and is ``${PIPELINE_DIR}`` in the
-    file (for paths next to it).
+    The file's folder is importable while the file is read (so ``type:
+    mystages:Denoise`` next to the file resolves) and again while the
+    pipeline is built and run (``PipelineConfig.folder``), never after; it
+    is ``${PIPELINE_DIR}`` in the file (for paths next to it).
 
     Raises:
         ConfigError: the file cannot be read or is invalid.
@@ -373,29 +260,8 @@ def load_config(
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read pipeline file {file}: {exc}") from None
     folder = str(file.resolve().parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
     env = {**(os.environ if env is None else env), "PIPELINE_DIR": folder}
-    return parse_config(text, str(path), overrides, env)
-
-
-def build_pipeline(config: PipelineConfig, **kwargs: Any) -> Any:
-    """Instantiate the stages of a validated config as a ``Pipeline``.
-
-    Keyword arguments go to ``Pipeline`` (``context``, ``count_frames``...).
-    When the config has an agent section and no context is given, the
-    pipeline's context carries the ``Agent`` built from it.
-    """
-    from pipeflow.pipeline import Pipeline, PipelineContext
-
-    context = kwargs.pop("context", None)
-    if context is None:
-        context = PipelineContext(name=config.name)
-    if context.agent is None and config.agent is not None:
-        from pipeflow.agent import Agent
-
-        context.agent = Agent.from_config(config.agent)
-    context.services.setdefault("output_dir", config.output_dir)
-    stages = [spec.build() for spec in config.stages]
-    kwargs.setdefault("inbox_size", config.inbox_size)
-    return Pipeline(stages, name=config.name, context=context, config=config, **kwargs)
+    with importable(folder):
+        config = parse_config(text, str(path), overrides, env)
+    config.folder = folder
+    return config

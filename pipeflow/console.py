@@ -163,7 +163,7 @@ class RunReporter:
 
 def _agent_summary(pipeline: Pipeline) -> dict[str, Any]:
     agent = pipeline.context.agent
-    hook = getattr(agent, "summary", None)
+    hook = agent.summary if agent is not None else None
     if hook is None:
         return {}
     try:
@@ -173,13 +173,14 @@ def _agent_summary(pipeline: Pipeline) -> dict[str, Any]:
 
 
 def _outputs(pipeline: Pipeline) -> dict[str, str]:
-    found: dict[str, str] = dict(pipeline.context.services.get("outputs", {}))
+    found = dict(pipeline.context.outputs)
     if found:
         return found
-    for st in pipeline.stages:
-        path = getattr(st.options, "path", None)
-        if path and "sink" in type(st).__name__.lower():
-            found[f"{st.ctx.name} output"] = str(path)
+    for st in pipeline.stages:  # stages that do not say what they wrote
+        for option in st.writes:
+            path = getattr(st.options, option, None)
+            if path:
+                found[f"{st.ctx.name} output"] = str(st.ctx.output_path(path))
     return found
 
 

@@ -22,15 +22,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
+from pipeflow.build import Changes
+from pipeflow.config import load_config
 from pipeflow.errors import ConfigError
-
-if TYPE_CHECKING:
-    from pipeflow.frames import Frame
-    from pipeflow.pipeline import RunResult
+from pipeflow.frames import Frame, Metric
+from pipeflow.pipeline import Pipeline, RunResult
 
 __all__ = [
     "JobContext",
@@ -258,8 +258,6 @@ class JobContext:
             self._on_metric(name, seconds)
 
     def _on_frame(self, frame: Frame) -> None:
-        from pipeflow.frames import Metric
-
         if isinstance(frame, Metric) and ("latency" in frame.name or "late" in frame.name):
             scale = {"ms": 0.001, "us": 1e-6, "s": 1.0, "": 1.0}.get(frame.unit)
             if scale is not None:
@@ -275,7 +273,7 @@ class JobContext:
         the job's own ``params`` naming a ``stage.option`` are applied first.
         The pipeline's session id is the job id, its ``output_dir`` gets a
         sub-folder per job (concurrent jobs never share files) and its
-        stages can reach this context as ``services['job']``.
+        stages can reach this context as ``ctx.pipeline.job``.
 
         Returns:
             The run's ``RunResult`` (``.ok``, ``.errors``, ``.duration``...).
@@ -283,16 +281,11 @@ class JobContext:
         Raises:
             ConfigError: the file or an override is invalid.
         """
-        from pipeflow.config import build_pipeline, load_config
-        from pipeflow.session import prepare_context
-
         merged = {k: v for k, v in self.params.items() if "." in k or "__" in k}
         merged.update(params)
         config = load_config(path, params_to_overrides(merged, where=f"job {self.job_id}"))
-        config.output_dir = str(Path(config.output_dir) / self.job_id)
-        context = prepare_context(config, session_id=self.job_id)
-        context.services["job"] = self
-        pipeline = build_pipeline(config, context=context)
+        changes = Changes(output_dir=str(Path(config.output_dir) / self.job_id))
+        pipeline = Pipeline.from_config(config, changes, session_id=self.job_id, job=self)
         return await pipeline.run(on_frame=self._on_frame)
 
 

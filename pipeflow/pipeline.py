@@ -16,17 +16,23 @@ import contextlib
 import logging
 import time
 import traceback
-import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeflow.build import Changes, build
+from pipeflow.config import PipelineConfig, load_config
+from pipeflow.context import PipelineContext
+from pipeflow.errors import PipeflowError
 from pipeflow.frames import ErrorFrame, Frame
 from pipeflow.inbox import Inbox, merged_input
+from pipeflow.registry import importable
 from pipeflow.stage import Stage, StageContext
 
 if TYPE_CHECKING:
-    from pipeflow.config import PipelineConfig
+    from pipeflow.agent import Agent
+    from pipeflow.job import JobContext
 
 __all__ = ["Pipeline", "PipelineContext", "RunResult"]
 
@@ -49,72 +55,6 @@ class RunResult:
     def ok(self) -> bool:
         """True when no fatal error ended the run."""
         return not any(e.fatal for e in self.errors) and not self.cancelled
-
-
-class PipelineContext:
-    """State shared by every stage of one running pipeline (one conversation).
-
-    Attributes:
-        name: the pipeline's name.
-        session_id: unique per run; used as the call id by default.
-        userdata: per-session state that tools read and write (an order...).
-        agent: the ``Agent`` this pipeline serves, when there is one.
-        services: named objects stages share (tool registry, event bus...).
-        stages: the chain, in order.
-    """
-
-    def __init__(
-        self,
-        name: str = "pipeline",
-        session_id: str = "",
-        userdata: Any = None,
-        agent: Any = None,
-        services: dict[str, Any] | None = None,
-    ) -> None:
-        self.name = name
-        self.session_id = session_id or uuid.uuid4().hex[:12]
-        self.userdata: Any = {} if userdata is None else userdata
-        self.agent = agent
-        self.services: dict[str, Any] = services or {}
-        self.stages: list[Stage] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._failure: BaseException | None = None
-        self._runner: asyncio.Task[Any] | None = None
-
-    def spawn(
-        self, coro: Coroutine[Any, Any, Any], inbox: Inbox | None = None, name: str = ""
-    ) -> asyncio.Task[Any]:
-        """Start a task the pipeline owns (cancelled and awaited at the end).
-
-        If it raises, the error goes to ``inbox`` (its stage re-raises it) or,
-        with no inbox, fails the whole pipeline.
-        """
-        task = asyncio.get_running_loop().create_task(coro, name=name or None)
-        self._tasks.add(task)
-        task.add_done_callback(lambda t: self._task_done(t, inbox))
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any], inbox: Inbox | None) -> None:
-        self._tasks.discard(task)
-        if task.cancelled() or task.exception() is None:
-            return
-        error = task.exception()
-        assert error is not None
-        if inbox is not None:
-            inbox.fail(error)
-        elif self._failure is None:
-            self._failure = error
-            if self._runner is not None:
-                self._runner.cancel()
-
-    async def cancel_tasks(self) -> None:
-        """Cancel every task still running and wait for them all."""
-        while self._tasks:
-            tasks = list(self._tasks)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self._tasks.difference_update(tasks)
 
 
 class Pipeline:
@@ -159,18 +99,50 @@ class Pipeline:
     @classmethod
     def from_file(
         cls,
-        path: str,
+        path: str | Path,
         overrides: Iterable[str] = (),
+        changes: Changes | None = None,
         **kwargs: Any,
     ) -> Pipeline:
         """Load, validate and build a pipeline from a YAML file.
 
+        Built as ``pipeflow run`` builds it: the agent's userdata copied and
+        its ``setup`` hook run (see ``from_config`` for the other arguments).
+
         Raises:
             ConfigError: the file is not a valid pipeline (message names the line).
         """
-        from pipeflow.config import build_pipeline, load_config
+        return cls.from_config(load_config(path, overrides), changes, **kwargs)
 
-        return build_pipeline(load_config(path, overrides), **kwargs)
+    @classmethod
+    def from_config(
+        cls,
+        config: PipelineConfig,
+        changes: Changes | None = None,
+        *,
+        session_id: str = "",
+        agent: Agent | None = None,
+        job: JobContext | None = None,
+        count_frames: bool = False,
+    ) -> Pipeline:
+        """Build a parsed pipeline file (``config`` itself is never changed).
+
+        Args:
+            config: from ``load_config`` / ``parse_config``.
+            changes: what to change before building (output folder, push
+                source, sinks...; see ``pipeflow.build.Changes``).
+            session_id: the run's id (a random one when empty).
+            agent: serve this agent instead of the file's ``agent`` section.
+            job: the worker job the run belongs to (``context.job``).
+            count_frames: count frames per stage (for the CLI's summary).
+
+        Raises:
+            ConfigError: a reference does not import or a stage refuses its options.
+        """
+        built = build(config, changes, session_id=session_id, agent=agent, job=job)
+        return cls(built.stages, name=built.config.name, context=built.context,
+                   inbox_size=built.config.inbox_size, count_frames=count_frames,
+                   config=built.config)
 
     def _bind(self) -> None:
         if self._ran:
@@ -202,18 +174,20 @@ class Pipeline:
                 upstream = self._counted(upstream, st.ctx.name)
             generators.append(upstream)
         output = upstream
-        try:
-            async for frame in output:
-                yield frame
-        except asyncio.CancelledError:
-            failure = self.context._failure
-            if failure is None:
-                raise
-            yield self._error_frame(failure)
-        except Exception as exc:
-            yield self._error_frame(exc)
-        finally:
-            await self._shutdown(generators)
+        # The file's folder stays importable while the run lasts (tools may import late).
+        with importable(self.config.folder if self.config is not None else None):
+            try:
+                async for frame in output:
+                    yield frame
+            except asyncio.CancelledError:
+                failure = self.context._failure
+                if failure is None:
+                    raise
+                yield self._error_frame(failure)
+            except Exception as exc:
+                yield self._error_frame(exc)
+            finally:
+                await self._shutdown(generators)
 
     async def _counted(self, frames: AsyncIterator[Frame], name: str) -> AsyncIterator[Frame]:
         counts = self._counts
@@ -227,7 +201,7 @@ class Pipeline:
         name = stage.ctx.name if stage is not None else self.name
         log.error("stage %r failed: %s", name, exc, exc_info=log.isEnabledFor(logging.DEBUG))
         message = str(exc) or type(exc).__name__
-        if not isinstance(exc, _user_errors()):
+        if not isinstance(exc, PipeflowError):
             message = f"{type(exc).__name__}: {message}"
         return ErrorFrame(stage=name, message=message, fatal=True)
 
@@ -281,12 +255,6 @@ class Pipeline:
             order = [st._ctx.name for st in self.stages if st._ctx is not None]
             result.frames_by_stage = {n: self._counts[n] for n in order if n in self._counts}
         return result
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from pipeflow.errors import PipeflowError
-
-    return (PipeflowError,)
 
 
 async def _empty() -> AsyncIterator[Frame]:

@@ -6,24 +6,67 @@ A YAML ``type`` is resolved, in order, as:
 2. a short name published by a plug-in under the ``pipeflow.stages``
    entry-point group;
 3. a ``package.module:attr`` reference to a Stage class or ``@stage`` function.
+
+Stage classes with a ``name`` are recorded by ``pipeflow.stage`` as they are
+defined; the registry resolves over that record, so the two modules depend
+one way only. ``importable(folder)`` lends a pipeline's folder to ``sys.path``
+for as long as that pipeline needs it, and no longer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.metadata
 import pkgutil
-from typing import TYPE_CHECKING, Any
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
 
+import pipeflow.stages as builtin_stages
 from pipeflow.errors import ConfigError
+from pipeflow.stage import NAMED_STAGES, Stage
 
-if TYPE_CHECKING:
-    from pipeflow.stage import Stage
-
-__all__ = ["StageRegistry", "import_ref", "registry"]
+__all__ = ["StageRegistry", "import_ref", "importable", "registry"]
 
 ENTRY_POINT_GROUP = "pipeflow.stages"
+
+_lent: Counter[str] = Counter()
+_lent_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def importable(folder: str | None) -> Iterator[None]:
+    """Put ``folder`` on ``sys.path`` for the ``with`` block only ('' or None: no change).
+
+    Nested and concurrent uses of one folder (many calls of one pipeline
+    file) share one entry, removed when the last of them ends; a folder that
+    was on ``sys.path`` before is left alone.
+    """
+    if not folder:
+        yield
+        return
+    with _lent_lock:
+        if _lent[folder] or folder not in sys.path:
+            if not _lent[folder]:
+                sys.path.insert(0, folder)
+            _lent[folder] += 1
+            owned = True
+        else:
+            owned = False
+    try:
+        yield
+    finally:
+        if owned:
+            with _lent_lock:
+                _lent[folder] -= 1
+                if not _lent[folder]:
+                    del _lent[folder]
+                    with contextlib.suppress(ValueError):
+                        sys.path.remove(folder)
 
 
 def import_ref(ref: str, what: str = "object") -> Any:
@@ -69,8 +112,8 @@ def _did_you_mean(word: str, choices: list[str]) -> str:
 class StageRegistry:
     """Maps short names to Stage classes."""
 
-    def __init__(self) -> None:
-        self._stages: dict[str, type[Stage]] = {}
+    def __init__(self, stages: dict[str, type[Stage]] | None = None) -> None:
+        self._stages: dict[str, type[Stage]] = {} if stages is None else stages
         self._builtins_loaded = False
 
     def register(self, cls: type[Stage]) -> None:
@@ -82,11 +125,9 @@ class StageRegistry:
         if self._builtins_loaded:
             return
         self._builtins_loaded = True
-        import pipeflow.stages as package
-
-        for info in pkgutil.iter_modules(package.__path__):
+        for info in pkgutil.iter_modules(builtin_stages.__path__):
             if not info.name.startswith("_"):
-                importlib.import_module(f"{package.__name__}.{info.name}")
+                importlib.import_module(f"{builtin_stages.__name__}.{info.name}")
 
     def _plugin(self, name: str) -> type[Stage] | None:
         for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -105,8 +146,6 @@ class StageRegistry:
         return None
 
     def _check(self, obj: Any, where: str) -> type[Stage]:
-        from pipeflow.stage import Stage
-
         if isinstance(obj, type) and issubclass(obj, Stage):
             return obj
         raise ConfigError(
@@ -159,4 +198,5 @@ class StageRegistry:
         return result
 
 
-registry = StageRegistry()
+registry = StageRegistry(NAMED_STAGES)
+"""The registry of built-in, imported and plug-in stages."""

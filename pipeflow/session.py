@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeflow.build import Changes, new_context
+from pipeflow.config import PipelineConfig, load_config
 from pipeflow.conversation import Conversation
 from pipeflow.errors import ConfigError, LocalError
 from pipeflow.events import EVENT_NAMES, EventBus, event_for
@@ -45,49 +48,19 @@ from pipeflow.frames import (
     Transcript,
     TurnCommitted,
 )
-from pipeflow.pipeline import Pipeline, PipelineContext, RunResult
+from pipeflow.pipeline import Pipeline, RunResult
+from pipeflow.registry import registry
+from pipeflow.stage import Stage
 
 if TYPE_CHECKING:
     from pipeflow.agent import Agent
-    from pipeflow.config import PipelineConfig
-    from pipeflow.stage import Stage
 
-__all__ = ["AgentSession", "prepare_context"]
+__all__ = ["AgentSession"]
 
 log = logging.getLogger("pipeflow.session")
 
 
-def prepare_context(
-    config: PipelineConfig, session_id: str = "", agent: Agent | None = None
-) -> PipelineContext:
-    """A fresh context for one run of ``config``: agent, userdata, output folder.
-
-    The agent's ``setup(userdata, output_dir)`` hook runs here, before any
-    stage starts, so tools find what it prepared (a repository, an order...).
-    """
-    from pipeflow.agent import Agent
-
-    if agent is None and config.agent is not None:
-        agent = Agent.from_config(config.agent)
-    context = PipelineContext(name=config.name, session_id=session_id, agent=agent)
-    _prepare_agent_state(context, config.output_dir)
-    return context
-
-
-def _prepare_agent_state(context: PipelineContext, output_dir: str) -> None:
-    folder = Path(output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    context.services["output_dir"] = str(folder)
-    agent = context.agent
-    if agent is not None:
-        context.userdata = agent.new_userdata()
-        if agent.setup is not None:
-            agent.setup(context.userdata, str(folder))
-
-
 def _default_stages(agent: Agent | None, transport: dict[str, Any]) -> list[Stage]:
-    from pipeflow.registry import registry
-
     def make(name: str, **options: Any) -> Stage:
         return registry.resolve(name)(**options)
 
@@ -132,18 +105,15 @@ class AgentSession:
         log_size: int = 1000,
     ) -> None:
         if pipeline is None:
-            context = PipelineContext(name="session", session_id=session_id, agent=agent)
-            _prepare_agent_state(context, output_dir)
+            context = new_context("session", output_dir, session_id=session_id, agent=agent)
             pipeline = Pipeline(_default_stages(agent, transport or {}), name="session",
                                 context=context)
         elif agent is not None:
             pipeline.context.agent = agent
         self.pipeline = pipeline
         self.context = pipeline.context
-        self.context.services["session"] = self
-        self.events: EventBus = self.context.services.setdefault("events", EventBus())
-        if self.context.agent is not None and not self.events._callbacks:
-            self.events.extend(self.context.agent.callbacks)
+        self.context.session = self
+        self.events: EventBus = self.context.event_bus()
         self.conversation = Conversation()
         self.start_timeout_s = start_timeout_s
         self.result: RunResult | None = None
@@ -181,11 +151,10 @@ class AgentSession:
             overrides: ``STAGE.OPTION=VALUE`` overrides.
             session_id: the call id.
             output_dir: overrides the file's ``output_dir``.
-            replace_sinks: when given, the file's sink stages (those whose
-                type names a sink) are replaced by these.
+            replace_sinks: when given, the file's sink stages (``role =
+                "sink"``) are replaced by these.
+            kwargs: for ``from_config`` (``changes``) and the session.
         """
-        from pipeflow.config import load_config
-
         config = load_config(path, overrides)
         return cls.from_config(config, session_id=session_id, output_dir=output_dir,
                                replace_sinks=replace_sinks, **kwargs)
@@ -198,20 +167,24 @@ class AgentSession:
         session_id: str = "",
         output_dir: str | None = None,
         replace_sinks: list[Stage] | None = None,
+        changes: Changes | None = None,
         **kwargs: Any,
     ) -> AgentSession:
-        """``from_file`` for a pipeline file already parsed (``config`` is used as is:
-        copy it first to build several sessions from one)."""
-        from pipeflow.config import build_pipeline
+        """``from_file`` for a pipeline file already parsed; ``config`` is left as it
+        was, so one parsed file serves many sessions.
 
-        if output_dir is not None:
-            config.output_dir = output_dir
-        context = prepare_context(config, session_id)
-        pipeline = build_pipeline(config, context=context)
-        stages = with_push_source(list(pipeline.stages))
-        if replace_sinks is not None:
-            stages = [st for st in stages if not _is_sink(st)] + list(replace_sinks)
-        pipeline.stages = stages
+        Args:
+            changes: further changes before building (``contain_outputs``,
+                ``model_url``...); ``output_dir`` and ``replace_sinks`` win
+                over its fields, and the push source is always put first.
+        """
+        changes = dataclasses.replace(
+            changes or Changes(),
+            push_source=True,
+            **({} if output_dir is None else {"output_dir": output_dir}),
+            **({} if replace_sinks is None else {"sinks": tuple(replace_sinks)}),
+        )
+        pipeline = Pipeline.from_config(config, changes, session_id=session_id)
         return cls(pipeline=pipeline, **kwargs)
 
     def _find(self, name: str) -> Any:
@@ -565,23 +538,6 @@ _BUSY = frozenset({"thinking", "speaking", "tools"})
 """Turn states in which a response is asked for, running, or waiting for tools."""
 
 
-def with_push_source(stages: list[Stage]) -> list[Stage]:
-    """``stages`` with a ``push`` source first, so a session can feed them.
-
-    A source (it makes frames and takes none) gives way to the push source,
-    which takes its sample rate; any other first stage stays after it.
-    """
-    from pipeflow.registry import registry
-
-    if any(stage.name == "push" for stage in stages):
-        return stages
-    first = stages[0]
-    rate = getattr(first.options, "sample_rate", None) or 16000
-    push = registry.resolve("push")(sample_rate=rate)
-    stages[:1] = [push] if first.produces and not first.consumes else [push, first]
-    return stages
-
-
 def _predicate(what: str | type[Frame] | Callable[[Frame], bool]) -> Callable[[Frame], bool]:
     if isinstance(what, str):
         if what not in EVENT_NAMES:
@@ -592,8 +548,3 @@ def _predicate(what: str | type[Frame] | Callable[[Frame], bool]) -> Callable[[F
     if isinstance(what, type):
         return lambda frame: isinstance(frame, what)
     return what
-
-
-def _is_sink(stage: Stage) -> bool:
-    return "sink" in type(stage).__name__.lower() or stage.name in ("null", "jsonl", "transcript")
-

@@ -22,6 +22,12 @@ stage (one that declares ``accepts`` or sets ``duplex = True``) is given one
 merged input instead: its upstream, frames later stages send back with
 ``ctx.send_upstream``, and frames its own tasks ``ctx.emit``; urgent frames
 (interrupts) overtake queued data.
+
+A stage says what part it plays with ``role``: ``"source"`` (makes frames,
+ignores its input: a session's push source takes its place), ``"sink"``
+(the end of the line: a text chat drops it) or ``"transform"`` (the default:
+everything else, kept whatever a caller changes). Keyword options are
+validated exactly as YAML is (ranges, choices, unknown names).
 """
 
 from __future__ import annotations
@@ -30,21 +36,29 @@ import asyncio
 import inspect
 import logging
 import os
+import typing
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, get_type_hints
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_type_hints
 
 import msgspec
 
+from pipeflow.convert import convert
 from pipeflow.frames import Frame
 
 if TYPE_CHECKING:
+    from pipeflow.context import PipelineContext
     from pipeflow.inbox import Inbox
-    from pipeflow.pipeline import PipelineContext
 
-__all__ = ["Frames", "NoOptions", "Stage", "StageContext", "stage"]
+__all__ = ["NAMED_STAGES", "Frames", "NoOptions", "Role", "Stage", "StageContext", "stage"]
 
 Frames = AsyncIterator[Frame]
+Role = Literal["source", "transform", "sink"]
+"""What part a stage plays in a chain (see ``Stage.role``)."""
+
+NAMED_STAGES: dict[str, type[Stage]] = {}
+"""Every Stage class defined with a ``name``, by name (the latest wins): the
+registry's record of built-in and imported stages."""
 
 
 class NoOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -78,7 +92,7 @@ class StageContext:
     def output_path(self, path: str | os.PathLike[str]) -> Path:
         """Where a stage writes ``path``: relative paths go under the pipeline's output_dir."""
         result = Path(path)
-        folder = self.pipeline.services.get("output_dir")
+        folder = self.pipeline.output_dir
         if not result.is_absolute() and folder:
             result = Path(folder) / result
         return result
@@ -142,6 +156,10 @@ class Stage:
     Class attributes:
         name: short registry name used in YAML (``type: resample``).
         Options: the msgspec Struct of this stage's options.
+        role: ``"source"``, ``"transform"`` (the default) or ``"sink"``; what
+            a session or a text chat may replace (see the module docstring).
+        writes: names of options that are files this stage writes (under
+            the pipeline's output_dir); a call's files are kept apart by them.
         accepts: frame types this stage takes from later stages (feedback).
         observes: feedback types this stage wants a copy of even when a
             nearer stage accepts them.
@@ -151,6 +169,8 @@ class Stage:
 
     name: ClassVar[str] = ""
     Options: ClassVar[type[msgspec.Struct]] = NoOptions
+    role: ClassVar[Role] = "transform"
+    writes: ClassVar[tuple[str, ...]] = ()
     accepts: ClassVar[tuple[type[Frame], ...]] = ()
     observes: ClassVar[tuple[type[Frame], ...]] = ()
     duplex: ClassVar[bool] = False
@@ -159,22 +179,26 @@ class Stage:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if cls.role not in typing.get_args(Role):
+            raise TypeError(f"stage {cls.describe()}: role must be one of "
+                            f"{', '.join(typing.get_args(Role))}, not {cls.role!r}")
         if cls.__dict__.get("name"):
-            from pipeflow.registry import registry
-
-            registry.register(cls)
+            NAMED_STAGES[cls.name] = cls
 
     def __init__(self, options: msgspec.Struct | None = None, /, **kwargs: Any) -> None:
-        if options is None:
-            try:
-                options = self.Options(**kwargs)
-            except TypeError as exc:
-                from pipeflow.errors import ConfigError
+        """Make the stage from an options struct or keyword options.
 
-                raise ConfigError(f"stage {self.describe()}: {exc}") from exc
-        elif kwargs:
+        Either way the options are checked as a pipeline file's are.
+
+        Raises:
+            ConfigError: an option is unknown, missing, of the wrong type or
+                out of range; the message names the stage and the option.
+            TypeError: both a struct and keywords were given.
+        """
+        if options is not None and kwargs:
             raise TypeError("pass either an options struct or keyword options, not both")
-        self.options: Any = options
+        data = kwargs if options is None else msgspec.structs.asdict(options)
+        self.options: Any = convert(data, self.Options, f"stage {self.describe()}")
         self._ctx: StageContext | None = None
         self.id = ""
 
@@ -236,6 +260,7 @@ def stage(
     options: type[msgspec.Struct] | None = None,
     accepts: tuple[type[Frame], ...] = (),
     duplex: bool = False,
+    role: Role = "transform",
 ) -> Callable[[Callable[..., Frames]], type[Stage]]:
     """Turn an async generator function into a registered stage class.
 
@@ -248,6 +273,7 @@ def stage(
         options: the options struct, if not given by annotation.
         accepts: feedback frame types (makes the stage duplex).
         duplex: ask for a merged input.
+        role: ``"source"``, ``"transform"`` (the default) or ``"sink"``.
 
     Returns:
         A ``Stage`` subclass; call it with keyword options to make an instance.
@@ -268,6 +294,7 @@ def stage(
             "Options": opts or NoOptions,
             "accepts": accepts,
             "duplex": duplex,
+            "role": role,
             "__doc__": function.__doc__,
             "__module__": function.__module__,
             "__qualname__": function.__qualname__,

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from pipeflow.agent import Agent
-from pipeflow.config import build_pipeline, load_config
+from pipeflow.config import load_config
 from pipeflow.errors import ConfigError
 from pipeflow.events import Event
-from pipeflow.pipeline import PipelineContext
+from pipeflow.pipeline import Pipeline
 from pipeflow.session import AgentSession
 
 DEMO = str(Path(__file__).resolve().parent.parent / "pipelines" / "scripts" / "demo.yaml")
@@ -126,10 +126,8 @@ async def test_yaml_agent_callbacks_run_and_a_raising_one_is_logged(
     )
     seen.clear()
     config = load_config(path)
-    context = PipelineContext(session_id="call-7",
-                              agent=Agent.from_config(config.agent))  # type: ignore[arg-type]
     with caplog.at_level(logging.ERROR, logger="pipeflow.events"):
-        result = await build_pipeline(config, context=context).run()
+        result = await Pipeline.from_config(config, session_id="call-7").run()
     assert result.ok, result.errors
     # both lines got through although the first callback raised each time
     assert seen == [

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeflow.config import build_pipeline, load_config, parse_config
+from pipeflow.config import load_config, parse_config
 from pipeflow.errors import ConfigError
+from pipeflow.pipeline import Pipeline
 from pipeflow.yamlsource import interpolate
 
 BROKEN = Path(__file__).parent / "data" / "broken"
@@ -159,7 +160,7 @@ async def test_user_stage_module_runs_from_yaml(
     out = tmp_path / "seen.txt"
     monkeypatch.setenv("COLLECT_PATH", str(out))
     config = load_config(Path(__file__).parent / "data" / "userstages" / "pipeline.yaml")
-    result = await build_pipeline(config).run()
+    result = await Pipeline.from_config(config).run()
     assert result.ok
     assert out.read_text() == "HELLO!!"
 

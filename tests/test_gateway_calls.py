@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeflow.build import Changes
+from pipeflow.config import load_config
 from pipeflow.frames import TextInput
-from pipeflow.server.calls import TRANSITIONS, Call, CallError, CallRegistry, relocate_outputs
+from pipeflow.server.calls import TRANSITIONS, Call, CallError, CallRegistry
 from pipeflow.server.options import TOKEN_ENV, GatewayOptions
 from pipeflow.session import AgentSession
 from pipeflow.stages.sinks import AudioSink
@@ -85,13 +87,17 @@ async def test_finished_calls_beyond_the_limit_are_forgotten_but_stay_on_disk(
 
 
 def test_file_sinks_write_into_the_call_folder(tmp_path: Path) -> None:
-    session = AgentSession.from_file(CALL_YAML, output_dir=str(tmp_path / "c1"))
-    relocate_outputs(session, tmp_path / "c1", "out")
-    sinks = {st.name: st.options for st in session.pipeline.stages if hasattr(st.options, "path")}
-    assert sinks["jsonl"].path == str(tmp_path / "c1" / "frames.jsonl")
-    assert sinks["wav_sink"].path == str(tmp_path / "c1" / "agent.wav")
-    assert sinks["wav_sink"].drain is False
-    assert session.pipeline.stages[0].name == "push"
+    # Built as the gateway builds a call, with one sink given a path outside output_dir.
+    config = load_config(CALL_YAML, ["jsonl.path=/elsewhere/frames.jsonl"])
+    changes = Changes(output_dir=str(tmp_path / "c1"), contain_outputs=True)
+    session = AgentSession.from_config(config, changes=changes)
+    stages = session.pipeline.stages
+    folder = Path(session.context.output_dir)
+    written = {st.name: folder / st.options.path for st in stages if st.writes}
+    assert written["jsonl"] == tmp_path / "c1" / "frames.jsonl"
+    assert written["wav_sink"] == tmp_path / "c1" / "agent.wav"
+    assert written["transcript"] == tmp_path / "c1" / "transcript.txt"
+    assert stages[0].name == "push"
 
 
 def test_a_pipeline_file_error_is_reported_when_the_gateway_is_made(tmp_path: Path) -> None:

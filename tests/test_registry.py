@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeflow.config import build_pipeline, parse_config
+from pipeflow.config import parse_config
 from pipeflow.errors import ConfigError
 from pipeflow.frames import Frame, TextInput
+from pipeflow.pipeline import Pipeline
 from pipeflow.registry import registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +64,7 @@ async def test_entry_point_stage_resolves_and_runs_from_yaml(plugin: Path) -> No
     config = parse_config("stages:\n  - type: shout\n", "p.yaml")
     assert config.stages[0].cls.__name__ == "Shout"
     seen: list[object] = []
-    result = await build_pipeline(config).run(_texts("hi"), on_frame=seen.append)
+    result = await Pipeline.from_config(config).run(_texts("hi"), on_frame=seen.append)
     assert result.ok and seen == [TextInput(text="HI")]
 
 

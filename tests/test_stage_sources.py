@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from pipeflow.audio.clock import ManualClock, set_clock, settle
+from pipeflow.errors import ConfigError
 from pipeflow.frames import AudioFrame, EndOfStream, SpeechStarted, TextInput
 from pipeflow.pipeline import Pipeline
 from pipeflow.stages.sinks import JsonlSink
@@ -106,8 +107,9 @@ async def test_bad_wav_files_name_the_file(tmp_path: Path):
     result = await Pipeline([WavSource(path=str(bad))]).run()
     assert "notes.wav" in result.errors[0].message
     assert "not a WAV file" in result.errors[0].message
-    result = await Pipeline([WavSource(path=str(tmp_path / "x.wav"), speed=-1)]).run()
-    assert "speed" in result.errors[0].message
+    # A bad option is refused when the stage is made, as in a pipeline file.
+    with pytest.raises(ConfigError, match=r"stage wav, option 'speed': must be >= 0\.0, got -1"):
+        WavSource(path=str(tmp_path / "x.wav"), speed=-1)
 
 
 async def test_tone_and_silence():

@@ -192,7 +192,7 @@ async def test_run_context_carries_session_and_userdata() -> None:
 
     session = object()
     context = PipelineContext(
-        session_id="s-1", agent=Agent(tools=[add_to_order]), services={"session": session}
+        session_id="s-1", agent=Agent(tools=[add_to_order]), session=session  # type: ignore[arg-type]
     )
     transport = FakeTransport(calls(("add_to_order", {"item": "tea"})), expect=1)
     await run(transport, ToolDispatch(), context)
@@ -234,7 +234,8 @@ async def test_tool_sources_options_then_agent_then_global_registry() -> None:
 def test_bad_options_fail_when_built() -> None:
     with pytest.raises(ConfigError, match="no module named 'missing_tools_mod'"):
         ToolDispatch(tools=["missing_tools_mod"])
-    with pytest.raises(ConfigError, match="max_concurrent must be at least 1"):
+    # The same words as a pipeline file's error: options are checked one way.
+    with pytest.raises(ConfigError, match="stage tools, option 'max_concurrent': must be >= 1"):
         ToolDispatch(max_concurrent=0)
     with pytest.raises(ConfigError, match="max_concurrent"):
         parse_config("stages:\n  - type: tools\n    max_concurrent: 0\n", "call.yaml")

@@ -11,7 +11,7 @@ from pipeflow.testing import run_stage
 
 
 async def test_transcript_file(tmp_path: Path) -> None:
-    context = PipelineContext(services={"output_dir": str(tmp_path)})
+    context = PipelineContext(output_dir=str(tmp_path))
     frames = [
         Transcript(role="agent", text="Hello, this is the shop."),
         Transcript(role="user", text="one pizza", final=False),
@@ -30,7 +30,7 @@ async def test_transcript_file(tmp_path: Path) -> None:
         'tool result: {"ok": true, "message": "Added."}',
         "(agent interrupted)",
     ]
-    assert context.services["outputs"]["transcript"] == str(tmp_path / "t.txt")
+    assert context.outputs["transcript"] == str(tmp_path / "t.txt")
 
 
 async def test_unwritable_path_is_a_clear_error(tmp_path: Path) -> None:

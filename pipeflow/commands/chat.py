@@ -74,7 +74,8 @@ async def cmd_chat(args: argparse.Namespace) -> int:
     finally:
         await session.close()
         _show(console, session, shown)
-    summary = getattr(session.context.agent, "summary", None)
+    agent = session.context.agent
+    summary = agent.summary if agent is not None else None
     if summary is not None:
         for key, value in (summary(session.userdata) or {}).items():
             console.print(f"[bold]{key}[/]: {value}")

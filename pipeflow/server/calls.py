@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import re
 import time
@@ -34,6 +33,7 @@ from typing import Any
 
 import msgspec
 
+from pipeflow.build import Changes
 from pipeflow.errors import ConfigError, LocalError, PipeflowError
 from pipeflow.server.edges import CallAudioOut
 from pipeflow.server.local import SharedModelServers, local_server_key
@@ -322,7 +322,6 @@ class CallRegistry:
         config = load_config(self.pipeline_path, self.options.overrides)
         self._config = config
         self.output_dir = Path(self.options.output_dir or config.output_dir)
-        self._base_output = config.output_dir
         self._calls: OrderedDict[str, Call] = OrderedDict()
         self._reaper: asyncio.Task[None] | None = None
         # Offline model stages share one local Realtime server (see server/local.py).
@@ -399,21 +398,18 @@ class CallRegistry:
 
     def _session(self, call: Call, edge: CallEdge | None) -> AgentSession:
         """The call's session, built without reading the pipeline file again."""
+        changes = Changes(output_dir=str(call.folder), contain_outputs=True,
+                          model_url=self.models.url_for)
         session = AgentSession.from_config(
-            copy.deepcopy(self._config),  # every call gets stage options of its own
-            session_id=call.id,
-            output_dir=str(call.folder),
+            self._config, session_id=call.id, changes=changes,
             start_timeout_s=self.options.start_timeout_s,
         )
-        relocate_outputs(session, call.folder, self._base_output)
         if edge is None:
             edge = CallEdge(CallAudioOut(realtime=_realtime(session), drain=False,
                                          record=AGENT_AUDIO))
             call.audio_out = edge.sink  # type: ignore[assignment]
         call.edge = edge
         attach_edge(session, edge)
-        for stage in session.pipeline.stages:
-            self.models.point(stage)
         return session
 
     async def end(self, call_id: str, reason: str = "ended") -> Call:
@@ -536,40 +532,6 @@ def attach_edge(session: AgentSession, edge: CallEdge) -> None:
     if not placed:
         kept.append(edge.sink)
     stages[:] = kept
-
-
-def relocate_outputs(session: AgentSession, folder: Path, base_output: str) -> None:
-    """Point the session's file sinks into the call's folder.
-
-    Audio sinks stop draining at the end: ending a call drops the agent's
-    unplayed audio instead of waiting for it to play out.
-
-    A relative path under the pipeline's ``output_dir`` keeps its place
-    below the call folder; any other path keeps only its file name, so two
-    calls never write the same file.
-    """
-    stages = session.pipeline.stages
-    for index, stage in enumerate(stages):
-        if index == 0:
-            continue
-        if getattr(stage.options, "drain", False):
-            # A hung-up caller hears nothing more: the end of a call never waits for playout.
-            stage.options = msgspec.structs.replace(stage.options, drain=False)
-        path = getattr(stage.options, "path", None)
-        if not isinstance(path, str) or stage.name == "transcript":
-            continue  # the transcript sink already writes under output_dir
-        stage.options = msgspec.structs.replace(
-            stage.options, path=str(folder / _inside(Path(path), Path(base_output)))
-        )
-
-
-def _inside(path: Path, base: Path) -> Path:
-    if not path.is_absolute():
-        with contextlib.suppress(ValueError):
-            return path.relative_to(base)
-        if ".." not in path.parts:
-            return path
-    return Path(path.name)
 
 
 MIN_RATE, MAX_RATE = 8000, 192000

@@ -17,8 +17,6 @@ import asyncio
 import logging
 from typing import Any
 
-import msgspec
-
 from pipeflow.realtime.options import RealtimeOptions, resolve_url
 from pipeflow.realtime.server import LocalRealtimeServer
 
@@ -68,17 +66,17 @@ class SharedModelServers:
                 self._servers[key] = server
                 log.info("calls share the local Realtime server at %s", server.url)
 
-    def point(self, stage: Any) -> bool:
-        """Send a realtime stage to its shared server; False when it needs none.
+    def url_for(self, options: Any) -> str | None:
+        """The shared server's URL for a stage with these options; None when it needs none.
+
+        Given to the builder (``Changes.model_url``), so each call's realtime
+        stage is built pointing at its server.
 
         Raises:
             KeyError: ``open`` was not called for the stage's key.
         """
-        key = local_server_key(stage.options)
-        if key is None:
-            return False
-        stage.options = msgspec.structs.replace(stage.options, url=self._servers[key].url)
-        return True
+        key = local_server_key(options)
+        return None if key is None else str(self._servers[key].url)
 
     async def close(self) -> None:
         """Stop every server (the gateway is stopping)."""

@@ -56,13 +56,7 @@ class Callbacks(Stage):
     produces = (Frame,)
 
     def _bus(self) -> EventBus:
-        services = self.ctx.pipeline.services
-        bus = services.get("events")
-        if bus is None:
-            bus = services["events"] = EventBus()
-            agent = self.ctx.pipeline.agent
-            if agent is not None:
-                bus.extend(agent.callbacks)
+        bus = self.ctx.pipeline.event_bus()
         for event, refs in self.options.callbacks.items():
             check_event_name(event)
             for ref in [refs] if isinstance(refs, str) else refs:

@@ -70,6 +70,8 @@ class CallerSource(Stage):
     """A simulated caller: scripted speech on a paced line, waiting for the agent's answers."""
 
     name = "caller"
+    role = "source"
+    writes = ("record",)
     Options = CallerOptions
     observes = (PlayoutPosition,)
     produces = (AudioFrame, EndOfStream)
@@ -114,7 +116,7 @@ class CallerSource(Stage):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             writer = WavWriter(path, opts.sample_rate)
-            self.ctx.pipeline.services.setdefault("outputs", {})["caller audio"] = str(path)
+            self.ctx.pipeline.outputs["caller audio"] = str(path)
         sent = 0  # frames so far; stream time = sent * frame_s
         silence = bytes(2 * size)
 

@@ -108,9 +108,8 @@ class RealtimeTransport(Stage):
     def _session_config(self) -> SessionConfig:
         opts = self.options
         agent = self.ctx.pipeline.agent
-        tools: list[dict[str, Any]] = []
-        if agent is not None and hasattr(agent, "tool_schemas"):
-            tools = list(agent.tool_schemas("realtime"))
+        offered = self.ctx.pipeline.offered_tools()  # what the tools stage dispatches
+        tools = offered.to_openai_format("realtime") if offered is not None else []
         return SessionConfig(
             instructions=opts.instructions or getattr(agent, "instructions", None),
             voice=opts.voice or getattr(agent, "voice", None),

@@ -72,6 +72,7 @@ class AudioSink(Stage):
     """Base of sinks with a playout clock; subclasses open, write and close the output."""
 
     Options = AudioSinkOptions
+    role = "sink"
     duplex = True
     is_duplex = _DuplexWhenRealtime()  # type: ignore[assignment]
     consumes = (AudioFrame, Interrupt, ResponseDone)
@@ -279,6 +280,7 @@ class WavSink(AudioSink):
     """Records what was played to a WAV file."""
 
     name = "wav_sink"
+    writes = ("path",)
     Options = WavSinkOptions
 
     def __init__(self, options: msgspec.Struct | None = None, /, **kwargs: Any) -> None:
@@ -288,7 +290,7 @@ class WavSink(AudioSink):
     async def open(self, sample_rate: int) -> None:
         path = self.ctx.output_path(self.options.path)
         self._writer = WavWriter(path, sample_rate)
-        self.ctx.pipeline.services.setdefault("outputs", {})["agent audio"] = str(path)
+        self.ctx.pipeline.outputs["agent audio"] = str(path)
 
     def write(self, chunk: Chunk) -> None:
         writer = self._writer
@@ -404,12 +406,14 @@ class JsonlSink(Stage):
     """Records every frame as a JSON line ``{"t": seconds since the first frame, "frame": ...}``."""
 
     name = "jsonl"
+    role = "sink"
+    writes = ("path",)
     Options = JsonlOptions
     consumes = (Frame,)
 
     async def process(self, frames: Frames) -> Frames:
         path = self.ctx.output_path(self.options.path)
-        self.ctx.pipeline.services.setdefault("outputs", {})["frames"] = str(path)
+        self.ctx.pipeline.outputs["frames"] = str(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             out: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed in finally

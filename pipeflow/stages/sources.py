@@ -134,6 +134,7 @@ class WavSource(Stage):
     """
 
     name = "wav"
+    role = "source"
     Options = WavSourceOptions
     produces = (AudioFrame, EndOfStream)
 
@@ -172,6 +173,7 @@ class ToneSource(Stage):
     """A sine tone (tests, line checks, hold beeps)."""
 
     name = "tone"
+    role = "source"
     Options = ToneOptions
     produces = (AudioFrame, EndOfStream)
 
@@ -216,6 +218,7 @@ class SilenceSource(Stage):
     """Digital silence (keeps a line open, tests VAD against false turns)."""
 
     name = "silence"
+    role = "source"
     Options = SilenceOptions
     produces = (AudioFrame, EndOfStream)
 
@@ -249,6 +252,7 @@ class PushSource(Stage):
     """
 
     name = "push"
+    role = "source"
     Options = PushOptions
     duplex = True
     produces = (AudioFrame, EndOfStream)
@@ -319,6 +323,7 @@ class StdinSource(Stage):
     """Raw PCM16 little-endian audio read from standard input (``sox ... -t raw - |``)."""
 
     name = "stdin"
+    role = "source"
     Options = StdinOptions
     produces = (AudioFrame, EndOfStream)
 
@@ -376,6 +381,7 @@ class ReplaySource(Stage):
     """Replays a recorded frame stream with its original timing."""
 
     name = "replay"
+    role = "source"
     Options = ReplayOptions
     produces = (Frame,)
 
@@ -447,6 +453,7 @@ class MicrophoneSource(Stage):
     """Live capture from a microphone through the optional ``sounddevice`` package."""
 
     name = "microphone"
+    role = "source"
     Options = MicrophoneOptions
     produces = (AudioFrame, EndOfStream)
 

@@ -18,9 +18,8 @@ from typing import Annotated, Any
 
 import msgspec
 
-from pipeflow.errors import ConfigError
 from pipeflow.frames import EndOfStream, ToolCall, ToolResult
-from pipeflow.stage import Frames, Stage
+from pipeflow.stage import Frames, Stage, StageContext
 from pipeflow.tools import FunctionCall, RunContext, ToolSet, default_registry, invoke
 
 __all__ = ["ToolDispatch", "ToolsOptions"]
@@ -52,23 +51,25 @@ class ToolDispatch(Stage):
     def __init__(self, options: msgspec.Struct | None = None, /, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
         opts = self.options
-        if opts.max_concurrent < 1:
-            raise ConfigError("stage tools: max_concurrent must be at least 1")
-        if opts.timeout_s is not None and not opts.timeout_s > 0:
-            raise ConfigError("stage tools: timeout_s must be a positive number of seconds")
         # References are resolved now, so a bad one fails when the pipeline is built.
         self.toolset: ToolSet | None = ToolSet.from_refs(opts.tools) if opts.tools else None
         self._running: set[asyncio.Task[None]] = set()
+        self._dispatched: ToolSet = default_registry
 
-    def _tools(self) -> ToolSet:
-        if self.toolset is not None:
-            return self.toolset
-        agent = self.ctx.pipeline.agent
-        tools = getattr(agent, "tools", None) if agent is not None else None
-        return tools if isinstance(tools, ToolSet) else default_registry
+    def bind(self, ctx: StageContext) -> None:
+        """Offer the tools this stage dispatches: the model is told exactly these.
+
+        Its own ``tools`` option, else the agent's tools, else every ``@tool``
+        imported; the transport reads them from ``ctx.pipeline.tools``.
+        """
+        super().bind(ctx)
+        agent = ctx.pipeline.agent
+        self._dispatched = (self.toolset if self.toolset is not None
+                            else agent.tools if agent is not None else default_registry)
+        ctx.pipeline.tools = self._dispatched
 
     async def process(self, frames: Frames) -> Frames:
-        tools = self._tools()
+        tools = self._dispatched
         slots = asyncio.Semaphore(self.options.max_concurrent)
         deadline = EndOfStream()  # our own marker: the drain time is over
         held: EndOfStream | None = None
@@ -98,7 +99,7 @@ class ToolDispatch(Stage):
             call_id=call.call_id,
             function_call=FunctionCall(name=call.name, arguments=call.arguments),
             userdata=pipeline.userdata,
-            session=pipeline.services.get("session"),
+            session=pipeline.session,
             session_id=pipeline.session_id,
         )
         task = asyncio.current_task()

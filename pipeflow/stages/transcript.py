@@ -36,6 +36,8 @@ class TranscriptSink(Stage):
     """Writes the conversation's final transcripts (and tool calls) to a text file."""
 
     name = "transcript"
+    role = "sink"
+    writes = ("path",)
     Options = TranscriptOptions
     consumes = (Transcript, ToolCall, ToolResult, Interrupt)
     produces = (Frame,)
@@ -47,7 +49,7 @@ class TranscriptSink(Stage):
             out = path.open("w", encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"transcript sink cannot write {path}: {exc}") from exc
-        self.ctx.pipeline.services.setdefault("outputs", {})["transcript"] = str(path)
+        self.ctx.pipeline.outputs["transcript"] = str(path)
         started = time.monotonic()
         try:
             async for frame in frames:
