@@ -83,14 +83,7 @@ class RealtimeTransport(Stage):
                 SpeechStarted, SpeechStopped, Interrupt, ErrorFrame, ModelEvent, Metric)
 
     def __init__(self, options: msgspec.Struct | None = None, /, **kwargs: Any) -> None:
-        if options is None:
-            # Keyword options may hold plain mappings (reconnect={...}), as in YAML.
-            try:
-                options = msgspec.convert(kwargs, RealtimeOptions)
-            except msgspec.ValidationError as exc:
-                raise ConfigError(f"stage realtime: {exc}") from None
-            kwargs = {}
-        super().__init__(options, **kwargs)
+        super().__init__(options, **kwargs)  # keyword mappings (reconnect={...}) as in YAML
         self.options: RealtimeOptions
         self.turns = TurnMachine()
         self.engine: ConversationEngine | None = None  # the running conversation's
