@@ -13,14 +13,13 @@ offline, so ``match`` steps branch on what was really said::
 from __future__ import annotations
 
 import functools
-import sys
 from pathlib import Path
 from typing import Literal
 
 import msgspec
 
 from pipeflow.errors import ConfigError
-from pipeflow.registry import import_ref
+from pipeflow.registry import import_ref, importable
 
 __all__ = ["TranscriberOptions", "build_transcriber"]
 
@@ -79,10 +78,9 @@ def _sentences_from(ref: str, where: str) -> list[str]:
         if not script.is_file():
             raise
         folder = script.resolve().parent
-        for path in (str(folder.parent), str(folder)):  # like pipeline files' folders
-            if path not in sys.path:
-                sys.path.insert(0, path)
-        found = import_ref(ref, "sentence list")
+        # Like a pipeline file's folder: importable for the import only.
+        with importable(str(folder.parent)), importable(str(folder)):
+            found = import_ref(ref, "sentence list")
     if callable(found):
         found = found()
     if not isinstance(found, list | tuple) or not all(isinstance(s, str) for s in found):
