@@ -53,7 +53,8 @@ class Changes:
     """Put a ``push`` source first, for a session to feed: it takes the place
     (and sample rate) of the file's source, or goes before the first stage."""
     sinks: Sequence[Stage] | None = None
-    """When given, the file's sinks (``role = "sink"``) give way to these stages."""
+    """When given, the file's sinks (``role = "sink"``) give way to these stages
+    (instances: a stage runs once, so give fresh ones to each build)."""
     contain_outputs: bool = False
     """Keep every file a stage writes (its ``writes`` options) inside
     ``output_dir``: a relative path stays where it is below it, any other

@@ -231,3 +231,44 @@ def test_built_in_roles() -> None:
         "caller", "microphone", "push", "replay", "silence", "stdin", "tone", "wav"}
     assert {n for n, r in roles.items() if r == "sink"} == {
         "jsonl", "null", "speaker", "transcript", "wav_sink"}
+
+
+def test_sessions_built_from_one_parsed_file_leave_it_as_it_was(tmp_path: Path) -> None:
+    config = load_config(CALL_YAML)
+    kept = copy.deepcopy(config)
+    first = AgentSession.from_config(config, output_dir=str(tmp_path / "a"),
+                                     replace_sinks=[NullSink(realtime=False)])
+    second = AgentSession.from_config(config, output_dir=str(tmp_path / "b"))
+    assert config == kept
+    assert first.context.output_dir != second.context.output_dir
+    assert first.pipeline.stages[-1].name == "null"
+    assert second.pipeline.stages[-1].name == "wav_sink"
+
+
+seen_jobs: list[tuple[str, str]] = []
+
+
+class JobReader(Stage):
+    """Notes the job its pipeline runs for, read from the typed context."""
+
+    async def process(self, frames):  # type: ignore[no-untyped-def]
+        job = self.ctx.pipeline.job
+        assert job is not None
+        seen_jobs.append((job.job_id, self.ctx.pipeline.output_dir))
+        async for frame in frames:
+            yield frame
+
+
+async def test_a_job_builds_through_the_builder_and_its_stages_see_the_job(
+    tmp_path: Path,
+) -> None:
+    from pipeflow.job import JobContext
+
+    path = tmp_path / "job.yaml"
+    path.write_text(f"output_dir: {tmp_path / 'out'}\nstages:\n"
+                    "  - type: silence\n    duration_ms: 20\n    speed: 0\n"
+                    "  - type: tests.test_build:JobReader\n")
+    seen_jobs.clear()
+    result = await JobContext("job-7").run_pipeline(path)
+    assert result.ok, result.errors
+    assert seen_jobs == [("job-7", str(tmp_path / "out" / "job-7"))]
