@@ -5,7 +5,7 @@
 through ``build``, in three steps:
 
 1. ``prepare``: a copy of the parsed file with the caller's ``Changes``: its
-   output folder, a push source first (for a session to feed), the file's
+   output folder, a push source (or the caller's own source) first, the file's
    sinks swapped for the caller's (a text chat), every written file kept
    inside the output folder (a gateway call), model stages pointed at a URL.
    The caller's config is never changed, so one parsed file serves many runs.
@@ -52,6 +52,9 @@ class Changes:
     push_source: bool = False
     """Put a ``push`` source first, for a session to feed: it takes the place
     (and sample rate) of the file's source, or goes before the first stage."""
+    source: Stage | None = None
+    """This stage first instead (a call's own source): it takes the place of
+    the file's source, or goes before the first stage; wins over ``push_source``."""
     sinks: Sequence[Stage] | None = None
     """When given, the file's sinks (``role = "sink"``) give way to these stages
     (instances: a stage runs once, so give fresh ones to each build)."""
@@ -80,7 +83,9 @@ def prepare(config: PipelineConfig, changes: Changes) -> PipelineConfig:
     """
     specs = list(config.stages)
     base = config.output_dir
-    if changes.push_source:
+    if changes.source is not None:
+        specs = specs[1:] if specs[0].cls.role == "source" else specs
+    elif changes.push_source:
         specs = _push_source_first(specs)
     if changes.sinks is not None:
         specs = [spec for spec in specs if spec.cls.role != "sink"]
@@ -145,7 +150,8 @@ def build(
         context = new_context(prepared.name, prepared.output_dir, session_id=session_id,
                               agent=agent, job=job)
         stages = [spec.build() for spec in prepared.stages]
-    return Built(prepared, context, [*stages, *(changes.sinks or ())])
+    first = [changes.source] if changes.source is not None else []
+    return Built(prepared, context, [*first, *stages, *(changes.sinks or ())])
 
 
 def _push_source_first(specs: list[StageSpec]) -> list[StageSpec]:

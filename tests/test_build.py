@@ -220,6 +220,16 @@ def test_the_push_source_takes_the_place_and_rate_of_a_source_only(tmp_path: Pat
     assert [st.name for st in built.stages] == ["push", "passthrough"]
 
 
+def test_a_callers_own_source_takes_the_place_of_the_files(tmp_path: Path) -> None:
+    own = registry.resolve("push")(sample_rate=8000)
+    config = parse_config("stages:\n  - type: tone\n  - type: passthrough\n")
+    built = build(config, Changes(source=own, push_source=True, output_dir=str(tmp_path)))
+    assert built.stages[0] is own and [st.name for st in built.stages] == ["push", "passthrough"]
+    config = parse_config("stages:\n  - type: passthrough\n")
+    built = build(config, Changes(source=own, output_dir=str(tmp_path)))
+    assert built.stages[0] is own and [st.name for st in built.stages] == ["push", "passthrough"]
+
+
 def test_a_role_is_one_of_three() -> None:
     with pytest.raises(TypeError, match="role must be one of source, transform, sink"):
         type("Odd", (Stage,), {"role": "drain"})
