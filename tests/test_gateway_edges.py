@@ -50,8 +50,7 @@ class Upstream(Stage):
 
 
 def context(folder: Path) -> PipelineContext:
-    ctx = PipelineContext(name="edge-test")
-    ctx.services["output_dir"] = str(folder)
+    ctx = PipelineContext(name="edge-test", output_dir=str(folder))
     return ctx
 
 

@@ -188,7 +188,7 @@ class Call:
             return self._record.get("agent")
         session = self.session
         agent = session.context.agent if session is not None else None
-        hook = getattr(agent, "summary", None)
+        hook = agent.summary if agent is not None else None
         if hook is None or session is None:
             return None
         try:

@@ -78,6 +78,7 @@ class CallAudioOut(AudioSink):
     """The agent's audio to a WebSocket or HTTP caller: the call's one playout clock."""
 
     Options = CallAudioOptions
+    writes = ("record",)
 
     def __init__(self, options: msgspec.Struct | None = None, /, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
@@ -234,6 +235,8 @@ class TwilioMediaOut(Stage):
     there). ``record`` writes the agent audio it sent to a WAV file.
     """
 
+    role = "sink"
+    writes = ("record",)
     duplex = True  # its own task reads the marks; an Interrupt overtakes queued audio
     consumes = (AudioFrame, Interrupt, ResponseDone)
     produces = (PlayoutPosition,)
