@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 
 from pipeflow.build import Changes
+from pipeflow.callables import call_function
 from pipeflow.config import load_config
 from pipeflow.errors import ConfigError
 from pipeflow.frames import Frame, Metric
@@ -318,40 +319,6 @@ def params_to_overrides(params: Mapping[str, Any], where: str = "job") -> list[s
             ) from exc
         overrides.append(f"{key}={text}")
     return overrides
-
-
-def is_async_callable(function: Callable[..., Any]) -> bool:
-    """Whether calling ``function`` gives a coroutine (async def, or an object whose
-    ``__call__`` is one; ``functools.partial`` is seen through)."""
-    if inspect.iscoroutinefunction(function):
-        return True
-    return callable(function) and not inspect.isroutine(function) and (
-        inspect.iscoroutinefunction(type(function).__call__)
-    )
-
-
-async def call_function(
-    function: Callable[..., Any], /, *args: Any, on_loop: bool = False, **kwargs: Any
-) -> Any:
-    """Call a sync or async function from the event loop without blocking it.
-
-    An async function is awaited. A plain function runs in the loop's thread
-    pool, so a blocking one (``time.sleep``, a slow driver, heavy CPU in C)
-    stalls only itself, not every other job and call of the process; what it
-    returns is awaited when awaitable. ``on_loop=True`` calls it on the loop
-    instead: a little faster, for code known never to block. A plain function
-    cancelled (a timeout) while in its thread is no longer awaited, but its
-    thread runs on until the function returns: Python cannot stop a thread.
-    """
-    if is_async_callable(function):
-        return await function(*args, **kwargs)
-    if on_loop:
-        value = function(*args, **kwargs)
-    else:
-        value = await asyncio.to_thread(function, *args, **kwargs)
-    if inspect.isawaitable(value):
-        value = await value
-    return value
 
 
 def _takes_argument(hook: Callable[..., Any]) -> bool:

@@ -17,8 +17,8 @@ from typing import Any
 
 import msgspec
 
+from pipeflow.callables import call_function
 from pipeflow.frames import ToolCall, ToolResult
-from pipeflow.job import call_function
 from pipeflow.tools.context import RunContext, ToolError
 from pipeflow.tools.function import FunctionTool
 from pipeflow.tools.toolset import ToolSet
