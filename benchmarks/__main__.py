@@ -7,6 +7,11 @@ is installed on first use into its own venv (``.venv-bench``), never into
 pipeflow's. At the end a "Headline figures"
 section is put at the top of ``results.md``: each goal of the suite with the
 measured value and whether it was met.
+
+Only a full run (no ``--quick``, no ``--only``) writes the tracked
+``benchmarks/results.md``; a smoke or partial run writes to ``out/bench/``
+(or ``PIPEFLOW_RESULTS_DIR``) so its figures never mix with a full run's.
+``--only ... --write-results`` updates the tracked sections it reran.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -22,7 +28,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import markdown_table, results_dir, write_section
+from benchmarks.report import (
+    RESULTS_DIR_ENV,
+    SCRATCH_DIR,
+    markdown_table,
+    results_dir,
+    write_section,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -175,7 +187,7 @@ def _anchor(title: str) -> str:
 
 def write_headline(command: str) -> str:
     """Write the "Headline figures" section and move it to the top of results.md."""
-    out = results_dir()
+    out = results_dir(command)
     try:
         store = json.loads((out / "results.json").read_text())
     except (OSError, ValueError):
@@ -208,6 +220,10 @@ def main() -> int:
     parser.add_argument(
         "--only", default="", help=f"comma-separated benchmarks among: {', '.join(BENCHMARKS)}"
     )
+    parser.add_argument(
+        "--write-results", action="store_true",
+        help="with --only: update the tracked benchmarks/results.md (default: out/bench/)",
+    )
     args = parser.parse_args()
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -215,6 +231,16 @@ def main() -> int:
         parser.error(
             f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}"
         )
+    if args.write_results and args.quick:
+        parser.error("--write-results is for full runs; a --quick run never updates them")
+    scratch = args.quick or (bool(args.only) and not args.write_results)
+    if scratch and not os.environ.get(RESULTS_DIR_ENV):
+        # The children inherit it: every section of this run lands in the scratch folder.
+        os.environ[RESULTS_DIR_ENV] = str(SCRATCH_DIR)
+        for name in ("results.md", "results.json"):
+            (SCRATCH_DIR / name).unlink(missing_ok=True)
+        print(f"{'quick' if args.quick else 'partial'} run: results go to {SCRATCH_DIR} "
+              "(benchmarks/results.md is only written by a full run)")
     started = time.monotonic()
     if "pipecat" in names:
         _prepare_pipecat()
@@ -223,7 +249,8 @@ def main() -> int:
     if args.only:
         command += f" --only {args.only}"
     print(write_headline(command))
-    print(f"results: {results_dir() / 'results.md'} ({time.monotonic() - started:.0f} s)")
+    print(f"results: {results_dir(command) / 'results.md'} "
+          f"({time.monotonic() - started:.0f} s)")
     failed = [r for r in results if r["status"] not in ("ok", "missing")]
     for result in failed:
         print(f"{result['name']}: {result['status']}", file=sys.stderr)

@@ -592,8 +592,10 @@ def main() -> None:
         floor = (
             _child("floor", FLOOR_SESSIONS, seconds, wav, core) if "audio" in scenarios else None
         )
-    out = results_dir()
-    png = out / "scale.png"
+    command = "python -m benchmarks.bench_scale" + (" --quick" if args.quick else "")
+    if args.only:
+        command += f" --only {args.only}"
+    png = results_dir(command) / "scale.png"
     plot(steps, png)
     rows = []
     for scenario in scenarios:

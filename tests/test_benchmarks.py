@@ -49,6 +49,47 @@ def test_quick_suite_writes_its_tables_to_the_results_dir(tmp_path: Path) -> Non
         assert (ROOT / "benchmarks" / "results.md").read_bytes() == committed
 
 
+def _copy_of_suite(tmp_path: Path) -> tuple[Path, bytes]:
+    """A copy of the benchmark package with tracked results of its own to protect."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "benchmarks", repo / "benchmarks",
+                    ignore=shutil.ignore_patterns("__pycache__", "out"))
+    tracked = b"# a full run's results\n"
+    (repo / "benchmarks" / "results.md").write_bytes(tracked)
+    (repo / "benchmarks" / "results.json").write_bytes(b"{}")
+    return repo, tracked
+
+
+@pytest.mark.parametrize("flags", [["--quick", "--only", "micro"], ["--only", "micro"]])
+def test_quick_or_partial_runs_never_touch_the_tracked_results(
+    tmp_path: Path, flags: list[str]
+) -> None:
+    repo, tracked = _copy_of_suite(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "PIPEFLOW_RESULTS_DIR"}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", *flags], cwd=repo, env=env,
+        capture_output=True, text=True, timeout=150, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (repo / "benchmarks" / "results.md").read_bytes() == tracked
+    assert (repo / "benchmarks" / "results.json").read_bytes() == b"{}"
+    scratch = repo / "out" / "bench"
+    assert "<!-- begin micro -->" in (scratch / "results.md").read_text()
+    assert str(scratch) in done.stdout  # the run says where its figures went
+
+
+def test_a_quick_module_run_writes_to_the_scratch_folder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks import report
+
+    monkeypatch.delenv("PIPEFLOW_RESULTS_DIR", raising=False)
+    assert report.results_dir("python -m benchmarks.bench_scale --quick") == report.SCRATCH_DIR
+    assert report.results_dir("python -m benchmarks.bench_scale") == report.HERE
+
+
 def test_unknown_benchmark_name_is_a_usage_error() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--only", "nonsense"],
