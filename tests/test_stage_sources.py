@@ -144,6 +144,39 @@ async def test_push_source_from_the_loop_and_from_a_thread():
     assert out[2].pts == pytest.approx(0.02)
 
 
+async def test_push_source_urgent_frames_overtake_and_upstream_frames_join():
+    from pipeflow.frames import Interrupt
+
+    push = PushSource(sample_rate=8000)
+    for _ in range(3):
+        push.push_audio(bytearray(b"\1\0" * 80))  # a caller's buffer: copied
+    push.push(Interrupt())
+    push.end()
+
+    async def upstream():
+        yield TextInput(text="from upstream")
+
+    out = [f async for f in Pipeline([push]).stream(upstream())]
+    names = [type(f).__name__ for f in out]
+    assert names[0] == "Interrupt" and names[-1] == "EndOfStream"
+    assert names.count("AudioFrame") == 3
+    audio = [f for f in out if type(f).__name__ == "AudioFrame"]
+    assert all(type(f.pcm) is bytes for f in audio)
+    assert [f.pts for f in audio] == pytest.approx([0.0, 0.01, 0.02])
+
+
+async def test_push_source_pts_continue_across_a_rate_change():
+    push = PushSource(sample_rate=8000)
+    push.push_audio(b"\0\0" * 80)  # 10 ms at 8 kHz
+    push.push_audio(b"\0\0" * 160, 16000)  # 10 ms at 16 kHz
+    push.push_audio(b"\0\0" * 80)
+    push.end()
+    out = await collect(push)
+    assert [f.pts for f in out[:-1]] == pytest.approx([0.0, 0.01, 0.02])
+    with pytest.raises(Exception, match="sample rate"):
+        push.push_audio(b"\0\0", 0.5)  # type: ignore[arg-type]
+
+
 async def test_push_source_rejects_bad_audio():
     push = PushSource()
     with pytest.raises(Exception, match=r"even|multiple of 2"):
