@@ -130,18 +130,17 @@ class Record:
 
 
 class Meter:
-    """Per-session lateness bookkeeping shared by the Stamp, Mark and Probe stages.
+    """Per-session lateness bookkeeping shared by the Stamp and Probe stages.
 
-    Lateness is taken per source frame: ``Stamp`` (right after the source)
-    notes when the current source frame was due (``start + pts``); ``Mark``
-    tags every audio frame the chain made from it (after the resampler, which
-    emits audio in soxr's own blocks); ``Probe`` (last) measures how late a
-    tagged frame leaves the chain. Tags are keyed by object identity: stages
-    pass frames on unchanged, and a tagged frame stays alive until the probe
-    sees it.
+    ``Stamp`` (right after the source) notes when the source frame in flight
+    was due (``start + pts``); ``Probe`` (last) records every audio frame
+    leaving the chain against that due time. The chain is synchronous
+    generators, so what a source frame causes leaves the chain in the same
+    step: the hand-written chain is measured the same way, with the same two
+    instruments inline.
     """
 
-    __slots__ = ("due", "record", "source", "stamped", "start", "tags")
+    __slots__ = ("due", "record", "source", "stamped", "start")
 
     def __init__(self, record: Record, source: Any = None) -> None:
         self.record = record
@@ -149,7 +148,6 @@ class Meter:
         self.start = math.nan  # or set by the pacer that feeds a PushSource
         self.due = 0.0
         self.stamped = 0
-        self.tags: dict[int, float] = {}
 
 
 class Stamp(Stage):
@@ -170,35 +168,18 @@ class Stamp(Stage):
             yield frame
 
 
-class Mark(Stage):
-    """Tags each audio frame with the due time of the source frame that made it."""
-
-    def __init__(self, meter: Meter) -> None:
-        super().__init__()
-        self.meter = meter
-
-    async def process(self, frames: Frames) -> Frames:
-        meter, tags = self.meter, self.meter.tags
-        async for frame in frames:
-            if type(frame) is AudioFrame:
-                tags[id(frame)] = meter.due
-            yield frame
-
-
 class Probe(Stage):
-    """Last stage: records how late each tagged audio frame leaves the chain."""
+    """Last stage: records how late each audio frame leaves the chain."""
 
     def __init__(self, meter: Meter) -> None:
         super().__init__()
         self.meter = meter
 
     async def process(self, frames: Frames) -> Frames:
-        tags, add, now = self.meter.tags, self.meter.record.add, get_clock().now
+        meter, add, now = self.meter, self.meter.record.add, get_clock().now
         async for frame in frames:
             if type(frame) is AudioFrame:
-                due = tags.pop(id(frame), None)
-                if due is not None:
-                    add(due, now())
+                add(meter.due, now())
             yield frame
 
 
@@ -248,7 +229,7 @@ async def audio_session(wav: Path, chunks: list[bytes] | None, record: Record) -
         source = PushSource(sample_rate=RATE)
         meter = Meter(record)
     stages = [
-        source, Stamp(meter), Resample(rate=OUT_RATE), Mark(meter), Vad(engine="energy"),
+        source, Stamp(meter), Resample(rate=OUT_RATE), Vad(engine="energy"),
         NullSink(realtime=False), Probe(meter),
     ]
     feeding = None
@@ -260,7 +241,7 @@ async def audio_session(wav: Path, chunks: list[bytes] | None, record: Record) -
     await Pipeline(stages).run()
     if feeding is not None:
         await feeding
-    record.missing = session_frames() - meter.stamped + len(meter.tags)
+    record.missing = session_frames() - meter.stamped
 
 
 async def passthrough_session(chunks: list[bytes] | None, record: Record) -> None:
