@@ -46,8 +46,9 @@ BENCHMARKS: dict[str, tuple[str, int, int]] = {
     "realtime": ("benchmarks.bench_realtime", 90, 40),
     "latency": ("benchmarks.bench_latency", 90, 40),
     "worker": ("benchmarks.bench_worker", 300, 90),
-    "scale": ("benchmarks.bench_scale", 260, 90),
-    "pipecat": ("benchmarks.bench_pipecat", 260, 120),
+    # Both searches stop starting steps after 900 s; the rest is the last round's steps.
+    "scale": ("benchmarks.bench_scale", 1500, 120),
+    "pipecat": ("benchmarks.bench_pipecat", 1500, 150),
 }
 
 
