@@ -249,10 +249,9 @@ class PushSource(Stage):
     thread. The stream stays open until ``end()``. Urgent frames (an
     ``Interrupt``) overtake pushed frames not yet passed on.
 
-    This is how every live call enters a pipeline, so a pushed frame costs
-    what a file frame costs: a deque append and, only when the stage is
-    idle, one wake-up (no merged inbox, no per-frame validation beyond the
-    byte count).
+    Every live call enters a pipeline here, so a pushed frame costs as
+    little as it can: a deque append and, only when the stage is idle, one
+    wake-up (no merged inbox, no per-frame checks beyond the byte count).
     """
 
     name = "push"
