@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeflow.audio.clock import ManualClock, set_clock, settle
 from pipeflow.frames import AudioFrame, EndOfStream, SpeechStarted, TextInput
@@ -271,3 +273,38 @@ async def test_synthetic_sources_make_each_frame_when_it_is_due() -> None:
 async def _none():  # type: ignore[no-untyped-def]
     return
     yield
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    pushes=st.lists(
+        st.tuples(st.integers(0, 400), st.sampled_from([None, 8000, 16000, 24000])),
+        min_size=0, max_size=30,
+    ),
+    urgent_at=st.integers(0, 30),
+)
+async def test_pushed_audio_comes_out_whole_in_order_on_one_time_line(
+    pushes: list[tuple[int, int | None]], urgent_at: int
+):
+    from pipeflow.frames import Interrupt
+
+    push = PushSource(sample_rate=16000)
+    sent = []
+    for index, (samples, rate) in enumerate(pushes):
+        if index == urgent_at:
+            push.push(Interrupt())
+        pcm = bytes((index + k) % 256 for k in range(2 * samples))
+        push.push_audio(pcm, rate)
+        sent.append((pcm, rate or 16000))
+    push.end()
+    out = await collect(push)
+    assert type(out[-1]).__name__ == "EndOfStream"
+    audio = [f for f in out if type(f).__name__ == "AudioFrame"]
+    assert [(f.pcm, f.sample_rate) for f in audio] == sent
+    # Each frame starts where the previous one ended, whatever its rate.
+    end = 0.0
+    for frame in audio:
+        assert frame.pts == pytest.approx(end, abs=1e-9)
+        end = frame.pts + frame.duration
+    if urgent_at < len(pushes):
+        assert type(out[0]).__name__ == "Interrupt"  # it overtook every queued frame
