@@ -44,6 +44,27 @@ DEFAULTS = "Pipecat 1.x defaults (pacer per session -> queue_frame)"
 LEAN = "Pipecat lean: RTVI, turn tracking, idle observer off (same pacer)"
 
 
+def cpu_ratio_text(steps: dict[str, list[dict[str, Any]]], found_cpu: dict[str, Any]) -> str:
+    """CPU per frame of each side at the largest N both passed: a ratio that a busy
+    machine (which makes the p99 limits noisy) moves far less."""
+    text = ""
+    for label, name in ((LEAN, "lean"), (DEFAULTS, "defaults")):
+        n = bench_scale._common_n(steps, PUSH, label)
+        if not n:
+            continue
+
+        def cpu(chain: str, n: int = n) -> float:
+            return min(s["cpu_us_per_frame"] for s in steps[chain]
+                       if s["ok"] and s["sessions"] == n)
+
+        ours, theirs = cpu(PUSH), cpu(label)
+        found_cpu[name] = {
+            "sessions": n, "pipeflow_us": ours, "pipecat_us": theirs, "ratio": theirs / ours}
+        text += (f" CPU per frame at N = {n}, both fed like a live call: pipeflow {ours:.1f} µs, "
+                 f"Pipecat {name} {theirs:.0f} µs ({theirs / ours:.1f}x).")
+    return text
+
+
 def scale_ratio_text(limits: dict[str, Any]) -> str:
     """pipeflow's sessions per core over Pipecat's, both fed like a live call."""
     ours = limits[PUSH]
@@ -373,6 +394,7 @@ def main() -> None:
     )
     scale_rows: list[list[Any]] = []
     limits: dict[str, Any] = {}
+    cpu_at_n: dict[str, Any] = {}
     if not args.no_scale:
         if args.quick:
             bench_scale.RAMP_S, bench_scale.WARMUP_S, bench_scale.MEASURE_S = 0.5, 0.5, 1.0
@@ -415,7 +437,7 @@ def main() -> None:
              "start-up p99 (ms)", "CPU per frame (µs)", "RSS per session (KiB)"],
             scale_rows,
         )
-        ratio_text = scale_ratio_text(limits)
+        ratio_text = scale_ratio_text(limits) + cpu_ratio_text(all_steps, cpu_at_n)
     else:
         scale_table, ratio_text = "", "Sessions per core not run (--no-scale)."
     show = "import importlib.metadata as m; print(m.version('pipecat-ai'))"
@@ -438,6 +460,7 @@ def main() -> None:
     )
     command = "python -m benchmarks.bench_pipecat" + (" --quick" if args.quick else "")
     data = {"latency_flood": data_rows, "flood_slope_us": slopes, "scale": limits,
+            "cpu_at_common_n": cpu_at_n,
             "pipecat_version": versions}
     write_section("pipecat", "Side by side with Pipecat", body, command, data)
     print(table)

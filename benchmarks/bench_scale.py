@@ -773,6 +773,12 @@ def _common_n(steps: dict[str, list[dict[str, Any]]], a: str, b: str) -> int:
     return max(both, default=0)
 
 
+def _common_n_all(steps: dict[str, list[dict[str, Any]]]) -> int:
+    """The largest N every chain passed (0 if none)."""
+    sets = [{s["sessions"] for s in rows if s["ok"]} for rows in steps.values()]
+    return max(set.intersection(*sets), default=0) if sets else 0
+
+
 def goals(limits: dict[str, dict[str, Any]], steps: dict[str, list[dict[str, Any]]],
           floors: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """The audio goals, each a ratio of figures from this run."""
@@ -919,6 +925,16 @@ def main() -> None:
                      f"({g['ratio']:.2f}x, pacer included){pacer_text}; goal (the chain "
                      f"behind the live entry at most the file-fed chain's): "
                      f"{'met' if g['met'] else 'NOT met'}")
+    every = _common_n_all(steps)
+    if every:
+        costs = {
+            c: min(s["cpu_us_per_frame"] for s in steps[c] if s["ok"] and s["sessions"] == every)
+            for c in scenarios
+        }
+        found["cpu_at_common_n"] = {"sessions": every, "cpu_us_per_frame": costs}
+        lines.append(f"- CPU per frame at N = {every:,}, the largest N every chain passed (a busy "
+                     "machine moves it far less than the p99 limits): " + ", ".join(
+                         f"{c} {v:.1f} µs" for c, v in costs.items()))
     if "kib_per_session" in found:
         g = found["kib_per_session"]
         lines.append(f"- memory per session on the audio chain: **{g['kib']:.0f} KiB** (RSS); "
