@@ -1,14 +1,12 @@
-"""Audio costs: the resample stage against raw soxr, VAD engines, and sessions per core.
+"""Audio costs: the resample stage against raw soxr, and the VAD engines.
 
 1. Resample: the ``resample`` stage against a bare ``soxr.ResampleStream`` on
    the same 20 ms chunks, in alternating rounds of one run (median ratio).
 2. VAD: ``Segmenter.feed`` cost per 20 ms frame of speech for each engine,
    next to raw soxr 16k->24k on the same frames as a yardstick.
-3. Sessions per core: N concurrent real-time paced pipelines
-   wav(speed=1) -> resample(24000) -> vad(energy) -> null(realtime=false)
-   in one process (one core); a probe at the end measures each frame's
-   lateness against its schedule (clock start + pts). N grows until the
-   p99 lateness passes 20 ms; memory per session is the RSS growth / N.
+
+Sessions per core of the audio chain are measured in ``bench_scale``, with
+the same method as every other chain.
 
     python -m benchmarks.bench_audio [--quick]
 """
@@ -17,13 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
-import random
-import tempfile
 import time
-import tracemalloc
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,18 +24,9 @@ import soxr
 
 from benchmarks.report import markdown_table, write_section
 from pipeflow.audio import tts
-from pipeflow.audio.clock import get_clock
 from pipeflow.audio.vad import Segmenter, VadOptions
-from pipeflow.audio.wav import write_wav
 from pipeflow.frames import AudioFrame, Frame
-from pipeflow.pipeline import Pipeline
-from pipeflow.stage import Frames, Stage
 from pipeflow.stages.resample import Resample
-from pipeflow.stages.sinks import NullSink
-from pipeflow.stages.sources import WavSource
-from pipeflow.stages.vad import Vad
-
-LATENESS_GOAL = 0.020
 
 
 def speech(rate: int, seconds: float) -> np.ndarray:
@@ -140,154 +124,6 @@ def bench_vad(quick: bool) -> tuple[str, dict[str, Any]]:
     return body, data
 
 
-# --- 3. sessions per core -------------------------------------------------------------
-
-
-class _Mark(Stage):
-    """Right after the source: remembers the stream time of the frame in flight."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pts = 0.0
-
-    async def process(self, frames: Frames) -> Frames:
-        async for frame in frames:
-            if type(frame) is AudioFrame:
-                self.pts = frame.pts
-            yield frame
-
-
-class _Probe(Stage):
-    """At the end of the chain: how late the source frame in flight is against its schedule.
-
-    The chain is synchronous generators, so everything a source frame causes
-    reaches the end in the same step; comparing with that frame's schedule
-    measures the runtime's lateness, not soxr's block buffering.
-    """
-
-    def __init__(self, source: WavSource, mark: _Mark, lateness: list[float], after: float):
-        super().__init__()
-        self.source = source
-        self.mark = mark
-        self.lateness = lateness
-        self.after = after
-
-    async def process(self, frames: Frames) -> Frames:
-        clock = get_clock()
-        record = self.lateness.append
-        mark = self.mark
-        last = -1.0
-        async for frame in frames:
-            if type(frame) is AudioFrame and mark.pts != last:
-                last = mark.pts
-                scheduled = self.source.started_at + mark.pts
-                if scheduled >= self.after:
-                    record(clock.now() - scheduled)
-            yield frame
-
-
-async def _trial(path: str, sessions: int, seconds: float) -> dict[str, float]:
-    lateness: list[float] = []
-
-    ramp = 1.0  # calls arrive over a second, not all in one tick
-    after = get_clock().now() + ramp + 0.2  # measure once every session runs
-
-    async def one(delay: float) -> None:
-        source = WavSource(path=path, speed=1.0, start_delay_ms=delay * 1000)
-        mark = _Mark()
-        pipeline = Pipeline(
-            [
-                source,
-                mark,
-                Resample(rate=24000),
-                Vad(),
-                NullSink(realtime=False),
-                _Probe(source, mark, lateness, after),
-            ]
-        )
-        await pipeline.run()
-
-    spread = random.Random(sessions)
-    tasks = [asyncio.create_task(one(spread.uniform(0, ramp))) for _ in range(sessions)]
-    await asyncio.gather(*tasks)
-    lateness.sort()
-    p99 = lateness[int(len(lateness) * 0.99)] if lateness else float("inf")
-    return {
-        "sessions": sessions,
-        "p50_ms": lateness[len(lateness) // 2] * 1000 if lateness else float("inf"),
-        "p99_ms": p99 * 1000,
-        "max_ms": lateness[-1] * 1000 if lateness else float("inf"),
-        "frames": len(lateness),
-    }
-
-
-async def _memory(path: str, sessions: int) -> float:
-    """KiB of Python and numpy heap per running session (tracemalloc, mid-call)."""
-    gc.collect()
-    tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0]
-
-    async def one() -> None:
-        source = WavSource(path=path, speed=1.0)
-        await Pipeline([source, Resample(rate=24000), Vad(), NullSink(realtime=False)]).run()
-
-    tasks = [asyncio.create_task(one()) for _ in range(sessions)]
-    await asyncio.sleep(0.5)
-    used = tracemalloc.get_traced_memory()[0] - base
-    tracemalloc.stop()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return used / sessions / 1024
-
-
-async def bench_sessions(quick: bool) -> tuple[str, dict[str, Any]]:
-    seconds = 2.0 if quick else 4.0
-    with tempfile.TemporaryDirectory() as tmp:
-        path = str(Path(tmp) / "caller.wav")
-        write_wav(path, speech(16000, seconds), 16000)
-        trials: list[dict[str, float]] = []
-        ok = lambda t: t["p99_ms"] <= LATENESS_GOAL * 1000  # noqa: E731
-        n, best = (50 if quick else 100), 0
-        limit = 400 if quick else 6000
-        while n <= limit:  # grow until the goal fails
-            trial = await _trial(path, n, seconds)
-            trials.append(trial)
-            if not ok(trial):
-                break
-            best = n
-            n *= 2
-        low, high = best, n
-        for _ in range(0 if quick else 3):  # refine between the last pass and the first fail
-            if high - low <= max(25, low // 10) or high > limit:
-                break
-            mid = (low + high) // 2
-            trial = await _trial(path, mid, seconds)
-            trials.append(trial)
-            low, high = (mid, high) if ok(trial) else (low, mid)
-        best = low
-        kib = await _memory(path, 50 if quick else 200)
-    rows = [
-        [t["sessions"], t["p50_ms"], t["p99_ms"], t["max_ms"], "yes" if ok(t) else "no"]
-        for t in sorted(trials, key=lambda t: t["sessions"])
-    ]
-    body = (
-        f"Real-time paced wav -> resample(24k) -> vad(energy) -> null(realtime=false), "
-        f"{seconds:g} s of 16 kHz speech per session, starts spread over 1 s, one process "
-        f"(one core). Lateness = when the output caused by a source frame leaves the chain - "
-        f"that frame's schedule (clock start + pts), measured once all sessions run. Not included: "
-        f"soxr HQ's block buffering (it releases 16k->24k output in ~30 ms bursts at 20 ms "
-        f"chunks; QQ/LQ do not), an algorithmic delay rather than lateness. Two probe stages "
-        f"add two generator hops.\n\n"
-        f"**Sessions per core with p99 lateness under 20 ms: {best}** "
-        "(goal: at least 300; later goal 1,000). "
-        f"**Memory per session: {kib:.0f} KiB** (tracemalloc, Python and numpy heap, "
-        "mid-call; the decoded WAV is shared through the read cache).\n\n"
-        + markdown_table(["sessions", "p50 ms", "p99 ms", "max ms", "meets goal"], rows)
-    )
-    return body, {"sessions_per_core": best, "kib_per_session": kib, "trials": trials}
-
-
 async def main(quick: bool) -> None:
     command = "python -m benchmarks.bench_audio" + (" --quick" if quick else "")
     body, data = await bench_resample(quick)
@@ -296,9 +132,6 @@ async def main(quick: bool) -> None:
     body, data = bench_vad(quick)
     print(body, "\n")
     write_section("audio_vad", "Audio: VAD cost per frame", body, command, data)
-    body, data = await bench_sessions(quick)
-    print(body)
-    write_section("audio_sessions", "Audio: real-time sessions per core", body, command, data)
 
 
 if __name__ == "__main__":

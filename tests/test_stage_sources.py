@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeflow.audio.clock import ManualClock, set_clock, settle
 from pipeflow.errors import ConfigError
@@ -146,6 +148,39 @@ async def test_push_source_from_the_loop_and_from_a_thread():
     assert out[2].pts == pytest.approx(0.02)
 
 
+async def test_push_source_urgent_frames_overtake_and_upstream_frames_join():
+    from pipeflow.frames import Interrupt
+
+    push = PushSource(sample_rate=8000)
+    for _ in range(3):
+        push.push_audio(bytearray(b"\1\0" * 80))  # a caller's buffer: copied
+    push.push(Interrupt())
+    push.end()
+
+    async def upstream():
+        yield TextInput(text="from upstream")
+
+    out = [f async for f in Pipeline([push]).stream(upstream())]
+    names = [type(f).__name__ for f in out]
+    assert names[0] == "Interrupt" and names[-1] == "EndOfStream"
+    assert names.count("AudioFrame") == 3
+    audio = [f for f in out if type(f).__name__ == "AudioFrame"]
+    assert all(type(f.pcm) is bytes for f in audio)
+    assert [f.pts for f in audio] == pytest.approx([0.0, 0.01, 0.02])
+
+
+async def test_push_source_pts_continue_across_a_rate_change():
+    push = PushSource(sample_rate=8000)
+    push.push_audio(b"\0\0" * 80)  # 10 ms at 8 kHz
+    push.push_audio(b"\0\0" * 160, 16000)  # 10 ms at 16 kHz
+    push.push_audio(b"\0\0" * 80)
+    push.end()
+    out = await collect(push)
+    assert [f.pts for f in out[:-1]] == pytest.approx([0.0, 0.01, 0.02])
+    with pytest.raises(Exception, match="sample rate"):
+        push.push_audio(b"\0\0", 0.5)  # type: ignore[arg-type]
+
+
 async def test_push_source_rejects_bad_audio():
     push = PushSource()
     with pytest.raises(Exception, match=r"even|multiple of 2"):
@@ -240,3 +275,38 @@ async def test_synthetic_sources_make_each_frame_when_it_is_due() -> None:
 async def _none():  # type: ignore[no-untyped-def]
     return
     yield
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    pushes=st.lists(
+        st.tuples(st.integers(0, 400), st.sampled_from([None, 8000, 16000, 24000])),
+        min_size=0, max_size=30,
+    ),
+    urgent_at=st.integers(0, 30),
+)
+async def test_pushed_audio_comes_out_whole_in_order_on_one_time_line(
+    pushes: list[tuple[int, int | None]], urgent_at: int
+):
+    from pipeflow.frames import Interrupt
+
+    push = PushSource(sample_rate=16000)
+    sent = []
+    for index, (samples, rate) in enumerate(pushes):
+        if index == urgent_at:
+            push.push(Interrupt())
+        pcm = bytes((index + k) % 256 for k in range(2 * samples))
+        push.push_audio(pcm, rate)
+        sent.append((pcm, rate or 16000))
+    push.end()
+    out = await collect(push)
+    assert type(out[-1]).__name__ == "EndOfStream"
+    audio = [f for f in out if type(f).__name__ == "AudioFrame"]
+    assert [(f.pcm, f.sample_rate) for f in audio] == sent
+    # Each frame starts where the previous one ended, whatever its rate.
+    end = 0.0
+    for frame in audio:
+        assert frame.pts == pytest.approx(end, abs=1e-9)
+        end = frame.pts + frame.duration
+    if urgent_at < len(pushes):
+        assert type(out[0]).__name__ == "Interrupt"  # it overtook every queued frame

@@ -13,6 +13,7 @@ import asyncio
 import math
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
@@ -248,61 +249,98 @@ class PushSource(Stage):
 
     ``push_audio(pcm, rate)``, ``push(frame)`` and ``end()`` may be called
     before the run starts (frames wait), from the loop, or from another
-    thread. The stream stays open until ``end()``.
+    thread. The stream stays open until ``end()``. Urgent frames (an
+    ``Interrupt``) overtake pushed frames not yet passed on.
+
+    Every live call enters a pipeline here, so a pushed frame costs as
+    little as it can: a deque append and, only when the stage is idle, one
+    wake-up (no merged inbox, no per-frame checks beyond the byte count).
     """
 
     name = "push"
     role = "source"
     Options = PushOptions
-    duplex = True
     produces = (AudioFrame, EndOfStream)
 
     def __init__(self, options: msgspec.Struct | None = None, /, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
-        check_rate(self.options.sample_rate, "push source")
+        self._rate = check_rate(self.options.sample_rate, "push source")
+        self._checked_rate = self._rate  # the last rate validated, checked again on change
         self._end = EndOfStream()  # identity marks our own end, not the upstream's
-        self._early: list[Frame] = []
+        self._queue: deque[Frame] = deque()
+        self._urgent: deque[Frame] = deque()
+        self._waiter: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
-        self._pts: dict[int, float] = {}
+        self._next_pts = 0.0
 
     def push_audio(self, pcm: bytes, sample_rate: int | None = None) -> None:
-        """Queue PCM16 mono audio; its pts continues the stream time at its rate.
+        """Queue PCM16 mono audio; its pts continues the stream time (at any rate).
 
         Raises:
             ConfigError: odd-length PCM or a bad sample rate.
         """
-        rate = check_rate(sample_rate or self.options.sample_rate, "pushed audio")
-        check_pcm(pcm, 1, "pushed audio")
-        pts = self._pts.get(rate, max(self._pts.values(), default=0.0))
-        self._pts = {rate: pts + len(pcm) / (2 * rate)}
-        self.push(AudioFrame(pcm=bytes(pcm), sample_rate=rate, pts=pts))
+        rate = sample_rate or self._rate
+        if rate != self._checked_rate:
+            self._checked_rate = check_rate(rate, "pushed audio")
+        size = len(pcm)
+        if size & 1:
+            check_pcm(pcm, 1, "pushed audio")  # raises, naming the byte count
+        pts = self._next_pts
+        self._next_pts = pts + size / (2 * rate)
+        if type(pcm) is not bytes:  # a caller's buffer may change after the call
+            pcm = bytes(pcm)
+        self.push(AudioFrame(pcm=pcm, sample_rate=rate, pts=pts))
 
     def push(self, frame: Frame) -> None:
         """Queue any frame."""
-        if self._loop is None:
-            self._early.append(frame)
-        elif threading.get_ident() == self._thread:
-            self.ctx.emit_nowait(frame)
+        if self._loop is None or threading.get_ident() == self._thread:
+            self._deliver(frame)
         else:
-            self._loop.call_soon_threadsafe(self.ctx.emit_nowait, frame)
+            self._loop.call_soon_threadsafe(self._deliver, frame)
 
     def end(self) -> None:
         """End the stream once what was pushed has been passed on."""
         self.push(self._end)
 
-    async def process(self, frames: Frames) -> Frames:
-        self._loop = asyncio.get_running_loop()
-        self._thread = threading.get_ident()
-        early, self._early = self._early, []
-        for frame in early:
-            self.ctx.emit_nowait(frame)
-        async for frame in frames:
-            if frame is self._end:
-                yield EndOfStream()
-                return
+    def _deliver(self, frame: Frame) -> None:
+        (self._urgent if frame.urgent else self._queue).append(frame)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _pump(self, upstream: Frames) -> None:
+        """Frames from upstream (when the pipeline is fed one) join the pushed ones."""
+        async for frame in upstream:
             if not isinstance(frame, EndOfStream):
-                yield frame
+                self._deliver(frame)
+
+    async def process(self, frames: Frames) -> Frames:
+        loop = self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        pump = self.ctx.spawn(self._pump(frames), name=f"{self.ctx.name}.upstream")
+        queue, urgent, end = self._queue, self._urgent, self._end
+        popleft = queue.popleft
+        try:
+            while True:
+                if urgent:
+                    frame = urgent.popleft()
+                elif queue:
+                    frame = popleft()
+                else:
+                    waiter = self._waiter = loop.create_future()
+                    await waiter
+                    continue
+                if frame is end:
+                    yield EndOfStream()
+                    return
+                if type(frame) is not EndOfStream:
+                    yield frame
+        finally:
+            self._waiter = None
+            pump.cancel()
 
 
 # --- stdin -------------------------------------------------------------------
