@@ -6,7 +6,8 @@ through ``build``, in three steps:
 
 1. ``prepare``: a copy of the parsed file with the caller's ``Changes``: its
    output folder, a push source (or the caller's own source) first, the file's
-   sinks swapped for the caller's (a text chat), every written file kept
+   sinks swapped for the caller's (a text chat) or its playout sinks for one
+   of the caller's (a gateway call's audio out), every written file kept
    inside the output folder (a gateway call), model stages pointed at a URL.
    The caller's config is never changed, so one parsed file serves many runs.
 2. ``new_context``: the agent (given, or from the file's ``agent`` section),
@@ -33,11 +34,12 @@ from pipeflow.config import PipelineConfig, StageSpec
 from pipeflow.context import PipelineContext
 from pipeflow.registry import importable, registry
 from pipeflow.stage import Stage
+from pipeflow.stages.sinks import AudioSink
 
 if TYPE_CHECKING:
     from pipeflow.job import JobContext
 
-__all__ = ["Built", "Changes", "build", "new_context", "prepare"]
+__all__ = ["Built", "Changes", "build", "new_context", "playout_realtime", "prepare"]
 
 ModelUrl = Callable[[Any], "str | None"]
 """Given a stage's options, the URL its model connection should use (None: as it is)."""
@@ -55,6 +57,11 @@ class Changes:
     source: Stage | None = None
     """This stage first instead (a call's own source): it takes the place of
     the file's source, or goes before the first stage; wins over ``push_source``."""
+    audio_sink: Stage | None = None
+    """This stage takes the place of the file's first playout sink (an
+    ``AudioSink``: speaker, null, wav_sink, each running a playout clock of
+    its own) and the other playout sinks go; with none, it goes last. So a
+    call has one playout clock: its edge's (the gateway's caller audio out)."""
     sinks: Sequence[Stage] | None = None
     """When given, the file's sinks (``role = "sink"``) give way to these stages
     (instances: a stage runs once, so give fresh ones to each build)."""
@@ -144,14 +151,28 @@ def build(
     """
     changes = changes or Changes()
     prepared = prepare(config, changes)
+    playout_at = len(prepared.stages)
+    if changes.audio_sink is not None:
+        playout = [i for i, spec in enumerate(prepared.stages) if issubclass(spec.cls, AudioSink)]
+        playout_at = playout[0] if playout else playout_at
+        kept = [spec for spec in prepared.stages if not issubclass(spec.cls, AudioSink)]
+        prepared = msgspec.structs.replace(prepared, stages=kept)
     with importable(prepared.folder):
         if agent is None and prepared.agent is not None:
             agent = Agent.from_config(prepared.agent)
         context = new_context(prepared.name, prepared.output_dir, session_id=session_id,
                               agent=agent, job=job)
         stages = [spec.build() for spec in prepared.stages]
+    if changes.audio_sink is not None:
+        stages.insert(playout_at, changes.audio_sink)
     first = [changes.source] if changes.source is not None else []
     return Built(prepared, context, [*first, *stages, *(changes.sinks or ())])
+
+
+def playout_realtime(config: PipelineConfig) -> bool:
+    """Whether the file's playout sinks play in real time (the first one says; True if none)."""
+    spec = next((s for s in config.stages if issubclass(s.cls, AudioSink)), None)
+    return True if spec is None else bool(spec.options.realtime)
 
 
 def _push_source_first(specs: list[StageSpec]) -> list[StageSpec]:

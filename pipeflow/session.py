@@ -218,7 +218,6 @@ class AgentSession:
         """
         if self._task is not None:
             raise LocalError(f"session {self.session_id} was already started")
-        self._push = self._find("push")  # the stages may have changed since __init__
         self._transport = self._find("realtime")
         if self._push is None:
             raise ConfigError("an AgentSession needs a 'push' source stage in its pipeline")

@@ -33,14 +33,13 @@ from typing import Any
 
 import msgspec
 
-from pipeflow.build import Changes
+from pipeflow.build import Changes, playout_realtime
 from pipeflow.errors import ConfigError, LocalError, PipeflowError
 from pipeflow.server.edges import CallAudioOut
 from pipeflow.server.local import SharedModelServers, local_server_key
 from pipeflow.server.options import GatewayOptions
 from pipeflow.session import AgentSession
 from pipeflow.stage import Stage
-from pipeflow.stages.sinks import AudioSink
 from pipeflow.stages.sources import PushSource
 
 __all__ = [
@@ -398,19 +397,18 @@ class CallRegistry:
 
     def _session(self, call: Call, edge: CallEdge | None) -> AgentSession:
         """The call's session, built without reading the pipeline file again."""
-        changes = Changes(output_dir=str(call.folder), contain_outputs=True,
-                          model_url=self.models.url_for)
-        session = AgentSession.from_config(
-            self._config, session_id=call.id, changes=changes,
-            start_timeout_s=self.options.start_timeout_s,
-        )
         if edge is None:
-            edge = CallEdge(CallAudioOut(realtime=_realtime(session), drain=False,
+            edge = CallEdge(CallAudioOut(realtime=playout_realtime(self._config), drain=False,
                                          record=AGENT_AUDIO))
             call.audio_out = edge.sink  # type: ignore[assignment]
         call.edge = edge
-        attach_edge(session, edge)
-        return session
+        changes = Changes(output_dir=str(call.folder), contain_outputs=True,
+                          model_url=self.models.url_for, source=edge.source,
+                          audio_sink=edge.sink)
+        return AgentSession.from_config(
+            self._config, session_id=call.id, changes=changes,
+            start_timeout_s=self.options.start_timeout_s,
+        )
 
     async def end(self, call_id: str, reason: str = "ended") -> Call:
         """End a live call; ending an ended call just returns it.
@@ -502,36 +500,6 @@ class CallRegistry:
             *(self._end(call, "shutdown") for call in list(self._calls.values()) if call.live)
         )
         await self.models.close()
-
-
-def _realtime(session: AgentSession) -> bool:
-    """Whether the file's audio sinks play in real time (the first one says; True if none)."""
-    sink = next((st for st in session.pipeline.stages if isinstance(st, AudioSink)), None)
-    return True if sink is None else bool(sink.options.realtime)
-
-
-def attach_edge(session: AgentSession, edge: CallEdge) -> None:
-    """Put the call's edge stages in the session's pipeline, before it starts.
-
-    The edge's sink takes the place of the first audio sink (speaker, null,
-    wav_sink: each would run a playout clock of its own) and the others go;
-    with none, it goes last. The edge's source replaces the push source.
-    """
-    stages = session.pipeline.stages
-    if edge.source is not None:
-        stages[0] = edge.source
-    kept: list[Stage] = []
-    placed = False
-    for stage in stages:
-        if isinstance(stage, AudioSink):
-            if not placed:
-                kept.append(edge.sink)
-                placed = True
-            continue
-        kept.append(stage)
-    if not placed:
-        kept.append(edge.sink)
-    stages[:] = kept
 
 
 MIN_RATE, MAX_RATE = 8000, 192000
