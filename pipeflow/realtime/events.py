@@ -512,11 +512,13 @@ class UnknownEvent(msgspec.Struct, kw_only=True):
 
 
 def _leaves(base: type) -> list[type]:
+    """The event structs under ``base``; private bases (``_Delta``) are not events,
+    though msgspec gives them their class name as a tag."""
     found: list[type] = []
     stack = list(base.__subclasses__())
     while stack:
         cls = stack.pop(0)
-        if cls.__struct_config__.tag is not None and cls not in found:
+        if not cls.__name__.startswith("_") and cls not in found:
             found.append(cls)
         stack.extend(cls.__subclasses__())
     return found
