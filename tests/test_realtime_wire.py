@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 import pytest
 
+from pipeflow.agent import Agent
 from pipeflow.audio import g711
+from pipeflow.frames import AudioFrame, Frame, Say, TextInput, ToolCall, ToolResult, TurnCommitted
+from pipeflow.frames import ResponseDone as FrameResponseDone
+from pipeflow.pipeline import PipelineContext
 from pipeflow.realtime import events as ev
 from pipeflow.realtime.client import RealtimeClient
 from pipeflow.realtime.options import RealtimeOptions, ReconnectOptions
@@ -32,6 +36,9 @@ from pipeflow.realtime.protocol import SessionConfig
 from pipeflow.realtime.script import parse_script
 from pipeflow.realtime.server_faults import Faults
 from pipeflow.realtime.server_session import ServerOptions
+from pipeflow.registry import registry
+from pipeflow.testing import run_stage
+from pipeflow.tools import tool
 from tests.realtime_fixtures import *  # noqa: F403
 from tests.realtime_fixtures import StartServer
 from tests.realtime_sdk import LoggingProxy, Shape, conformance_problems
@@ -260,6 +267,45 @@ async def test_a_whole_call_conforms_to_the_sdk_both_ways(
     assert not [e for e in seen if isinstance(e, ev.UnknownEvent)]
     errors = [e.error for e in seen if isinstance(e, ev.ErrorEvent)]
     assert {e.type for e in errors} == {"invalid_request_error", "server_error"}
+
+
+def get_weather(location: str) -> dict[str, Any]:
+    """Get the current weather for a city."""
+    return {"city": location, "temperature": 21}
+
+
+def answer_tools(frame: Frame) -> Iterable[Frame]:
+    if isinstance(frame, ToolCall):
+        output = json.dumps(get_weather(**json.loads(frame.arguments)))
+        yield ToolResult(call_id=frame.call_id, name=frame.name, output=output)
+
+
+@pytest.mark.parametrize("shape", ["ga", "beta"])
+async def test_the_realtime_stage_sends_what_the_sdk_accepts(
+    shape: Shape, start_realtime_server: StartServer
+) -> None:
+    server = await start_realtime_server(script=WIRE_SCRIPT, options=ServerOptions(
+        speech="tones"))
+    async with LoggingProxy(server.url.removesuffix("/v1/realtime")) as proxy:
+        stage = registry.resolve("realtime")(url=proxy.url, shape=shape, drain_timeout_s=10,
+                                             reconnect={"attempts": 0})
+        agent = Agent("You are a weather assistant.", tools=[tool(get_weather)])
+        frames = [TextInput(text="What is the weather in Paris?"), Say(text="Anything else?"),
+                  *[AudioFrame(pcm=c, sample_rate=RATE, pts=i * 0.02)
+                    for i, c in enumerate(chunks(tone(0.3)))],
+                  TurnCommitted(at=0.3)]
+        result = await run_stage(stage, frames, respond=answer_tools,
+                                 context=PipelineContext(agent=agent))
+    assert not result.errors
+    assert of_type(result.down, ToolCall) and len(of_type(result.down, FrameResponseDone)) >= 3
+    sent, received = check_log(proxy, shape)
+    assert {"session.update", "conversation.item.create", "response.create",
+            "input_audio_buffer.append", "input_audio_buffer.commit"} <= sent
+    assert "response.function_call_arguments.done" in received
+
+
+def of_type(frames: list[Frame], cls: type) -> list[Any]:
+    return [f for f in frames if isinstance(f, cls)]
 
 
 # --- the cascade ------------------------------------------------------------------
