@@ -17,6 +17,7 @@ the end of this module).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -35,7 +36,7 @@ from pipeflow.realtime.options import RealtimeOptions, ReconnectOptions
 from pipeflow.realtime.protocol import SessionConfig
 from pipeflow.realtime.script import parse_script
 from pipeflow.realtime.server_faults import Faults
-from pipeflow.realtime.server_session import ServerOptions
+from pipeflow.realtime.server_session import ServerOptions, ServerSession
 from pipeflow.registry import registry
 from pipeflow.testing import run_stage
 from pipeflow.tools import tool
@@ -306,6 +307,126 @@ async def test_the_realtime_stage_sends_what_the_sdk_accepts(
 
 def of_type(frames: list[Frame], cls: type) -> list[Any]:
     return [f for f in frames if isinstance(f, cls)]
+
+
+GA_EMITS = {
+    "session.created", "session.updated", "error", "conversation.item.added",
+    "conversation.item.done", "conversation.item.truncated", "conversation.item.deleted",
+    "input_audio_buffer.committed", "input_audio_buffer.cleared",
+    "input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped",
+    "conversation.item.input_audio_transcription.completed", "response.created",
+    "response.done", "response.output_item.added", "response.output_item.done",
+    "response.content_part.added", "response.content_part.done",
+    "response.output_audio.delta", "response.output_audio.done",
+    "response.output_audio_transcript.delta", "response.output_audio_transcript.done",
+    "response.output_text.delta", "response.output_text.done",
+    "response.function_call_arguments.delta", "response.function_call_arguments.done",
+    "rate_limits.updated",
+}
+"""Every event type the local server emits in the GA shape."""
+BETA_EMITS = (GA_EMITS - {"conversation.item.added", "conversation.item.done"}) | {
+    "conversation.item.created"}
+for _ga, _beta in [("output_audio", "audio"), ("output_audio_transcript", "audio_transcript"),
+                   ("output_text", "text")]:
+    for _end in ("delta", "done"):
+        BETA_EMITS = (BETA_EMITS - {f"response.{_ga}.{_end}"}) | {f"response.{_beta}.{_end}"}
+
+
+class Driver:
+    """A ``ServerSession`` fed client events (each checked against the SDK first)."""
+
+    def __init__(self, shape: Shape) -> None:
+        self.shape = shape
+        self.session = ServerSession(WIRE_SCRIPT, ServerOptions(
+            speech="tones", speed=0, faults=Faults(error_after_deltas=1)), shape=shape)
+        self.session.start(0.0)
+        self.out: list[bytes] = []
+
+    def send(self, event: dict[str, Any] | str, valid: bool = True) -> list[dict[str, Any]]:
+        data = event if isinstance(event, str) else json.dumps(event)
+        if valid:
+            assert not conformance_problems(data, self.shape, "client"), data
+        self.session.receive_data(data, 0.0)
+        return self.read()
+
+    def read(self) -> list[dict[str, Any]]:
+        out = self.session.data_to_send(0.0)
+        self.out += out
+        return [json.loads(d) for d in out]
+
+    def update(self, ga: dict[str, Any], beta: dict[str, Any]) -> None:
+        session = {"type": "realtime", **ga} if self.shape == "ga" else beta
+        self.send({"type": "session.update", "session": session})
+
+
+def first(events: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    return next(e for e in events if e["type"] == kind)
+
+
+@pytest.mark.parametrize("shape", ["ga", "beta"])
+def test_every_event_the_local_server_emits_conforms(shape: Shape) -> None:
+    wire = Driver(shape)
+    alaw = {"type": "audio/pcma"}
+    wire.update({"audio": {"input": {"format": alaw, "turn_detection": None,
+                                     "transcription": {"model": "whisper-1"}},
+                           "output": {"format": alaw, "voice": "cedar"}},
+                 "tools": [WEATHER_TOOL]},
+                {"input_audio_format": "g711_alaw", "output_audio_format": "g711_alaw",
+                 "turn_detection": None, "voice": "ash", "tools": [WEATHER_TOOL],
+                 "input_audio_transcription": {"model": "whisper-1"}})
+    wire.send({"type": "response.create"})  # the greeting, with the injected error
+    events = wire.send({"type": "conversation.item.create", "item": {
+        "type": "message", "role": "user",
+        "content": [{"type": "input_text", "text": "What is the weather?"}]}})
+    user_item = events[0]["item"]["id"]
+    events = wire.send({"type": "response.create"})
+    call = first(events, "response.function_call_arguments.done")
+    wire.send({"type": "conversation.item.create", "item": {
+        "type": "function_call_output", "call_id": call["call_id"],
+        "output": json.dumps({"city": "Paris", "temperature": 21})}})
+    events = wire.send({"type": "response.create"})
+    answer = first(events, "response.output_item.added")["item"]["id"]
+    wire.send({"type": "conversation.item.truncate", "item_id": answer, "content_index": 0,
+               "audio_end_ms": 10})
+    wire.send({"type": "conversation.item.delete", "item_id": user_item})
+    audio = g711.alaw_encode(tone(0.3, 8000))
+    wire.send({"type": "input_audio_buffer.append",
+               "audio": base64.b64encode(audio).decode()})
+    wire.send({"type": "input_audio_buffer.commit"})
+    wire.send({"type": "input_audio_buffer.append",
+               "audio": base64.b64encode(audio[:160]).decode()})
+    wire.send({"type": "input_audio_buffer.clear"})
+    wire.update({"output_modalities": ["text"]}, {"modalities": ["text"]})
+    wire.send({"type": "response.create"})
+    wire.update({"output_modalities": ["audio"], "audio": {"input": {
+        "format": {"type": "audio/pcm", "rate": 24000}, "turn_detection": {"type": "server_vad"}},
+        "output": {"format": {"type": "audio/pcm", "rate": 24000}}}},
+        {"modalities": ["audio", "text"], "input_audio_format": "pcm16",
+         "output_audio_format": "pcm16", "turn_detection": {"type": "server_vad"}})
+    for chunk in chunks(silence(0.3) + tone(0.5) + silence(0.8)):
+        wire.session.receive_data(json.dumps({"type": "input_audio_buffer.append",
+                                              "audio": base64.b64encode(chunk).decode()}), 0.0)
+    wire.session.receive_data('{"type": "response.cancel"}', 0.0)  # before any of it is read
+    wire.read()
+    wire.send('{"type": "response.create"', valid=False)  # not JSON
+    wire.send('{"type": "response.bogus"}', valid=False)
+    wire.send({"type": "session.update", "session": {"voice": 7}}, valid=False)
+    wire.send({"type": "response.cancel", "event_id": "c_1"})
+    wire.send({"type": "input_audio_buffer.commit"})
+    problems = [p for data in wire.out for p in conformance_problems(data, shape, "server")]
+    assert not problems, "\n".join(problems)
+    emitted = [json.loads(d) for d in wire.out]
+    assert {e["type"] for e in emitted} == (GA_EMITS if shape == "ga" else BETA_EMITS)
+    errors = [e["error"] for e in emitted if e["type"] == "error"]
+    assert {(e["type"], e["code"]) for e in errors} >= {
+        ("server_error", "server_error"), ("invalid_request_error", "invalid_json"),
+        ("invalid_request_error", "response_cancel_not_active")}
+    assert [e["event_id"] for e in errors if e["code"] == "response_cancel_not_active"] == ["c_1"]
+    usage = first(emitted, "conversation.item.input_audio_transcription.completed")["usage"]
+    assert usage == {"type": "duration", "seconds": 0.3}
+    cancelled = [e["response"] for e in emitted
+                 if e["type"] == "response.done" and e["response"]["status"] == "cancelled"]
+    assert cancelled and all(r["usage"]["total_tokens"] > 0 for r in cancelled)
 
 
 # --- the cascade ------------------------------------------------------------------
