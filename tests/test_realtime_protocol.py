@@ -367,3 +367,17 @@ def test_redact_hides_audio_and_secrets() -> None:
     assert "ek_2" not in secret and '"expires_at":9' in secret  # nested secrets too
     assert '"audio_tokens":3' in secret  # numbers under *token* keys are not secrets
     assert redact(b"\xff") == "<1 bytes, not JSON>"
+
+
+def test_user_text_as_the_input_text_append_alias() -> None:
+    protocol = RealtimeProtocol(names=EventNames(text="input_text.append"))
+    protocol.create_text_item("What does a pizza cost?")
+    protocol.create_text_item("Be brief.", role="system")  # no alias: a message item
+    protocol.create_function_output("call_1", "{}")
+    sent = _sent(protocol)
+    assert sent[0] == {"type": "input_text.append", "text": "What does a pizza cost?"}
+    assert sent[1]["type"] == "conversation.item.create"
+    assert sent[1]["item"]["role"] == "system"
+    assert sent[2]["type"] == "conversation.item.create"
+    with pytest.raises(msgspec.ValidationError, match=r"events\.text"):
+        msgspec.convert({"events": {"text": "text.add"}}, RealtimeOptions)

@@ -27,7 +27,7 @@ from pipeflow.cli import main
 from pipeflow.errors import RemoteError
 from pipeflow.realtime import events as ev
 from pipeflow.realtime.client import RealtimeClient, Reconnected
-from pipeflow.realtime.options import RealtimeOptions, ReconnectOptions
+from pipeflow.realtime.options import EventNames, RealtimeOptions, ReconnectOptions
 from pipeflow.realtime.script import parse_script
 from pipeflow.realtime.server import LocalRealtimeServer
 from pipeflow.realtime.server_faults import Faults
@@ -374,3 +374,20 @@ async def test_transcription_runs_off_the_event_loop_and_keeps_event_order() -> 
     transcribed = kinds.index("conversation.item.input_audio_transcription.completed")
     assert kinds.index("input_audio_buffer.committed") < transcribed < kinds.index(
         "response.created")
+
+
+async def test_the_transport_sends_user_text_as_input_text_append_when_told(
+    realtime_server: LocalRealtimeServer,
+) -> None:
+    options = client_options(realtime_server.url, events=EventNames(text="input_text.append"))
+    async with RealtimeClient(options) as client:
+        client.protocol.create_text_item("I would like to order.")
+        client.protocol.create_response()
+        await client.flush()
+        events = await collect_until_done(client)
+    assert not [e for e in events if isinstance(e, ev.ErrorEvent)]
+    added = [e.item for e in events if isinstance(e, ev.ConversationItemAdded)]
+    assert added[0].role == "user" and added[0].content[0].text == "I would like to order."
+    done = next(e for e in events if isinstance(e, ev.OutputAudioTranscriptDone))
+    assert done.transcript == "Sure, what would you like?"
+    assert isinstance(realtime_server.sessions[-1].received[1], ev.InputTextAppend)

@@ -472,3 +472,39 @@ def test_no_client_message_makes_the_session_raise(messages: list[Any]) -> None:
         data = message if isinstance(message, bytes) else msgspec.json.encode(message)
         wire.session.receive_data(data, 0.0)
         wire.read(1000.0)
+
+
+@pytest.mark.parametrize("shape", ["ga", "beta"])
+def test_input_text_append_is_a_user_text_message(shape: str) -> None:
+    wire = Wire(shape=shape)
+    wire.read()
+    wire.send({"type": "input_text.append", "text": "What is the weather?", "event_id": "c1"})
+    wire.send({"type": "response.create"})
+    events = wire.read()
+    assert not of_type(events, "error")
+    added = "conversation.item.added" if shape == "ga" else "conversation.item.created"
+    item = of_type(events, added)[0]["item"]
+    assert (item["type"], item["role"], item["status"]) == ("message", "user", "completed")
+    assert item["content"] == [{"type": "input_text", "text": "What is the weather?"}]
+    calls = of_type(events, "response.function_call_arguments.done")  # the weather turn
+    assert [c["call_id"] for c in calls] and json.loads(calls[0]["arguments"]) == {
+        "location": "Paris"}
+    assert ("name" in calls[0]) == (shape == "ga")
+
+
+@pytest.mark.parametrize(("model", "usage"), [
+    ("gpt-4o-transcribe", {"type": "tokens", "input_tokens": 5, "output_tokens": 6,
+                           "total_tokens": 11,
+                           "input_token_details": {"text_tokens": 0, "audio_tokens": 5}}),
+    ("whisper-1", {"type": "duration", "seconds": 0.5}),
+])
+def test_input_transcripts_carry_their_usage(model: str, usage: dict[str, Any]) -> None:
+    wire = Wire()
+    wire.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
+        "turn_detection": None, "transcription": {"model": model}}}}})
+    wire.send({"type": "input_audio_buffer.append",
+               "audio": base64.b64encode(bytes(24000)).decode()})  # 0.5 s
+    wire.send({"type": "input_audio_buffer.commit"})
+    [done] = of_type(wire.read(), "conversation.item.input_audio_transcription.completed")
+    assert done["transcript"] == "What is the weather in Paris?"  # the script's words
+    assert done["usage"] == usage

@@ -47,6 +47,7 @@ __all__ = [
     "InputAudioBufferCommitted",
     "InputAudioBufferSpeechStarted",
     "InputAudioBufferSpeechStopped",
+    "InputTextAppend",
     "InputTranscriptionCompleted",
     "InputTranscriptionDelta",
     "InputTranscriptionFailed",
@@ -114,7 +115,12 @@ class Item(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class Response(msgspec.Struct, kw_only=True):
-    """The response object of ``response.created`` / ``response.done``."""
+    """The response object of ``response.created`` / ``response.done``.
+
+    The fields after ``metadata`` are each in one shape only (GA:
+    ``output_modalities``, ``audio``; beta: ``modalities``, ``voice``,
+    ``output_audio_format``, ``temperature``): left unset, they are not sent.
+    """
 
     id: str = ""
     object: str = "realtime.response"
@@ -123,6 +129,14 @@ class Response(msgspec.Struct, kw_only=True):
     output: list[Item] = msgspec.field(default_factory=list)
     usage: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
+    conversation_id: str | msgspec.UnsetType = msgspec.UNSET
+    max_output_tokens: int | str | msgspec.UnsetType = msgspec.UNSET
+    output_modalities: list[str] | msgspec.UnsetType = msgspec.UNSET
+    audio: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
+    modalities: list[str] | msgspec.UnsetType = msgspec.UNSET
+    voice: str | msgspec.UnsetType = msgspec.UNSET
+    output_audio_format: str | msgspec.UnsetType = msgspec.UNSET
+    temperature: float | msgspec.UnsetType = msgspec.UNSET
 
 
 class ErrorDetail(msgspec.Struct, kw_only=True):
@@ -167,6 +181,17 @@ class InputAudioBufferCommit(ClientEvent, tag="input_audio_buffer.commit"):
 
 class InputAudioBufferClear(ClientEvent, tag="input_audio_buffer.clear"):
     """Drop the audio buffered so far."""
+
+
+class InputTextAppend(ClientEvent, tag="input_text.append"):
+    """A user text message in one flat event (an alias, not an OpenAI event).
+
+    Servers that speak it (the local one) treat it exactly as
+    ``conversation.item.create`` with a user message of one ``input_text``
+    part; the OpenAI API does not know it.
+    """
+
+    text: str
 
 
 class ConversationItemCreate(ClientEvent, tag="conversation.item.create"):
@@ -292,11 +317,16 @@ class InputAudioBufferSpeechStopped(ServerEvent, tag="input_audio_buffer.speech_
 class InputTranscriptionCompleted(
     ServerEvent, tag="conversation.item.input_audio_transcription.completed"
 ):
-    """The transcript of a committed user audio item."""
+    """The transcript of a committed user audio item.
+
+    ``usage`` is what transcribing it cost: ``{"type": "tokens", ...}`` or
+    ``{"type": "duration", "seconds": ...}`` (required on the wire).
+    """
 
     item_id: str = ""
     content_index: int = 0
     transcript: str = ""
+    usage: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
 
 
 class InputTranscriptionDelta(
@@ -451,13 +481,17 @@ class ResponseFunctionCallArgumentsDelta(
 class ResponseFunctionCallArgumentsDone(
     ServerEvent, tag="response.function_call_arguments.done"
 ):
-    """A function call's arguments are complete (GA also names the function)."""
+    """A function call's arguments are complete.
+
+    GA also names the function; beta does not (``name`` is then unset and
+    the name comes from the ``response.output_item.added`` item).
+    """
 
     response_id: str = ""
     item_id: str = ""
     output_index: int = 0
     call_id: str = ""
-    name: str = ""
+    name: str | msgspec.UnsetType = msgspec.UNSET
     arguments: str = ""
 
 
@@ -478,11 +512,13 @@ class UnknownEvent(msgspec.Struct, kw_only=True):
 
 
 def _leaves(base: type) -> list[type]:
+    """The event structs under ``base``; private bases (``_Delta``) are not events,
+    though msgspec gives them their class name as a tag."""
     found: list[type] = []
     stack = list(base.__subclasses__())
     while stack:
         cls = stack.pop(0)
-        if cls.__struct_config__.tag is not None and cls not in found:
+        if not cls.__name__.startswith("_") and cls not in found:
             found.append(cls)
         stack.extend(cls.__subclasses__())
     return found

@@ -54,6 +54,10 @@ class EventNames(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Event that cancels the response in progress."""
     item_truncate: str = "conversation.item.truncate"
     """Event that truncates an assistant audio item at the played position."""
+    text: Literal["conversation.item.create", "input_text.append"] = "conversation.item.create"
+    """How user text is sent: conversation.item.create (a message item, the OpenAI
+    API) or input_text.append (one flat {"text": ...} event, for servers that take
+    that alias, the local one included)."""
 
 
 class ReconnectOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

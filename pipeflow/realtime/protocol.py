@@ -32,6 +32,7 @@ from pipeflow.realtime.events import (
     InputAudioBufferAppend,
     InputAudioBufferClear,
     InputAudioBufferCommit,
+    InputTextAppend,
     Item,
     ResponseCancel,
     ResponseCreate,
@@ -212,7 +213,15 @@ class RealtimeProtocol:
                            "input_audio_buffer.clear")
 
     def create_text_item(self, text: str, role: str = "user") -> bytes:
-        """Queue ``conversation.item.create`` with a text message."""
+        """Queue ``conversation.item.create`` with a text message.
+
+        With ``names.text`` set to ``input_text.append``, user text goes as that
+        alias instead (other roles have no alias and stay message items).
+        """
+        if self.names.text == "input_text.append" and role == "user":
+            data = encode_event(InputTextAppend(text=text))
+            self._out.append(data)
+            return data
         item = Item(type="message", role=role, content=[ContentPart(type="input_text", text=text)])
         return self._queue(
             ConversationItemCreate(item=item), self.names.item_create, "conversation.item.create"

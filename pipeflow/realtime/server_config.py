@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 import msgspec
 
-__all__ = ["ClientError", "ServerConfig", "apply_update", "detect_shape", "session_object"]
+__all__ = ["ClientError", "ServerConfig", "apply_update", "audio_format", "detect_shape",
+           "session_object"]
 
 Shape = Literal["ga", "beta"]
 
@@ -213,6 +214,14 @@ def apply_update(config: ServerConfig, session: Any, shape: Shape) -> ServerConf
     return updated
 
 
+def audio_format(name: str) -> dict[str, Any]:
+    """The GA audio format object of a beta format name (``pcm16`` -> audio/pcm at 24 kHz)."""
+    out: dict[str, Any] = {"type": _GA_NAMES[name]}
+    if name == "pcm16":
+        out["rate"] = 24000
+    return out
+
+
 def session_object(config: ServerConfig, shape: Shape, session_id: str) -> dict[str, Any]:
     """The session as ``session.created`` / ``session.updated`` report it."""
     common = {
@@ -237,12 +246,6 @@ def session_object(config: ServerConfig, shape: Shape, session_id: str) -> dict[
             **{k: v for k, v in config.extra.items() if k in _BETA_KEYS},
         }
 
-    def fmt(name: str) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": _GA_NAMES[name]}
-        if name == "pcm16":
-            out["rate"] = 24000
-        return out
-
     return {
         "type": "realtime",
         **common,
@@ -250,12 +253,13 @@ def session_object(config: ServerConfig, shape: Shape, session_id: str) -> dict[
         "max_output_tokens": "inf",
         "audio": {
             "input": {
-                "format": fmt(config.input_format),
+                "format": audio_format(config.input_format),
                 "transcription": config.transcription,
                 "noise_reduction": None,
                 "turn_detection": config.turn_detection,
             },
-            "output": {"format": fmt(config.output_format), "voice": config.voice, "speed": 1.0},
+            "output": {"format": audio_format(config.output_format), "voice": config.voice,
+                       "speed": 1.0},
         },
         **{k: v for k, v in config.extra.items() if k not in _BETA_KEYS},
     }

@@ -27,7 +27,7 @@ import msgspec
 from pipeflow.audio import g711
 from pipeflow.realtime import events as ev
 from pipeflow.realtime.script import Script, Step, render
-from pipeflow.realtime.server_config import ServerConfig, Shape
+from pipeflow.realtime.server_config import ServerConfig, Shape, audio_format
 from pipeflow.realtime.voice import Speaker
 
 __all__ = ["RATES", "Entry", "ResponsePlanner", "Running", "Timed", "UserInput"]
@@ -47,6 +47,13 @@ _NAMES: dict[str, dict[Shape, type[ev.ServerEvent]]] = {
     "text": {"ga": ev.OutputTextDelta, "beta": ev.OutputTextDeltaBeta},
     "text_done": {"ga": ev.OutputTextDone, "beta": ev.OutputTextDoneBeta},
 }
+
+
+def _usage(tokens: int) -> dict[str, Any]:
+    """A response's usage: ``tokens`` words out, a fixed ten tokens in."""
+    return {"total_tokens": tokens + 10, "input_tokens": 10, "output_tokens": tokens,
+            "input_token_details": {"text_tokens": 10, "audio_tokens": 0, "cached_tokens": 0},
+            "output_token_details": {"text_tokens": tokens, "audio_tokens": 0}}
 
 
 Timed = tuple[float, ev.ServerEvent, str, float]
@@ -79,6 +86,7 @@ class Running(msgspec.Struct, kw_only=True):
 
     id: str
     deltas: int = 0
+    tokens: int = 0
     open: set[str] = msgspec.field(default_factory=set)
     items: list[ev.Item] = msgspec.field(default_factory=list)
 
@@ -112,6 +120,7 @@ class ResponsePlanner:
     _continuation: list[Step] | None
     _waiting: dict[str, str | None]
     _result: str | None
+    _conversation: str
 
     # provided by ServerSession
     def _id(self, prefix: str) -> str:
@@ -169,7 +178,7 @@ class ResponsePlanner:
         self._active = running
         self._responses += 1
         rid = running.id
-        self._push(now, ev.ResponseCreated(response=ev.Response(id=rid)), rid, "created")
+        self._push(now, ev.ResponseCreated(response=self._response(rid)), rid, "created")
         says: list[str] = []
         calls: list[Step] = []
         rest = list(steps)
@@ -188,14 +197,34 @@ class ResponsePlanner:
             self._call(running, step, end)
         self._continuation = rest if calls else None
         tokens = sum(len(s.split()) for s in says) + 4 * len(calls)
-        usage = {"total_tokens": tokens + 10, "input_tokens": 10, "output_tokens": tokens}
-        done = ev.Response(id=rid, status="completed", output=running.items, usage=usage)
+        running.tokens = tokens
+        done = self._response(rid, "completed", running.items, _usage(tokens))
         self._push(end, ev.ResponseDone(response=done), rid, "response_done")
         self._push(end, ev.RateLimitsUpdated(rate_limits=[
             {"name": "requests", "limit": 1000, "remaining": 999, "reset_seconds": 60.0},
             {"name": "tokens", "limit": 100000, "remaining": 100000 - tokens,
              "reset_seconds": 60.0},
         ]), rid)
+
+    def _response(self, rid: str, status: str = "in_progress", output: list[ev.Item] | None = None,
+                  usage: dict[str, Any] | None = None,
+                  details: dict[str, Any] | None = None) -> ev.Response:
+        """The response object in this connection's shape, as the OpenAI API writes it."""
+        config = self.config
+        modes = ["text"] if config.text_only else ["audio"]
+        response = ev.Response(id=rid, status=status, output=list(output or []), usage=usage,
+                               status_details=details, conversation_id=self._conversation,
+                               max_output_tokens="inf")
+        if self.shape == "ga":
+            response.output_modalities = modes
+            response.audio = {"output": {"format": audio_format(config.output_format),
+                                         "voice": config.voice}}
+        else:
+            response.modalities = modes if config.text_only else ["audio", "text"]
+            response.voice = config.voice
+            response.output_audio_format = config.output_format
+            response.temperature = 0.8
+        return response
 
     def _message(self, running: Running, text: str, now: float, start: float) -> float:
         """Queue an assistant message speaking ``text``; returns when it is done."""
@@ -285,8 +314,10 @@ class ResponsePlanner:
         self._announce(due, item, rid)
         ids = {"response_id": rid, "item_id": item_id, "output_index": index, "call_id": call_id}
         self._push(due, ev.ResponseFunctionCallArgumentsDelta(**ids, delta=arguments), rid)
-        self._push(due, ev.ResponseFunctionCallArgumentsDone(**ids, name=name,
-                                                             arguments=arguments), rid)
+        done = ev.ResponseFunctionCallArgumentsDone(**ids, arguments=arguments)
+        if self.shape == "ga":  # beta's event does not name the function
+            done.name = name
+        self._push(due, done, rid)
         final = msgspec.structs.replace(item, status="completed", arguments=arguments)
         self._push(due, ev.OutputItemDone(response_id=rid, output_index=index, item=final), rid,
                    "done", item_id)
@@ -305,20 +336,21 @@ class ResponsePlanner:
         dropped = self._drop(running.id)
         rid = running.id
         if any(e.mark == "created" for e in dropped):
-            self._push(now, ev.ResponseCreated(response=ev.Response(id=rid)), rid)
+            self._push(now, ev.ResponseCreated(response=self._response(rid)), rid)
         unannounced = {e.item for e in dropped if e.mark == "added"}
         output = []
-        for item in running.items:
+        for index, item in enumerate(running.items):
             if item.id in unannounced:  # never sent: forget it
                 self._items.pop(item.id or "", None)
                 self._waiting.pop(item.call_id or "", None)
             elif item.id in running.open:
                 cut = msgspec.structs.replace(item, status="incomplete")
-                self._push(now, ev.OutputItemDone(response_id=rid, item=cut), rid)
+                self._push(now, ev.OutputItemDone(response_id=rid, output_index=index, item=cut),
+                           rid)
                 self._finish_item(now, cut, rid)
                 output.append(cut)
             else:
                 output.append(item)
-        done = ev.Response(id=rid, status="cancelled", output=output,
-                           status_details={"type": "cancelled", "reason": reason})
+        done = self._response(rid, "cancelled", output, _usage(running.tokens),
+                              {"type": "cancelled", "reason": reason})
         self._push(now, ev.ResponseDone(response=done), rid)

@@ -172,6 +172,7 @@ class ServerSession(ResponsePlanner):
         self._continuation: list[Step] | None = None
         self._waiting: dict[str, str | None] = {}
         self._result: str | None = None
+        self._conversation = f"conv_{number}"
 
     # -- the sans-I/O interface ---------------------------------------------------
 
@@ -350,6 +351,9 @@ class ServerSession(ResponsePlanner):
                 self._push(now, ev.InputAudioBufferCleared())
             case ev.ConversationItemCreate():
                 self._create_item(event.item, now)
+            case ev.InputTextAppend():  # alias: a user message of one input_text part
+                self._create_item(ev.Item(type="message", role="user", content=[
+                    ev.ContentPart(type="input_text", text=event.text)]), now)
             case ev.ResponseCreate():
                 if self._active is not None:
                     raise ClientError(
@@ -498,10 +502,22 @@ class ServerSession(ResponsePlanner):
         if words is None:
             words = self.script.turns[turn].user if turn is not None else ""
         self.transcripts.append(words)
-        self._push(now, ev.InputTranscriptionCompleted(item_id=job.item_id, transcript=words))
+        self._push(now, ev.InputTranscriptionCompleted(
+            item_id=job.item_id, transcript=words, usage=self._transcription_usage(job, words)))
         self._pending = UserInput(words, turn)
         if job.respond and not self._active:
             self._respond(now, None)
+
+    def _transcription_usage(self, job: Transcription, words: str) -> dict[str, Any]:
+        """What transcribing ``job`` cost, as the API bills it: seconds of audio for
+        whisper-1, else tokens (ten audio tokens a second in, one per word out)."""
+        seconds = len(job.pcm) / 2 / job.rate
+        if (self.config.transcription or {}).get("model") == "whisper-1":
+            return {"type": "duration", "seconds": round(seconds, 3)}
+        audio, text = max(1, round(seconds * 10)), len(words.split())
+        return {"type": "tokens", "input_tokens": audio, "output_tokens": text,
+                "total_tokens": audio + text,
+                "input_token_details": {"text_tokens": 0, "audio_tokens": audio}}
 
     def _truncate(self, event: ev.ConversationItemTruncate, now: float) -> None:
         item = self._items.get(event.item_id)
