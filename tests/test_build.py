@@ -282,3 +282,45 @@ async def test_a_job_builds_through_the_builder_and_its_stages_see_the_job(
     result = await JobContext("job-7").run_pipeline(path)
     assert result.ok, result.errors
     assert seen_jobs == [("job-7", str(tmp_path / "out" / "job-7"))]
+
+
+def test_one_playout_sink_takes_the_place_of_the_files_playout_sinks(tmp_path: Path) -> None:
+    from pipeflow.build import playout_realtime
+
+    config = parse_config(
+        "stages:\n  - type: tone\n  - type: 'null'\n    realtime: false\n"
+        "  - type: passthrough\n  - type: wav_sink\n    path: a.wav\n"
+        "  - type: tests.test_build:_Recorder\n"
+    )
+    own = NullSink(realtime=False)
+    built = build(config, Changes(audio_sink=own, output_dir=str(tmp_path)))
+    assert [st.name for st in built.stages][:3] == ["tone", "null", "passthrough"]
+    assert len(built.stages) == 4
+    assert built.stages[1] is own  # where the first playout sink was, the others gone
+    assert [spec.type for spec in built.config.stages] == [
+        "tone", "passthrough", "tests.test_build:_Recorder"]
+    assert len(config.stages) == 5  # the parsed file is left as it was
+    assert playout_realtime(config) is False
+    # With no playout sink in the file, the caller's goes last.
+    bare = parse_config("stages:\n  - type: tone\n  - type: passthrough\n")
+    built = build(bare, Changes(audio_sink=own, output_dir=str(tmp_path)))
+    assert built.stages[-1] is own and playout_realtime(bare) is True
+
+
+async def test_a_gateway_call_is_built_with_its_edge_and_never_rewired(tmp_path: Path) -> None:
+    from pipeflow.server.calls import CallRegistry
+    from pipeflow.server.edges import CallAudioOut
+    from pipeflow.server.options import GatewayOptions
+    from pipeflow.stages.sinks import AudioSink
+    from tests.gateway_util import CALL_YAML, FAST
+
+    calls = CallRegistry(CALL_YAML, GatewayOptions(output_dir=str(tmp_path), overrides=FAST))
+    try:
+        call = await calls.start("built-1")
+        stages = call.session.pipeline.stages  # type: ignore[union-attr]
+        playout = [st for st in stages if isinstance(st, AudioSink)]
+        assert len(playout) == 1 and isinstance(playout[0], CallAudioOut)
+        assert playout[0] is call.audio_out
+        assert stages[0].name == "push" and stages[0] is call.session._push  # type: ignore[union-attr]
+    finally:
+        await calls.close()
