@@ -6,6 +6,7 @@ from pipeflow.conversation import Conversation
 from pipeflow.frames import (
     AudioFrame,
     Interrupt,
+    PlayoutPosition,
     ResponseDone,
     ResponseStarted,
     SpeechStarted,
@@ -66,3 +67,22 @@ def test_transcript_without_vad_makes_its_own_turn() -> None:
     c.observe(Transcript(role="user", text="hello"))
     c.observe(Transcript(role="user", text="again"))
     assert [t.text for t in c.turns] == ["hello", "again"]
+
+
+def test_a_cut_after_the_model_finished_still_marks_what_was_heard() -> None:
+    # The model sends audio faster than it plays: the response is done long before the
+    # caller barges in, and only the sink's played position says how much was heard.
+    conversation = Conversation()
+    conversation.observe(ResponseStarted(response_id="r1"), now=1.0)
+    conversation.observe(AudioFrame(pcm=bytes(48000), sample_rate=24000, item_id="i1"), now=1.0)
+    conversation.observe(Transcript(role="agent", text="A long answer.", final=True), now=1.0)
+    conversation.observe(ResponseDone(response_id="r1"), now=1.1)
+    [turn] = conversation.turns
+    assert not turn.interrupted
+    conversation.observe(PlayoutPosition(item_id="i1", played_ms=420, interrupted=True), now=1.5)
+    assert turn.interrupted and turn.heard_ms == 420
+    assert conversation.transcript() == "agent: A long answer. [interrupted after 0.4 s]"
+    # A position for an item it never saw, or one played to the end, changes nothing.
+    conversation.observe(PlayoutPosition(item_id="other", played_ms=5, interrupted=True))
+    conversation.observe(PlayoutPosition(item_id="i1", played_ms=999))
+    assert turn.heard_ms == 420

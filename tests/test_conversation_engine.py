@@ -409,10 +409,14 @@ def test_barge_in_cancels_interrupts_and_truncates_at_the_played_position() -> N
     item = next(f.item_id for f in pair.of(AudioFrame) if f.item_id)
     sent_before = len([f for f in pair.of(AudioFrame) if f.item_id])
     pair.feed(SpeechStarted(at=3.0))  # local VAD: the caller speaks over the answer
-    assert [type(f) for f in pair.out[-2:]] == [Interrupt, SpeechStarted]
+    said = [f for f in pair.out if not isinstance(f, PlayoutPosition)]
+    assert [type(f) for f in said[-2:]] == [Interrupt, SpeechStarted]
     assert isinstance(pair.commands[-2], CancelResponse)
     [truncate] = [c for c in pair.commands if isinstance(c, TruncateItem)]
     assert truncate.item_id == item
+    # The cut goes on downstream as well, for the session's record of what was heard.
+    [heard] = [f for f in pair.of(PlayoutPosition) if f.interrupted]
+    assert (heard.item_id, heard.played_ms) == (item, truncate.audio_end_ms)
     # what the sink played on the clock: from the first audio (one 10 ms step in) to now
     assert pair.reported == [truncate.audio_end_ms] == [490]
     sent_ms = sum(f.duration for f in pair.of(AudioFrame) if f.item_id) * 1000

@@ -375,6 +375,8 @@ class ConversationEngine:
             if end is not None:
                 played = min(played, round(end))  # the model cannot cut past what it sent
             self._commands.append(TruncateItem(item_id=frame.item_id, audio_end_ms=played))
+            # Downstream too: the session's conversation marks what the caller heard.
+            self._frames.append(msgspec.structs.replace(frame, played_ms=played))
 
     def _on_end(self, frame: EndOfStream) -> None:
         self._ending = True

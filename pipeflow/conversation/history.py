@@ -16,6 +16,7 @@ from pipeflow.frames import (
     AudioFrame,
     Frame,
     Interrupt,
+    PlayoutPosition,
     ResponseDone,
     ResponseStarted,
     SpeechStarted,
@@ -40,6 +41,9 @@ class Turn(msgspec.Struct, kw_only=True):
     """Wall-clock time (seconds since the epoch)."""
     ended_at: float | None = None
     interrupted: bool = False
+    heard_ms: int | None = None
+    """Agent turns cut short: how many ms of the item the caller heard (the sink's
+    played position); None when it played to the end or nothing said how far."""
     source: Literal["audio", "text"] = "audio"
 
 
@@ -55,6 +59,10 @@ class ToolCallRecord(msgspec.Struct, kw_only=True):
     ended_at: float | None = None
 
 
+_ITEMS_KEPT = 16
+"""Items whose turn a late playout report can still find (a call's recent answers)."""
+
+
 class Conversation:
     """Turns and tool calls of one session, in order."""
 
@@ -64,6 +72,7 @@ class Conversation:
         self._user: Turn | None = None
         self._user_at: float | None = None
         self._agent: Turn | None = None
+        self._items: dict[str, Turn] = {}  # agent turns of the last few items, by item id
 
     def observe(self, frame: Frame, now: float | None = None) -> None:
         """Update the record with one frame."""
@@ -92,7 +101,19 @@ class Conversation:
                 self._close_agent(now)
                 self._agent = self._add(Turn(role="agent", started_at=now))
             case AudioFrame(item_id=item_id) if item_id:
-                self._agent_turn(now).audio_duration += frame.duration
+                turn = self._agent_turn(now)
+                turn.audio_duration += frame.duration
+                if item_id not in self._items:
+                    self._items[item_id] = turn
+                    if len(self._items) > _ITEMS_KEPT:
+                        del self._items[next(iter(self._items))]
+            case PlayoutPosition(item_id=item_id, played_ms=played_ms, interrupted=True):
+                # The caller stopped hearing the item here: often after the model had
+                # sent all of it (ResponseDone), so the turn may be closed already.
+                turn = self._items.get(item_id)
+                if turn is not None:
+                    turn.interrupted = True
+                    turn.heard_ms = max(0, played_ms)
             case Transcript(role="agent", final=True, text=text):
                 turn = self._agent_turn(now)
                 turn.text = f"{turn.text} {text.strip()}".strip()
@@ -136,7 +157,11 @@ class Conversation:
         lines = []
         for turn in self.turns:
             if turn.text:
-                mark = " [interrupted]" if turn.interrupted else ""
+                mark = ""
+                if turn.interrupted:
+                    heard = turn.heard_ms
+                    mark = (" [interrupted]" if heard is None
+                            else f" [interrupted after {heard / 1000:.1f} s]")
                 lines.append(f"{turn.role}: {turn.text}{mark}")
         return "\n".join(lines)
 
