@@ -226,3 +226,34 @@ def test_submit_checks_a_pipeline_before_queueing(
     code = main(["submit", str(path), "--param", "tones.speed=0", "--queue", REDIS_URL])
     assert code == 2
     assert "no stage 'tones'" in capsys.readouterr().err
+
+
+async def test_submit_with_a_completed_key_returns_the_first_job_and_its_result(
+    queue: RedisQueue, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prefix = queue.base.rsplit(":", 1)[0]
+    common = ["--queue", REDIS_URL, "--queue-prefix", prefix]
+    worker = Worker(
+        WorkerOptions(queue_url=REDIS_URL, queue_prefix=prefix, entry="tests.worker_jobs:echo"),
+        poll_interval=0.1,
+    )
+    runner = asyncio.ensure_future(worker.run())
+    try:
+        submit = ["submit", "--key", "order-1", "--param", "n=1", "--wait", "20", *common]
+        assert await asyncio.to_thread(main, submit) == 0
+        first_id = capsys.readouterr().out.splitlines()[0]
+        again = ["submit", "--key", "order-1", "--param", "n=2", "--wait", "8", *common]
+        code = await asyncio.to_thread(main, again)
+        captured = capsys.readouterr()
+        out = captured.out.splitlines()
+        assert code == 0, captured
+        assert out[0] == first_id
+        status = json.loads(out[1])
+        assert status["state"] == "completed" and status["result"] == {"n": 1}
+        assert f"key 'order-1' is already held by job {first_id} (completed)" in captured.err
+    finally:
+        worker.stop()
+        await runner
+        await worker.queue.close()
+    assert worker.counts["completed"] == 1  # the second submit never became a job
+    assert (await queue.stats()).waiting == 0

@@ -54,17 +54,85 @@ async def test_submit_take_complete(queue: Queue) -> None:
 
 async def test_one_idempotency_key_completes_once(queue: Queue) -> None:
     first = await queue.submit(Job(key="order-42"))
-    second = await queue.submit(Job(key="order-42"))
-    d1 = await queue.take("w1", timeout=1)
-    assert d1 is not None and d1.job.id == first.id
-    d2 = await queue.take("w2", timeout=1)
-    assert d2 is not None and d2.job.id == second.id
-    assert await queue.complete(d1, 1) is True
-    assert await queue.complete(d2, 2) is False  # the duplicate is acknowledged, not recorded
-    assert (await queue.status(second.id)).state == "running"  # type: ignore[union-attr]
-    # A third copy submitted after completion is settled at take time, never run.
-    await queue.submit(Job(key="order-42"))
-    assert await queue.take("w1", timeout=0.05) is None
+    delivery = await queue.take("w1", timeout=1)
+    assert delivery is not None and delivery.job.id == first.id
+    assert await queue.complete(delivery, 1) is True
+    # The same delivery completing again (a slow worker whose job was taken
+    # over) is acknowledged, not recorded.
+    assert await queue.complete(delivery, 2) is False
+    status = await queue.status(first.id)
+    assert status is not None and status.state == "completed" and status.result == 1
+
+
+@pytest.mark.parametrize("first_state", ["queued", "running", "completed"])
+async def test_a_reused_key_returns_the_first_job(queue: Queue, first_state: str) -> None:
+    first = await queue.submit(Job(key="order-7", params={"n": 1}))
+    if first_state != "queued":
+        delivery = await queue.take("w1", timeout=1)
+        assert delivery is not None
+        if first_state == "completed":
+            await queue.complete(delivery, {"total": 12.5})
+    again = await queue.submit(Job(key="order-7", params={"n": 2}))
+    assert again.id == first.id and again.params == {"n": 1}
+    status = await queue.status(again.id)
+    assert status is not None and status.state == first_state
+    if first_state == "completed":
+        assert status.result == {"total": 12.5}
+    # Nothing new was enqueued: no job waits that no worker will run.
+    assert (await queue.stats()).waiting == (1 if first_state == "queued" else 0)
+    if first_state != "queued":
+        assert await queue.take("w2", timeout=0.05) is None
+
+
+@pytest.mark.parametrize("end", ["failed", "cancelled"])
+async def test_a_key_whose_job_failed_is_free_for_a_retry(queue: Queue, end: str) -> None:
+    first = await queue.submit(Job(key="order-9"))
+    if end == "failed":
+        delivery = await queue.take("w1", timeout=1)
+        assert delivery is not None
+        await queue.fail(delivery, "RuntimeError: boom")
+    else:
+        await queue.cancel(first.id)
+    retry = await queue.submit(Job(key="order-9"))
+    assert retry.id != first.id
+    delivery = await queue.take("w1", timeout=1)
+    assert delivery is not None and delivery.job.id == retry.id
+    assert await queue.complete(delivery, "ok") is True
+    assert (await queue.status(retry.id)).result == "ok"  # type: ignore[union-attr]
+
+
+async def test_a_job_left_waiting_after_its_key_completed_settles_as_a_duplicate() -> None:
+    # Two jobs under one key can only both be waiting when the submit-time
+    # record is gone (expired); the second must end, never stay queued.
+    q = MemoryQueue()
+    first = await q.submit(Job(key="k"))
+    q._key_holders.clear()
+    second = await q.submit(Job(key="k"))
+    delivery = await q.take("w1", timeout=1)
+    assert delivery is not None and delivery.job.id == first.id
+    await q.complete(delivery, [1, 2])
+    assert await q.take("w1", timeout=0.05) is None
+    status = await q.status(second.id)
+    assert status is not None and status.state == "completed"
+    assert (status.result, status.duplicate_of) == ([1, 2], first.id)
+
+
+async def test_redis_job_left_waiting_after_its_key_completed_settles_as_a_duplicate() -> None:
+    q = await _redis_queue()
+    try:
+        first = await q.submit(Job(key="k"))
+        await q.redis.delete(q.claim_key("k"))
+        second = await q.submit(Job(key="k"))
+        delivery = await q.take("w1", timeout=1)
+        assert delivery is not None and delivery.job.id == first.id
+        await q.complete(delivery, [1, 2])
+        assert await q.take("w1", timeout=0.05) is None
+        status = await q.status(second.id)
+        assert status is not None and status.state == "completed"
+        assert (status.result, status.duplicate_of) == ([1, 2], first.id)
+    finally:
+        await q.delete_all()
+        await q.close()
 
 
 async def test_fail_is_final_and_keeps_the_error(queue: Queue) -> None:

@@ -93,7 +93,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     s.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
                    help="job parameter (STAGE.OPTION=VALUE overrides a pipeline option); "
                         "repeatable")
-    s.add_argument("--key", default="", help="idempotency key (default: the job id)")
+    s.add_argument("--key", default="",
+                   help="idempotency key (default: the job id); a key held by a queued, "
+                        "running or completed job returns that job instead of a new one")
     s.add_argument("--wait", type=float, nargs="?", const=300.0, default=None, metavar="SECONDS",
                    help="wait for the job to finish and print its status (exit 1 unless it "
                         "completed)")
@@ -270,7 +272,13 @@ async def cmd_submit(args: argparse.Namespace) -> int:
     params = _parse_params(args.param)
     queue = _shared_queue(options)
     try:
-        job = await queue.submit(Job(entry=entry, params=params, key=args.key))
+        submitted = Job(entry=entry, params=params, key=args.key)
+        job = await queue.submit(submitted)
+        if job.id != submitted.id:
+            held = await queue.status(job.id)
+            print(f"key {args.key!r} is already held by job {job.id} "
+                  f"({held.state if held else 'unknown'}): nothing new was queued",
+                  file=sys.stderr, flush=True)
         print(job.id, flush=True)
         if args.wait is None:
             return 0

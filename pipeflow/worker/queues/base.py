@@ -4,7 +4,14 @@ Delivery is at least once: a job taken by a worker that dies is delivered
 again (after a visibility timeout) to another worker. What makes that safe
 is the job's idempotency ``key``: ``complete`` records it once and answers
 False to any later completion of the same key, so a reclaimed job is never
-completed twice. A job delivered more than ``max_attempts`` times goes to
+completed twice.
+
+A key also names one job at submit time: submitting a job whose key is held
+by a job that is queued, running or completed returns that first job (its
+id, and through ``status`` its result) and enqueues nothing, so a retried
+submit never starts a second run and never leaves a job that no worker will
+take. A key whose job failed, was cancelled or went to the dead letters is
+free again: the next submit with it is a new job (a retry). A job delivered more than ``max_attempts`` times goes to
 the dead letters instead of running again.
 
 Job states::
@@ -26,6 +33,7 @@ import msgspec
 
 __all__ = [
     "FINAL_STATES",
+    "KEY_RELEASING_STATES",
     "Delivery",
     "Job",
     "JobState",
@@ -37,6 +45,8 @@ __all__ = [
 
 JobState = Literal["queued", "running", "completed", "failed", "cancelled", "dead"]
 FINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "dead"})
+KEY_RELEASING_STATES: frozenset[str] = frozenset({"failed", "cancelled", "dead"})
+"""States in which a job no longer holds its idempotency key (a retry may take it)."""
 
 
 def new_job_id() -> str:
@@ -80,6 +90,9 @@ class JobStatus(msgspec.Struct, kw_only=True):
     finished_at: float = 0.0
     notes: list[str] = msgspec.field(default_factory=list)
     """What happened to it on the way (its worker process died, was killed...)."""
+    duplicate_of: str = ""
+    """Id of the job that completed this key first, when this one was settled as
+    its duplicate without running (it then carries that job's result)."""
 
     @property
     def final(self) -> bool:
@@ -126,7 +139,8 @@ class Queue(Protocol):
     """Where jobs wait for workers. Every method is safe to call concurrently."""
 
     async def submit(self, job: Job) -> Job:
-        """Enqueue ``job``; returns it as stored."""
+        """Enqueue ``job`` and return it; or, when its idempotency key is held by
+        a queued, running or completed job, return that job and enqueue nothing."""
         ...
 
     async def take(self, consumer: str, timeout: float = 1.0) -> Delivery | None:

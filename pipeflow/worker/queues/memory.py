@@ -15,6 +15,7 @@ from collections import deque
 from typing import Any
 
 from pipeflow.worker.queues.base import (
+    KEY_RELEASING_STATES,
     Delivery,
     Job,
     JobState,
@@ -39,11 +40,16 @@ class MemoryQueue:
         self._held: dict[str, Delivery] = {}
         self._statuses: dict[str, JobStatus] = {}
         self._done_keys: dict[str, str] = {}
+        self._key_holders: dict[str, Job] = {}  # idempotency key -> the job that holds it
         self._cancel: set[str] = set()
         self.dead: list[tuple[Job, str]] = []
 
     async def submit(self, job: Job) -> Job:
-        """Enqueue ``job``; returns it."""
+        """Enqueue ``job``; a job already holding its key is returned instead."""
+        holder = self._key_holders.get(job.idempotency_key)
+        if holder is not None and self._statuses[holder.id].state not in KEY_RELEASING_STATES:
+            return holder
+        self._key_holders[job.idempotency_key] = job
         self._statuses[job.id] = JobStatus(
             id=job.id, state="queued", attempts=job.attempts, submitted_at=job.submitted_at
         )
@@ -75,7 +81,11 @@ class MemoryQueue:
             self._cancel.discard(job.id)
             self._settle(status, "cancelled", error="cancelled before it started")
             return None
-        if job.idempotency_key in self._done_keys:
+        first = self._done_keys.get(job.idempotency_key)
+        if first is not None:
+            # Completed under its key by another job: settle it with that result.
+            self._settle(status, "completed", result=self._statuses[first].result)
+            status.duplicate_of = first
             return None
         attempt = job.attempts + 1
         status.attempts = attempt

@@ -8,6 +8,9 @@ Keys, all under ``{prefix}:{agent}``:
 - ``:status:{id}``: one hash per job (state, attempts, worker, result, error).
 - ``:done:{key}``: set once, when the job with idempotency key ``key``
   completes; a later completion of the same key is a duplicate.
+- ``:key:{key}``: the id of the job that holds idempotency key ``key``, set
+  at submit; a submit with a key held by a queued, running or completed job
+  returns that job instead of adding one.
 - ``:cancel``: ids of running jobs someone asked to cancel.
 
 A worker that dies leaves its jobs pending in the group. Any live worker
@@ -20,6 +23,7 @@ two workers never both settle the same job.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -33,7 +37,8 @@ __all__ = ["RedisQueue"]
 GROUP = "workers"
 
 # KEYS: stream, status, done, dead, cancel
-# ARGV: group, entry id, job id, attempt, max attempts, consumer, now, job json, ttl
+# ARGV: group, entry id, job id, attempt, max attempts, consumer, now, job json, ttl,
+# status key prefix
 _ADMIT = """
 if redis.call('SISMEMBER', KEYS[5], ARGV[3]) == 1 then
   redis.call('SREM', KEYS[5], ARGV[3])
@@ -42,7 +47,12 @@ if redis.call('SISMEMBER', KEYS[5], ARGV[3]) == 1 then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]); redis.call('XDEL', KEYS[1], ARGV[2])
   return 'cancelled'
 end
-if redis.call('EXISTS', KEYS[3]) == 1 then
+local first = redis.call('GET', KEYS[3])
+if first then
+  -- Completed under its key by another job: settle this one with that result.
+  local result = redis.call('HGET', ARGV[10] .. first, 'result') or 'null'
+  redis.call('HSET', KEYS[2], 'state', 'completed', 'result', result, 'duplicate_of', first,
+             'finished_at', ARGV[7])
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]); redis.call('XDEL', KEYS[1], ARGV[2])
   return 'done'
 end
@@ -67,13 +77,14 @@ redis.call('EXPIRE', KEYS[2], ARGV[9])
 return 'ok'
 """
 
-# KEYS: stream, status, done ; ARGV: group, entry id, job id, result json, now, ttl
+# KEYS: stream, status, done, claim ; ARGV: group, entry id, job id, result json, now, ttl
 _COMPLETE = """
 local first = 0
 if redis.call('SET', KEYS[3], ARGV[3], 'NX', 'EX', ARGV[6]) then
   redis.call('HSET', KEYS[2], 'state', 'completed', 'result', ARGV[4], 'error', '',
              'finished_at', ARGV[5])
   redis.call('EXPIRE', KEYS[2], ARGV[6])
+  redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[6])
   first = 1
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]); redis.call('XDEL', KEYS[1], ARGV[2])
@@ -114,14 +125,23 @@ end
 return state or ''
 """
 
-# KEYS: stream, status ; ARGV: job json, attempts, submitted at, ttl
+# KEYS: stream, status, claim ; ARGV: job json, attempts, submitted at, ttl, job id,
+# status key prefix. The holder's status hash is read by name (single-node Redis).
 _SUBMIT = """
+local holder = redis.call('GET', KEYS[3])
+if holder then
+  local state = redis.call('HGET', ARGV[6] .. holder, 'state')
+  if state and state ~= 'failed' and state ~= 'cancelled' and state ~= 'dead' then
+    return {0, holder, redis.call('HGET', ARGV[6] .. holder, 'job') or ''}
+  end
+end
+redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[4])
 local id = redis.call('XADD', KEYS[1], '*', 'job', ARGV[1])
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[2], 'state', 'queued', 'attempts', ARGV[2], 'submitted_at', ARGV[3],
-           'entry', id)
+           'entry', id, 'job', ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
-return id
+return {1, ARGV[5], ''}
 """
 
 
@@ -200,6 +220,10 @@ class RedisQueue:
         """The record of one idempotency key's completion."""
         return f"{self.base}:done:{key}"
 
+    def claim_key(self, key: str) -> str:
+        """Which job holds one idempotency key (set at submit)."""
+        return f"{self.base}:key:{key}"
+
     async def _call(self, what: str, coro: Any) -> Any:
         import redis.exceptions
 
@@ -230,13 +254,21 @@ class RedisQueue:
         self._group_ready = True
 
     async def submit(self, job: Job) -> Job:
-        """``XADD`` the job and record it as queued."""
+        """``XADD`` the job and record it as queued, unless its key is held by a
+        queued, running or completed job: then that job is returned."""
         await self._ensure_group()
-        await self._call("submit a job", self._submit(
-            keys=[self.stream, self.status_key(job.id)],
-            args=[msgspec.json.encode(job), job.attempts, job.submitted_at, self.result_ttl],
+        added, holder, raw = await self._call("submit a job", self._submit(
+            keys=[self.stream, self.status_key(job.id), self.claim_key(job.idempotency_key)],
+            args=[msgspec.json.encode(job), job.attempts, job.submitted_at, self.result_ttl,
+                  job.id, self.status_key("")],
         ))
-        return job
+        if added:
+            return job
+        holder_id = holder.decode() if isinstance(holder, bytes) else str(holder)
+        if raw:
+            with contextlib.suppress(msgspec.DecodeError):
+                return msgspec.json.decode(raw, type=Job)
+        return msgspec.structs.replace(job, id=holder_id)
 
     async def take(self, consumer: str, timeout: float = 1.0) -> Delivery | None:
         """Take over a job left idle by a dead worker, else read a new one."""
@@ -311,7 +343,7 @@ class RedisQueue:
             keys=[self.stream, self.status_key(job.id), self.done_key(job.idempotency_key),
                   self.dead_stream, self.cancel_set],
             args=[GROUP, token, job.id, attempt, self.max_attempts, consumer, time.time(),
-                  raw, self.result_ttl],
+                  raw, self.result_ttl, self.status_key("")],
         ))
         if verdict != b"ok":
             return None
@@ -322,7 +354,8 @@ class RedisQueue:
         """Record the key's completion once; ack either way."""
         job = delivery.job
         first = await self._call("complete a job", self._complete(
-            keys=[self.stream, self.status_key(job.id), self.done_key(job.idempotency_key)],
+            keys=[self.stream, self.status_key(job.id), self.done_key(job.idempotency_key),
+                  self.claim_key(job.idempotency_key)],
             args=[GROUP, delivery.token, job.id, msgspec.json.encode(result), time.time(),
                   self.result_ttl],
         ))
@@ -417,6 +450,7 @@ class RedisQueue:
             started_at=float(data.get("started_at", 0) or 0),
             finished_at=float(data.get("finished_at", 0) or 0),
             notes=msgspec.json.decode(data["notes"]) if data.get("notes") else [],
+            duplicate_of=data.get("duplicate_of", ""),
         )
 
     async def stats(self) -> QueueStats:
