@@ -43,9 +43,13 @@ class Agent:
             transport's ``transcription_model`` when that is not set); ``vad``
             gives the engine (a name) or the options of the vad stage of a
             session's default pipeline (see ``vad_options``).
+        **seed_names: the reference library's spellings of these
+            (``agent_id=`` for ``name``; see ``pipeflow.seednames``).
 
     Raises:
-        ConfigError: a slot that is neither a string nor a mapping.
+        ConfigError: a slot that is neither a string nor a mapping, or a name
+            given under both spellings.
+        TypeError: an unknown keyword argument.
     """
 
     def __init__(
@@ -64,7 +68,20 @@ class Agent:
         stt: str | dict[str, Any] | None = None,
         llm: str | dict[str, Any] | None = None,
         tts: str | dict[str, Any] | None = None,
+        **seed_names: Any,
     ) -> None:
+        from pipeflow.seednames import aliases, rename
+
+        known = aliases("Agent")
+        for key in seed_names:
+            if key not in known:
+                raise TypeError(f"Agent() got an unexpected keyword argument {key!r}")
+        renamed = rename(seed_names, "Agent", frozenset())
+        if "name" in renamed:
+            if name != "agent":
+                raise ConfigError("Agent: 'name' is given twice (as 'agent_id' and 'name')")
+            name = renamed["name"]
+
         self.instructions = instructions
         self.name = name
         self.voice = voice or _slot_value(tts, "voice", "tts")
@@ -80,6 +97,11 @@ class Agent:
         self.setup = setup
         self.summary = summary
         self.vad, self.stt, self.llm, self.tts = vad, stt, llm, tts
+
+    @property
+    def agent_id(self) -> str:
+        """The reference library's name for ``name``."""
+        return self.name
 
     def on(self, event: str, callback: Callable[..., Any]) -> Callable[..., Any]:
         """Register a sync or async callback for an event (see ``pipeflow.events``)."""

@@ -119,6 +119,22 @@ class JobContext:
     def __repr__(self) -> str:
         return f"JobContext(job_id={self.job_id!r}, participants={len(self._participants)})"
 
+    def get_info(self) -> dict[str, Any]:
+        """The job's facts in one dict (the reference library's ``get_info()``).
+
+        Returns:
+            ``job_id``, ``params``, the participants' identities, whether it
+            is shutting down, and every entry of ``info`` (worker id, agent
+            name, attempt, idempotency key, server URL...). Secrets are left out.
+        """
+        return {
+            **self.info,
+            "job_id": self.job_id,
+            "params": dict(self.params),
+            "participants": [p.identity for p in self.participants],
+            "shutting_down": self.shutting_down,
+        }
+
     # --- participants ------------------------------------------------------
 
     def add_participant(

@@ -46,11 +46,28 @@ _FLAGS: dict[str, tuple[str, str]] = {
     "--lag-kill": ("lag_kill", "seconds a blocked event loop lasts before its process is killed"),
     "--recycle-jobs": ("recycle_jobs", "jobs after which a process is replaced (0: never)"),
     "--recycle-memory-mb": ("recycle_memory_mb", "MiB above which a process is replaced"),
+    "--server-url": ("server_url", "URL of the model server jobs talk to (ctx.info)"),
 }
 
 
+def _seed_flags(p: argparse.ArgumentParser, command: str) -> None:
+    """The reference library's flags for ``command`` that change nothing here
+    (``dev --hot-reload``, ``start --production``): accepted, documented as such."""
+    from pipeflow.seednames import SEED_NAMES
+
+    for row in SEED_NAMES:
+        if row.seed.startswith("--") and not row.ours and command in row.where.split(", "):
+            p.add_argument(row.seed, action="store_true", help=f"accepted for compatibility: "
+                           f"{row.note}")
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "--config-file", "-c", metavar="FILE",
+                   help="worker options file (JSON or YAML)")
+
+
 def _add_options(p: argparse.ArgumentParser, *, all_flags: bool = True) -> None:
-    p.add_argument("--config", "-c", metavar="FILE", help="worker options file (JSON or YAML)")
+    _add_config(p)
     for flag, (name, text) in _FLAGS.items():
         if all_flags or name in ("agent_name", "queue_url", "queue_prefix"):
             p.add_argument(flag, dest=f"opt_{name}", default=None, metavar=name.upper(), help=text)
@@ -80,6 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     for name, (text, func) in modes.items():
         p = subparsers.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         _add_options(p)
+        _seed_flags(p, name)
         if name == "dev":
             p.add_argument("--watch", action="append", default=[], metavar="DIR",
                            help="folder to watch for edits (default: the current one); repeatable")
@@ -120,7 +138,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="worker base URL (default: http://HEALTH_HOST:HEALTH_PORT of the options)")
     h.add_argument("--live", action="store_true", help="check liveness (/healthz) only")
     h.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for an answer")
-    h.add_argument("--config", "-c", metavar="FILE", help="worker options file (JSON or YAML)")
+    _add_config(h)
     h.set_defaults(func=cmd_health)
 
 

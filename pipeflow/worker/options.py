@@ -7,9 +7,10 @@ on its own, so a mistake is reported with where it came from::
     worker.yaml: key 'max_jobs': expected int >= 1, got 0
     environment variable PIPEFLOW_JOB_TIMEOUT: expected float, got 'soon'
 
-The file also accepts the reference library's keys (``agent_name``,
-``server_url``, ``api_key``, ``api_secret``, ``max_jobs``, ``log_level`` and
-``timeout``, the job timeout in milliseconds there). The environment is read
+The reference library's names (``entry_point``, ``max_concurrent_jobs``,
+``timeout`` in milliseconds...: the ``WorkerOptions`` rows of
+``pipeflow.seednames.SEED_NAMES``) are read both as keyword arguments of
+``WorkerOptions(...)`` and as keys of the file. The environment is read
 as ``PIPEFLOW_<OPTION>`` (``PIPEFLOW_MAX_JOBS``...) and, for the connection,
 the reference names ``LIVEKIT_URL``, ``LIVEKIT_API_KEY``, ``LIVEKIT_API_SECRET``
 (and ``REDIS_URL`` for the queue); a ``PIPEFLOW_`` name wins over them.
@@ -32,6 +33,7 @@ import msgspec
 import yaml
 
 from pipeflow.errors import ConfigError
+from pipeflow.seednames import aliases as seed_aliases
 
 __all__ = ["LOG_LEVELS", "WorkerOptions", "load_options", "option_sources"]
 
@@ -44,8 +46,27 @@ Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Fraction = Annotated[float, msgspec.Meta(gt=0, le=1)]
 
 
-class WorkerOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """How a worker runs: what each job runs, how many at once, where jobs come from."""
+class _SeedNamesMeta(type(msgspec.Struct)):  # type: ignore[misc]
+    """Reads the reference library's keyword arguments (``entry_point=``...) as ours."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        from pipeflow.seednames import entry_ref, rename
+
+        kwargs = rename(kwargs, "WorkerOptions", set(FIELDS))
+        if "entry" in kwargs:
+            kwargs["entry"] = entry_ref(kwargs["entry"])
+        return super().__call__(*args, **kwargs)
+
+
+class WorkerOptions(
+    msgspec.Struct, kw_only=True, forbid_unknown_fields=True, metaclass=_SeedNamesMeta
+):
+    """How a worker runs: what each job runs, how many at once, where jobs come from.
+
+    ``entry`` may be given as a module-level function (kept as its
+    ``'module:function'`` reference). The reference library's names are
+    accepted too: ``WorkerOptions(entry_point=entry, max_concurrent_jobs=5)``.
+    """
 
     entry: str = ""
     """Entry point of a job: a pipeline YAML file or 'module:function' taking a JobContext."""
@@ -142,12 +163,7 @@ SECRET_FIELDS = frozenset({"api_key", "api_secret"})
 
 # File keys of the reference library that differ from ours: key -> (ours, scale).
 FILE_ALIASES: dict[str, tuple[str, float]] = {
-    "timeout": ("job_timeout", 0.001),  # milliseconds there
-    "graceful_shutdown_timeout": ("drain_timeout", 0.001),
-    "max_concurrent_jobs": ("max_jobs", 1.0),
-    "entry_point": ("entry", 1.0),
-    "port": ("health_port", 1.0),
-    "host": ("health_host", 1.0),
+    row.seed: (row.ours, row.scale) for row in seed_aliases("WorkerOptions").values()
 }
 
 # Reference environment names, read when the PIPEFLOW_ name is not set.

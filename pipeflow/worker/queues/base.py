@@ -11,8 +11,10 @@ by a job that is queued, running or completed returns that first job (its
 id, and through ``status`` its result) and enqueues nothing, so a retried
 submit never starts a second run and never leaves a job that no worker will
 take. A key whose job failed, was cancelled or went to the dead letters is
-free again: the next submit with it is a new job (a retry). A job delivered more than ``max_attempts`` times goes to
-the dead letters instead of running again.
+free again: the next submit with it is a new job (a retry).
+
+A job delivered more than ``max_attempts`` times goes to the dead letters
+instead of running again.
 
 Job states::
 
