@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 import pipeflow
 from pipeflow.errors import ConfigError, PipeflowError
@@ -79,8 +80,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
     reporter = RunReporter(live=not args.quiet and not args.json)
     if not args.json:
         reporter.console.print(
-            f"[bold]pipeflow[/] running [cyan]{config.name}[/] "
-            f"({len(pipeline.stages)} stages) from {args.file}"
+            f"[bold]pipeflow[/] running [cyan]{escape(config.name)}[/] "
+            f"({len(pipeline.stages)} stages) from {escape(str(args.file))}"
         )
     task = asyncio.current_task()
     assert task is not None  # asyncio.run runs us as a task
@@ -140,7 +141,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             config = load_config(file, args.overrides)
         except ConfigError as exc:
             failed += 1
-            out.print(f"[red]error[/] {exc}", soft_wrap=True)
+            out.print(f"[red]error[/] {escape(str(exc))}", soft_wrap=True)
             continue
         if config.agent is not None:
             try:
@@ -148,10 +149,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
                     Agent.from_config(config.agent)
             except PipeflowError as exc:
                 failed += 1
-                out.print(f"[red]error[/] {file}: {exc}", soft_wrap=True)
+                out.print(f"[red]error[/] {escape(f'{file}: {exc}')}", soft_wrap=True)
                 continue
         chain = " -> ".join(s.id or s.type for s in config.stages)
-        out.print(f"[green]ok[/] {file}: {config.name}: {chain}", soft_wrap=True)
+        out.print(f"[green]ok[/] {escape(f'{file}: {config.name}: {chain}')}", soft_wrap=True)
     return 1 if failed else 0
 
 
@@ -171,7 +172,7 @@ def cmd_stages(args: argparse.Namespace) -> int:
     broken: list[ConfigError] = []
     out.print(stages_table(registry.all(broken)))
     for exc in broken:
-        err.print(f"[red]error[/] {exc}", soft_wrap=True)
+        err.print(f"[red]error[/] {escape(str(exc))}", soft_wrap=True)
     return 1 if broken else 0
 
 
@@ -221,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     level = "DEBUG" if args.debug else str(args.log_level).upper()
     if not isinstance(logging.getLevelName(level), int):
-        err.print(f"error: unknown log level {args.log_level!r}")
+        err.print(escape(f"error: unknown log level {args.log_level!r}"))
         return 2
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     sys.path.insert(0, str(Path.cwd()))
@@ -233,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipeflowError as exc:
         if args.debug:
             raise
-        err.print(f"[red]error[/] {exc}", soft_wrap=True)
+        err.print(f"[red]error[/] {escape(str(exc))}", soft_wrap=True)
         return 2 if isinstance(exc, ConfigError) else 1
 
 

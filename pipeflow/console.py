@@ -4,7 +4,9 @@
 and which tools are called as it happens, and keeps the figures of the
 summary: turns, tool calls, interruptions, and turn-end to first-audio
 latency (from the caller's committed turn to the sink's ``first_audio_out``
-metric).
+metric). Text from frames, files and errors is escaped before it is printed:
+rich markup would otherwise eat anything in square brackets (the install hint
+``pip install 'pipeflow[sounddevice]'``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pipeflow.frames import (
@@ -109,24 +112,27 @@ class RunReporter:
         out = self.console.print
         match frame:
             case Transcript(final=True, role="user", text=text) if text.strip():
-                out(f"{self._stamp()} [bold cyan]caller[/]  {text.strip()}")
+                out(f"{self._stamp()} [bold cyan]caller[/]  {escape(text.strip())}")
             case Transcript(final=True, role="agent", text=text) if text.strip():
-                out(f"{self._stamp()} [bold green]agent[/]   {text.strip()}")
+                out(f"{self._stamp()} [bold green]agent[/]   {escape(text.strip())}")
             case ToolCall(name=name, arguments=args):
-                out(f"{self._stamp()} [yellow]tool[/]    {name}({_clip(args, 120)})")
+                out(f"{self._stamp()} [yellow]tool[/]    {escape(f'{name}({_clip(args, 120)})')}")
             case ToolResult(name=name, output=output, is_error=is_error):
                 colour = "red" if is_error else "yellow"
-                out(f"{self._stamp()} [{colour}]result[/]  {name}: {_clip(output, 120)}")
+                shown = escape(f"{name}: {_clip(output, 120)}")
+                out(f"{self._stamp()} [{colour}]result[/]  {shown}")
             case Interrupt(reason=reason):
-                out(f"{self._stamp()} [magenta]interrupted[/] ({reason})")
+                out(f"{self._stamp()} [magenta]interrupted[/] ({escape(str(reason))})")
             case ErrorFrame(stage=stage, message=message, fatal=fatal):
                 label = "error" if fatal else "warning"
-                out(f"{self._stamp()} [red]{label}[/]   {stage}: {message}")
+                out(f"{self._stamp()} [red]{label}[/]   {escape(f'{stage}: {message}')}")
 
     def summary(self, pipeline: Pipeline, result: RunResult) -> Table:
         """The end-of-run table."""
         s = self.stats
-        table = Table(title=f"pipeflow run: {result.name}", show_header=False, title_justify="left")
+        table = Table(
+            title=f"pipeflow run: {escape(result.name)}", show_header=False, title_justify="left"
+        )
         table.add_column("what", style="bold")
         table.add_column("value")
         if result.cancelled:
@@ -149,15 +155,15 @@ class RunReporter:
                 f"p50 {p50:.0f} ms, p99 {p99:.0f} ms ({len(s.latencies)} turns)",
             )
         for key, value in _agent_summary(pipeline).items():
-            table.add_row(str(key), str(value))
+            table.add_row(escape(str(key)), escape(str(value)))
         for label, path in _outputs(pipeline).items():
-            table.add_row(label, path)
+            table.add_row(escape(label), escape(path))
         if result.frames_by_stage:
             frames = ", ".join(f"{k} {v}" for k, v in result.frames_by_stage.items())
-            table.add_row("frames per stage", frames)
+            table.add_row("frames per stage", escape(frames))
         table.add_row("frames out", str(result.frames_out))
         for error in result.errors:
-            table.add_row("[red]error[/]", f"{error.stage}: {error.message}")
+            table.add_row("[red]error[/]", escape(f"{error.stage}: {error.message}"))
         return table
 
 

@@ -170,3 +170,46 @@ def test_run_stopped_by_a_signal_shuts_down_and_prints_the_summary(
     assert said in errors
     with wave.open(str(wav)) as played:  # the sink closed its file properly
         assert 0 < played.getnframes() < 60 * played.getframerate()
+
+
+HINT = "pip install 'pipeflow[sounddevice]'"
+
+
+def test_messages_with_square_brackets_print_as_written(tmp_path: Path) -> None:
+    (tmp_path / "hinting.py").write_text(
+        "import msgspec\n"
+        "from pipeflow import ConfigError, stage\n"
+        f"HINT = {HINT!r}\n"
+        "class Opts(msgspec.Struct, kw_only=True):\n"
+        "    at_build: bool = False\n"
+        "    def __post_init__(self):\n"
+        "        if self.at_build:\n"
+        "            raise ConfigError('needs the extra: ' + HINT)\n"
+        "@stage()\n"
+        "async def needs_extra(frames, options: Opts):\n"
+        "    raise ConfigError('needs the extra: ' + HINT)\n"
+        "    yield\n"
+    )
+    file = tmp_path / "hint.yaml"
+    file.write_text("name: h[1]\nstages:\n  - type: hinting:needs_extra\n")
+    proc = pipeflow_cli("run", str(file))
+    assert proc.returncode == 1
+    assert proc.stdout.count(HINT) == 2, proc.stdout  # the live line and the summary
+    assert "pipeflow run: h[1]" in proc.stdout
+    proc = pipeflow_cli("run", str(file), "--set", "0.at_build=true")
+    assert proc.returncode == 2
+    assert HINT in proc.stderr, proc.stderr
+    proc = pipeflow_cli("validate", str(file), "--set", "0.at_build=true")
+    assert proc.returncode == 1 and HINT in proc.stdout, proc.stdout
+
+
+def test_reporter_error_line_keeps_square_brackets() -> None:
+    from rich.console import Console
+
+    from pipeflow.console import RunReporter
+    from pipeflow.frames import ErrorFrame
+
+    console = Console(record=True, width=200)
+    reporter = RunReporter(console)
+    reporter.on_frame(ErrorFrame(stage="speaker", message=f"needs {HINT}", fatal=True))
+    assert HINT in console.export_text()

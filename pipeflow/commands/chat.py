@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from pipeflow.errors import LocalError
 from pipeflow.frames import Frame, ToolCall, ToolResult, Transcript
@@ -78,7 +79,7 @@ async def cmd_chat(args: argparse.Namespace) -> int:
     summary = agent.summary if agent is not None else None
     if summary is not None:
         for key, value in (summary(session.userdata) or {}).items():
-            console.print(f"[bold]{key}[/]: {value}")
+            console.print(f"[bold]{escape(str(key))}[/]: {escape(str(value))}")
     return 0
 
 
@@ -96,10 +97,10 @@ def _show(console: Console, session: Any, shown: int) -> int:
     for frame in session.frames_since(shown):
         match frame:
             case Transcript(role="agent", final=True, text=text) if text.strip():
-                console.print(f"[bold green]agent[/] {text.strip()}")
+                console.print(f"[bold green]agent[/] {escape(text.strip())}")
             case ToolCall(name=name, arguments=arguments):
-                console.print(f"[yellow]  tool {name}({arguments})[/]")
+                console.print(f"[yellow]  tool {escape(f'{name}({arguments})')}[/]")
             case ToolResult(output=output, is_error=is_error):
                 colour = "red" if is_error else "yellow"
-                console.print(f"[{colour}]  -> {output[:200]}[/]")
+                console.print(f"[{colour}]  -> {escape(output[:200])}[/]")
     return int(session.frames_seen)
