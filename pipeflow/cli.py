@@ -75,6 +75,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     from pipeflow.pipeline import Pipeline, RunResult
 
     config = load_config(args.file, args.overrides)
+    _check_fed(config, args.file)
     pipeline = Pipeline.from_config(config, Changes(output_dir=args.output or None),
                                     count_frames=True)
     reporter = RunReporter(live=not args.quiet and not args.json)
@@ -126,6 +127,28 @@ async def cmd_run(args: argparse.Namespace) -> int:
         err.print(f"stopped: {stopped}")
         return 143 if stopped == "SIGTERM" else 130
     return 0 if result.ok else 1
+
+
+def _check_fed(config: Any, file: str) -> None:
+    """Refuse a run that could only end at once: no stage makes frames and the
+    first one waits for some (a transport-only agent file, made for ``chat``).
+
+    Raises:
+        ConfigError: saying how to talk to it or what to add.
+    """
+    from pipeflow.registry import registry
+
+    first = config.stages[0]
+    if not first.cls.consumes or any(spec.cls.is_source() for spec in config.stages):
+        return
+    sources = sorted(name for name, cls in registry.all([]).items() if cls.is_source())
+    raise ConfigError(
+        f"nothing feeds this pipeline: its first stage, {first.id or first.type!r}, waits "
+        "for frames and no stage is a source, so a run would end at once with no turns. "
+        f"To talk to its agent, run: pipeflow chat {file}. To run it as a call, put a "
+        f"source stage first ({', '.join(sources)}).",
+        file,
+    )
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -208,6 +208,11 @@ class Stage:
         return cls.name or f"{cls.__module__}:{cls.__qualname__}"
 
     @classmethod
+    def is_source(cls) -> bool:
+        """Whether this stage makes frames of its own: it produces and consumes none."""
+        return bool(cls.produces) and not cls.consumes
+
+    @classmethod
     def is_duplex(cls) -> bool:
         """Whether the runtime gives this stage a merged input."""
         return cls.duplex or bool(cls.accepts) or bool(cls.observes)

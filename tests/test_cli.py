@@ -213,3 +213,23 @@ def test_reporter_error_line_keeps_square_brackets() -> None:
     reporter = RunReporter(console)
     reporter.on_frame(ErrorFrame(stage="speaker", message=f"needs {HINT}", fatal=True))
     assert HINT in console.export_text()
+
+
+def test_run_without_a_source_says_what_to_do(tmp_path: Path) -> None:
+    file = tmp_path / "agent.yaml"
+    file.write_text("name: a\nstages:\n  - type: realtime\n  - type: tools\n")
+    proc = pipeflow_cli("run", str(file))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"pipeflow chat {file}" in proc.stderr
+    assert "put a source stage first" in proc.stderr and "microphone" in proc.stderr
+    # A first stage that declares nothing may make frames itself: it runs.
+    (tmp_path / "gen.py").write_text(
+        "from pipeflow import stage\n"
+        "from pipeflow.frames import TextInput\n"
+        "@stage()\n"
+        "async def hello(frames):\n"
+        "    yield TextInput(text='hi')\n"
+    )
+    (tmp_path / "own.yaml").write_text("name: o\nstages:\n  - type: gen:hello\n  - type: log\n")
+    proc = pipeflow_cli("run", str(tmp_path / "own.yaml"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -181,7 +181,7 @@ def test_toolset_refuses_two_tools_with_one_name() -> None:
 
 
 def test_from_refs_module_and_function() -> None:
-    assert ToolSet.from_refs(["pipelines.example_tools"]).names() == [
+    assert ToolSet.from_refs(["pipeflow.examples.weather"]).names() == [
         "get_weather",
         "add_numbers",
         "search_web",

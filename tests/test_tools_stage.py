@@ -228,7 +228,7 @@ async def test_tool_sources_options_then_agent_then_global_registry() -> None:
         transport.received[0].output
     )
 
-    assert ToolDispatch(tools=["pipelines.example_tools"]).toolset is not None
+    assert ToolDispatch(tools=["pipeflow.examples.weather"]).toolset is not None
 
 
 def test_bad_options_fail_when_built() -> None:

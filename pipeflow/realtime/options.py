@@ -122,7 +122,8 @@ class RealtimeOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     log_events: bool = False
     """Log every event at debug level (keys and audio payloads redacted)."""
     script: str | None = None
-    """Local server only: the YAML script it plays (empty: its demo script)."""
+    """Local server only: the YAML script it plays, a path or pipeflow:NAME for one
+    shipped with pipeflow (pipeflow:demo); empty: its built-in script."""
     first_audio_delay_ms: Annotated[int, msgspec.Meta(ge=0)] = 0
     """Local server only: delay before the first audio of each response."""
     speed: Annotated[float, msgspec.Meta(ge=0)] = 1.0

@@ -276,12 +276,21 @@ def _check_template(text: str, where: str, label: str) -> None:
 
 
 def load_script(path: str | Path) -> Script:
-    """Read and validate a script file.
+    """Read and validate a script file (``pipeflow:NAME``: one that ships with pipeflow).
 
     Raises:
         ConfigError: the file cannot be read or is invalid.
     """
     file = Path(path)
+    if str(path).startswith("pipeflow:"):  # a script that ships with pipeflow
+        from pipeflow.examples import SCRIPTS
+
+        name = str(path).removeprefix("pipeflow:")
+        file = SCRIPTS / f"{name}.yaml"
+        if not name.isidentifier() or not file.is_file():
+            shipped = sorted(f"pipeflow:{p.stem}" for p in SCRIPTS.glob("*.yaml"))
+            raise ConfigError(f"no shipped Realtime script {path!r}; there are: "
+                              f"{', '.join(shipped)}")
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
