@@ -172,7 +172,7 @@ def test_docs_agent_in_python_and_in_yaml_are_the_same_agent(tmp_path: Path) -> 
     in_python = namespace["agent"]
     assert isinstance(in_python, Agent)
     root = Path(__file__).resolve().parent.parent
-    shutil.copy(root / "pipelines" / "example_tools.py", tmp_path / "example_tools.py")
+    shutil.copy(root / "pipeflow" / "examples" / "weather.py", tmp_path / "example_tools.py")
     path = tmp_path / "weather.yaml"
     path.write_text(_docs_block("yaml"))
     in_yaml = Agent.from_file(path)

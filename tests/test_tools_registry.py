@@ -195,7 +195,7 @@ def test_from_refs_module_and_function() -> None:
     [
         ("no_such_module_xyz", "no module named 'no_such_module_xyz'"),
         ("pipelines.example_tools:get_wether", "did you mean 'get_weather'"),
-        ("pipelines.example_tools:_CONDITIONS", "is tuple, not a tool"),
+        ("pipeflow.examples.weather:_CONDITIONS", "is tuple, not a tool"),
         ("json", "defines no @tool"),
         ("pipelines.example_tools:", "must look like"),
     ],

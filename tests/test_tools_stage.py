@@ -265,7 +265,7 @@ def test_agent_from_yaml_has_the_tools() -> None:
 
 
 def test_command_prints_schemas(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["tools", "pipelines/example_tools.py"]) == 0
+    assert main(["tools", "pipeflow/examples/weather.py"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == ToolSet([get_weather, add_numbers, search_web]).to_openai_format("realtime")
 
