@@ -152,9 +152,11 @@ def _check_fed(config: Any, file: str) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Validate files; print one line per file. Exit 1 if any is invalid."""
+    """Validate files; print every error of each (one per line, file:line:column
+    first) or one ok line per good file. Exit 1 if any is invalid."""
     from pipeflow.agent import Agent
     from pipeflow.config import load_config
+    from pipeflow.errors import ConfigErrors
     from pipeflow.registry import importable
 
     out = Console(highlight=False)
@@ -164,7 +166,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             config = load_config(file, args.overrides)
         except ConfigError as exc:
             failed += 1
-            out.print(f"[red]error[/] {escape(str(exc))}", soft_wrap=True)
+            for error in exc.errors if isinstance(exc, ConfigErrors) else [exc]:
+                out.print(f"[red]error[/] {escape(str(error))}", soft_wrap=True)
             continue
         if config.agent is not None:
             try:
@@ -257,7 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipeflowError as exc:
         if args.debug:
             raise
-        err.print(f"[red]error[/] {escape(str(exc))}", soft_wrap=True)
+        from pipeflow.errors import ConfigErrors
+
+        for error in exc.errors if isinstance(exc, ConfigErrors) else [exc]:
+            err.print(f"[red]error[/] {escape(str(error))}", soft_wrap=True)
         return 2 if isinstance(exc, ConfigError) else 1
 
 

@@ -14,14 +14,18 @@ options inline::
       - type: wav_sink
         path: out/tone.wav
 
-Every mistake is reported as one ``ConfigError`` naming the file, line and
-column, the stage and the field, with a suggestion for misspellings.
+Every mistake is a ``ConfigError`` naming the file, line and column, the stage
+and the field, with a suggestion for misspellings; a file with several raises
+``ConfigErrors`` holding all of them in file order (``pipeflow validate``
+prints each), agent references and model slots included.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,7 +34,7 @@ import msgspec
 import yaml
 
 from pipeflow.convert import explain
-from pipeflow.errors import ConfigError
+from pipeflow.errors import ConfigError, ConfigErrors
 from pipeflow.registry import importable, registry
 from pipeflow.stage import Stage
 from pipeflow.yamlsource import Located, load_yaml
@@ -68,11 +72,15 @@ class AgentConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     vad: str | dict[str, Any] | None = None
     """VAD component slot (maps to the vad stage's engine)."""
     stt: str | dict[str, Any] | None = None
-    """Speech-to-text component slot (reserved for cascaded pipelines)."""
+    """Speech-to-text component slot: the transport's transcription model
+    (gpt-4o-mini-transcribe, gpt-4o-transcribe, whisper-1; openai/NAME too)."""
     llm: str | dict[str, Any] | None = None
-    """Language-model component slot (the realtime transport's model)."""
+    """Language-model component slot: the realtime transport's model (gpt-realtime,
+    gpt-realtime-mini, gpt-4o-realtime-preview...; openai/NAME too). Another
+    provider is an error naming the supported models."""
     tts: str | dict[str, Any] | None = None
-    """Text-to-speech component slot (the realtime transport's voice)."""
+    """Text-to-speech component slot: the realtime transport's voice (alloy, ash,
+    ballad, cedar, coral, echo, marin, sage, shimmer, verse; openai/NAME too)."""
 
 
 class _FileShape(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -127,8 +135,54 @@ def _convert(
         return msgspec.convert(data, target)
     except msgspec.ValidationError as exc:
         problem = explain(exc, target, data, noun)
-        raise ConfigError(problem.message(what, noun), located.where((*base, *problem.path))) \
-            from None
+        error = ConfigError(problem.message(what, noun), located.where((*base, *problem.path)))
+        error.path = problem.path  # type: ignore[attr-defined]
+        raise error from None
+
+
+def _convert_all(
+    data: dict[str, Any],
+    target: type,
+    located: Located,
+    base: tuple[str | int, ...],
+    what: str,
+    errors: list[ConfigError],
+    noun: str = "option",
+) -> Any:
+    """``_convert`` that reports every bad field, not only the first.
+
+    Each failing field is recorded in ``errors`` and dropped before trying
+    again, so one pass finds them all. Returns the struct converted without
+    the bad fields, or None when no such struct can be made (a required field
+    is missing or wrong).
+    """
+    data = copy.deepcopy(data)
+    dropped_unknown = False
+    for _ in range(100):
+        try:
+            return _convert(data, target, located, base, what, noun)
+        except ConfigError as exc:
+            if dropped_unknown and "missing required" in str(exc):
+                return None  # most likely the misspelled field just reported
+            dropped_unknown = dropped_unknown or f"unknown {noun}" in str(exc)
+            errors.append(exc)
+            path = list(getattr(exc, "path", ()))
+            while path and not isinstance(path[-1], str):
+                path.pop()  # drop the whole list, not one item: later indexes stay true
+            parent: Any = _lookup(data, tuple(path[:-1])) if path else None
+            if not isinstance(parent, dict) or path[-1] not in parent:
+                return None
+            del parent[path[-1]]
+    return None
+
+
+def _lookup(data: Any, path: tuple[str | int, ...]) -> Any:
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
 
 
 def _apply_overrides(located: Located, overrides: Iterable[str]) -> None:
@@ -179,22 +233,41 @@ def parse_config(
     """Validate pipeline YAML text.
 
     Raises:
-        ConfigError: the first mistake, with file:line:column, stage and field.
+        ConfigError: a mistake, with file:line:column, stage and field;
+            ``ConfigErrors`` (a ConfigError) when there are several: every one.
     """
     located = load_yaml(text, filename, env)
     if not isinstance(located.data, dict):
         raise ConfigError("a pipeline file must be a mapping with a 'stages' list", filename)
     _apply_overrides(located, overrides)
-    shape = _convert(located.data, _FileShape, located, (), "pipeline file", "field")
+    errors: list[ConfigError] = []
+    shape = _convert_all(located.data, _FileShape, located, (), "pipeline file", errors, "field")
+    if shape is None:
+        raise ConfigErrors(errors)
+    if shape.agent is not None:
+        from pipeflow.agent import check_agent_config
+
+        errors.extend(check_agent_config(shape.agent, located.where))
     if not shape.stages:
-        raise ConfigError("'stages' is empty: a pipeline needs at least one stage",
-                          located.where(("stages",)))
+        errors.append(ConfigError("'stages' is empty: a pipeline needs at least one stage",
+                                  located.where(("stages",))))
     specs: list[StageSpec] = []
     for index, raw in enumerate(shape.stages):
-        specs.append(_stage_spec(index, raw, located))
-    ids = [s.id for s in specs if s.id]
-    for dup in {i for i in ids if ids.count(i) > 1}:
-        raise ConfigError(f"stage id {dup!r} is used twice", filename)
+        try:
+            spec = _stage_spec(index, raw, located, errors)
+        except ConfigError as exc:
+            errors.append(exc)
+            continue
+        if spec is not None:
+            specs.append(spec)
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.id and spec.id in seen:
+            errors.append(ConfigError(f"stage id {spec.id!r} is used twice", spec.where))
+        seen.add(spec.id)
+    if errors:
+        errors.sort(key=_position)
+        raise ConfigErrors(errors) if len(errors) > 1 else errors[0]
     return PipelineConfig(
         name=shape.name,
         description=shape.description,
@@ -206,7 +279,15 @@ def parse_config(
     )
 
 
-def _stage_spec(index: int, raw: dict[str, Any], located: Located) -> StageSpec:
+def _position(error: ConfigError) -> tuple[int, int]:
+    """(line, column) of an error, for reporting in file order (unlocated last)."""
+    found = re.search(r":(\d+):(\d+)$", error.location)
+    return (int(found.group(1)), int(found.group(2))) if found else (1 << 30, 0)
+
+
+def _stage_spec(
+    index: int, raw: dict[str, Any], located: Located, errors: list[ConfigError]
+) -> StageSpec | None:
     base: tuple[str | int, ...] = ("stages", index)
     label = f"stage {index + 1}"
     type_name = raw.get("type")
@@ -227,7 +308,10 @@ def _stage_spec(index: int, raw: dict[str, Any], located: Located) -> StageSpec:
     except ConfigError as exc:
         raise ConfigError(f"{label}: {exc}", located.where((*base, "type"))) from None
     options = {k: v for k, v in raw.items() if k not in ("type", "id")}
-    converted = _convert(options, cls.Options, located, base, label)
+    found = len(errors)
+    converted = _convert_all(options, cls.Options, located, base, label, errors)
+    if len(errors) > found:
+        return None
     return StageSpec(
         type=type_name,
         id=stage_id,

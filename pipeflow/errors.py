@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "ConfigErrors",
     "LocalError",
     "PipeflowError",
     "ProtocolError",
@@ -32,6 +33,18 @@ class ConfigError(PipeflowError, ValueError):
     def __init__(self, message: str, location: str = "") -> None:
         self.location = location
         super().__init__(f"{location}: {message}" if location else message)
+
+
+class ConfigErrors(ConfigError):
+    """Every mistake found in one file, each a ``ConfigError`` with its location.
+
+    Attributes:
+        errors: the mistakes, in the order they appear in the file.
+    """
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(str(e) for e in self.errors))
 
 
 class LocalError(PipeflowError):

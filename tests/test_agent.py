@@ -44,7 +44,7 @@ def test_llm_and_tts_slots_give_the_transports_model_and_voice() -> None:
     agent = Agent(llm={"model": "gpt-realtime", "temperature": 0.6}, tts={"voice": "cedar"})
     assert (agent.model, agent.voice) == ("gpt-realtime", "cedar")
     # the explicit settings win over the slots
-    both = Agent(model="m1", voice="v1", llm="m2", tts="v2")
+    both = Agent(model="m1", voice="v1", llm="gpt-realtime-mini", tts="cedar")
     assert (both.model, both.voice) == ("m1", "v1")
     assert (Agent().model, Agent().voice) == (None, None)
 
