@@ -144,6 +144,13 @@ class Pipeline:
                    inbox_size=built.config.inbox_size, count_frames=count_frames,
                    config=built.config)
 
+    def __or__(self, operator: Any) -> Any:
+        """``pipeline | pipe.filter(f)``: the output as an aiostream stream (see
+        ``pipeflow.streams``); aiostream is imported only here, off the frame path."""
+        from pipeflow.streams import as_stream
+
+        return operator(as_stream(self))
+
     def _bind(self) -> None:
         if self._ran:
             raise RuntimeError("a pipeline runs once; build a new one for another run")
