@@ -66,7 +66,9 @@ class Job(msgspec.Struct, kw_only=True, frozen=True):
     params: dict[str, Any] = msgspec.field(default_factory=dict)
     """Parameters handed to the job (``ctx.params``)."""
     key: str = ""
-    """Idempotency key: a job with this key completes at most once (default: the id)."""
+    """Idempotency key (default: the id): a job with this key completes at most once,
+    and submitting it again while its job is queued, running or completed returns
+    that job instead of a new one."""
     attempts: int = 0
     """Deliveries before this one (a handed-back job keeps its count)."""
     submitted_at: float = msgspec.field(default_factory=time.time)
