@@ -240,6 +240,7 @@ def parse_config(
     if not isinstance(located.data, dict):
         raise ConfigError("a pipeline file must be a mapping with a 'stages' list", filename)
     _apply_overrides(located, overrides)
+    _seed_agent_keys(located)
     errors: list[ConfigError] = []
     shape = _convert_all(located.data, _FileShape, located, (), "pipeline file", errors, "field")
     if shape is None:
@@ -277,6 +278,23 @@ def parse_config(
         inbox_size=shape.inbox_size,
         source=filename,
     )
+
+
+def _seed_agent_keys(located: Located) -> None:
+    """Read the reference library's keys of the ``agent`` section (``agent_id``) as ours,
+    keeping their place in the file for error messages."""
+    from pipeflow.seednames import aliases, rename
+
+    agent = located.data.get("agent")
+    if not isinstance(agent, dict):
+        return
+    try:
+        located.data["agent"] = rename(agent, "Agent", set(_struct_fields(AgentConfig)))
+    except ConfigError as exc:
+        raise ConfigError(str(exc), located.where(("agent",))) from None
+    for row in aliases("Agent").values():
+        if ("agent", row.seed) in located.marks:
+            located.marks[("agent", row.ours)] = located.marks[("agent", row.seed)]
 
 
 def _position(error: ConfigError) -> tuple[int, int]:

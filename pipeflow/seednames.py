@@ -43,7 +43,7 @@ SEED_NAMES: tuple[SeedName, ...] = (
              "milliseconds there"),
     SeedName("WorkerOptions", "port", "health_port"),
     SeedName("WorkerOptions", "host", "health_host"),
-    SeedName("Agent", "agent_id", "name"),
+    SeedName("Agent", "agent_id", "name", note="also the agent section's key in YAML"),
     SeedName("JobContext", "get_info()", "info, job_id, params, participants",
              note="one dict of them"),
     SeedName("dev", "--hot-reload", "",

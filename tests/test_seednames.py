@@ -94,3 +94,12 @@ def test_migrating_doc_python_example_runs(tmp_path: Path) -> None:
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["__main__:entrypoint", "5", "orderline"]
+
+
+def test_agent_section_takes_agent_id(tmp_path: Path) -> None:
+    path = tmp_path / "a.yaml"
+    path.write_text("agent:\n  agent_id: orderline\nstages:\n  - type: tone\n")
+    assert Agent.from_file(path).name == "orderline"
+    path.write_text("agent:\n  agent_id: 3\nstages:\n  - type: tone\n")
+    with pytest.raises(ConfigError, match=r"a.yaml:2:3: .*'agent.name': expected str"):
+        Agent.from_file(path)
