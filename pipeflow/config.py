@@ -289,7 +289,7 @@ def _seed_agent_keys(located: Located) -> None:
     if not isinstance(agent, dict):
         return
     try:
-        located.data["agent"] = rename(agent, "Agent", set(_struct_fields(AgentConfig)))
+        located.data["agent"] = rename(agent, "Agent", set(AgentConfig.__struct_fields__))
     except ConfigError as exc:
         raise ConfigError(str(exc), located.where(("agent",))) from None
     for row in aliases("Agent").values():
