@@ -246,7 +246,7 @@ def parse_config(
     if shape is None:
         raise ConfigErrors(errors)
     if shape.agent is not None:
-        from pipeflow.agent import check_agent_config
+        from pipeflow.agent_check import check_agent_config
 
         errors.extend(check_agent_config(shape.agent, located.where))
     if not shape.stages:
