@@ -23,7 +23,7 @@ def test_bad_options_are_one_clear_error(capsys) -> None:
     assert "max_calls" in capsys.readouterr().err
     assert main(["serve", str(LIGHT), "--public-url", "example.com"]) == 2
     assert "public_url" in capsys.readouterr().err
-    assert main(["serve", "missing.yaml"]) == 2
+    assert main(["serve", "missing.yaml", "--no-auth"]) == 2
     assert "pipeline file not found" in capsys.readouterr().err
 
 

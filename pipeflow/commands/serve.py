@@ -14,6 +14,11 @@ from pipeflow.errors import ConfigError
 
 __all__ = ["options_from_args", "register", "websocket_impl"]
 
+WS_MAX_BYTES = 1_048_576
+"""Largest WebSocket message accepted (a Twilio media message is about 300 bytes)."""
+KEEP_ALIVE_S = 5
+"""Seconds an idle keep-alive connection stays open."""
+
 
 def register(subparsers: Any) -> None:
     """Add the ``serve`` command."""
@@ -25,7 +30,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="TCP port (8080)")
     p.add_argument("--token", help="bearer token clients must send "
-                                   "(default: $PIPEFLOW_GATEWAY_TOKEN, else none)")
+                                   "(default: $PIPEFLOW_GATEWAY_TOKEN; one is required)")
+    p.add_argument("--no-auth", action="store_true",
+                   help="serve without a token: local development on a loopback host only")
+    p.add_argument("--allow-origin", dest="allowed_origins", action="append", default=[],
+                   metavar="ORIGIN", help="another web origin (https://app.example.com) "
+                   "whose pages may use the gateway; repeatable")
     p.add_argument("--max-calls", type=int, default=100, help="live calls at once (100)")
     p.add_argument("--max-body-bytes", type=int, default=1_048_576,
                    help="largest request body (1 MiB)")
@@ -50,6 +60,7 @@ def options_from_args(args: argparse.Namespace) -> Any:
 
     data = {
         "host": args.host, "port": args.port, "token": args.token,
+        "no_auth": args.no_auth, "allowed_origins": list(args.allowed_origins),
         "max_calls": args.max_calls, "max_body_bytes": args.max_body_bytes,
         "idle_timeout_s": args.idle_timeout, "public_url": args.public_url,
         "output_dir": args.output, "overrides": list(args.overrides),
@@ -69,14 +80,21 @@ def websocket_impl() -> str:
 
 async def cmd_serve(args: argparse.Namespace) -> int:
     """Serve until interrupted; live calls are ended (and recorded) on the way out."""
+    import logging
+
     import uvicorn
 
     from pipeflow.server import create_app
+    from pipeflow.server.guard import RedactTokens
 
     options = options_from_args(args)
     app = create_app(args.file, options)
     config = uvicorn.Config(app, host=options.host, port=options.port, log_level="info",
-                            ws=websocket_impl(), lifespan="on")
+                            ws=websocket_impl(), lifespan="on", ws_max_size=WS_MAX_BYTES,
+                            timeout_keep_alive=KEEP_ALIVE_S)
     server = uvicorn.Server(config)
+    # uvicorn configured its loggers in Config(): tokens sent as ?token= stay out of them
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logging.getLogger(name).addFilter(RedactTokens())
     await server.serve()
     return 0

@@ -24,6 +24,7 @@ from pipeflow.errors import ConfigError, LocalError, PipeflowError
 from pipeflow.server import api, twilio, ws
 from pipeflow.server.auth import TokenAuth
 from pipeflow.server.calls import CallError, CallRegistry
+from pipeflow.server.guard import BrowserGuard
 from pipeflow.server.openapi import openapi_document
 from pipeflow.server.options import GatewayOptions
 
@@ -50,9 +51,11 @@ def create_app(
         The Starlette application.
 
     Raises:
-        ConfigError: the pipeline file is invalid (checked now, not at the first call).
+        ConfigError: the pipeline file is invalid (checked now, not at the first
+            call); no token and no ``no_auth``, or ``no_auth`` off loopback.
     """
     options = options or GatewayOptions()
+    options.check_auth()
     calls = registry or CallRegistry(pipeline_path, options)
 
     @contextlib.asynccontextmanager
@@ -65,7 +68,12 @@ def create_app(
 
     app = Starlette(
         routes=_routes(),
-        middleware=[Middleware(TokenAuth, token=options.auth_token())],
+        middleware=[
+            Middleware(BrowserGuard, allowed_origins=options.allowed_origins,
+                       public_url=options.public_url,
+                       loopback_only=options.auth_token() is None),
+            Middleware(TokenAuth, token=options.auth_token()),
+        ],
         exception_handlers={
             PipeflowError: _pipeflow_error,
             HTTPException: _http_error,
