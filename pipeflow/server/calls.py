@@ -505,10 +505,15 @@ class CallRegistry:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
             self._reaper = None
-        await asyncio.gather(
-            *(self._end(call, "shutdown") for call in list(self._calls.values()) if call.live)
-        )
+        await self.end_all("shutdown")
         await self.models.close()
+
+    async def end_all(self, reason: str) -> None:
+        """End every live call and write its record (what a server's shutdown does
+        first, so streams to clients, the event streams, end with their calls)."""
+        await asyncio.gather(
+            *(self._end(call, reason) for call in list(self._calls.values()) if call.live)
+        )
 
 
 MIN_RATE, MAX_RATE = 8000, 192000

@@ -55,6 +55,9 @@ class GatewayOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     twilio_auth_token: str | None = None
     """Twilio account auth token checking X-Twilio-Signature on the voice
     webhook; empty: TWILIO_AUTH_TOKEN, else signatures are not checked."""
+    request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    """A request whose head or body stalls this long is dropped (a half-sent
+    request holds no connection)."""
     media_start_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     """A Twilio media socket that sends no ``start`` within this many seconds is closed."""
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
