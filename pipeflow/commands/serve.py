@@ -64,7 +64,8 @@ def options_from_args(args: argparse.Namespace) -> Any:
         "host": args.host, "port": args.port, "token": args.token,
         "no_auth": args.no_auth, "allowed_origins": list(args.allowed_origins),
         "max_calls": args.max_calls, "max_body_bytes": args.max_body_bytes,
-        "idle_timeout_s": args.idle_timeout, "request_timeout_s": args.request_timeout, "public_url": args.public_url,
+        "idle_timeout_s": args.idle_timeout, "request_timeout_s": args.request_timeout,
+        "public_url": args.public_url,
         "output_dir": args.output, "overrides": list(args.overrides),
     }
     try:
