@@ -202,3 +202,12 @@ def test_a_huge_media_payload_is_refused(tmp_path: Path) -> None:
     assert translator.receive(media_message(b"\xff" * 160))  # Twilio's 20 ms
     with pytest.raises(ProtocolError, match="over the limit"):
         translator.receive(media_message(b"\xff" * 4 * 1024 * 1024))
+    with local(tmp_path, no_auth=True) as client:
+        with client.websocket_connect("ws://127.0.0.1/twilio/media") as ws:
+            ws.send_text(start_message(call_id="huge"))
+            ws.send_text(media_message(b"\xff" * 4 * 1024 * 1024))
+            with pytest.raises(WebSocketDisconnect) as closed:
+                while True:
+                    ws.receive_text()
+        assert closed.value.code == 1008 and "over the limit" in closed.value.reason
+        assert client.get("/api/calls/huge").json()["state"] == "ended"
