@@ -28,9 +28,9 @@ PCM_20MS = b"\x01\x00" * 320
 
 @pytest.fixture
 def client(tmp_path: Path):
-    app = create_app(LIGHT, GatewayOptions(output_dir=str(tmp_path), max_calls=3,
+    app = create_app(LIGHT, GatewayOptions(no_auth=True, output_dir=str(tmp_path), max_calls=3,
                                            max_body_bytes=4096, retry_after_s=7))
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url="http://127.0.0.1") as test_client:
         yield test_client
 
 
@@ -177,8 +177,8 @@ def test_the_call_limit_answers_503_with_retry_after(client: TestClient) -> None
 
 
 def test_token_is_required_when_configured(tmp_path: Path) -> None:
-    app = create_app(LIGHT, GatewayOptions(output_dir=str(tmp_path), token="s3cret"))
-    with TestClient(app) as client:
+    app = create_app(LIGHT, GatewayOptions(no_auth=True, output_dir=str(tmp_path), token="s3cret"))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         refused = client.post("/api/calls/a/start")
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"].startswith("Bearer")
@@ -194,10 +194,10 @@ def test_token_is_required_when_configured(tmp_path: Path) -> None:
         assert client.get("/").status_code == 200  # the page itself is public
         assert client.get("/openapi.json").status_code == 200
         with pytest.raises(WebSocketDisconnect) as refused_ws, \
-                client.websocket_connect("/api/calls/a/stream") as ws:
+                client.websocket_connect("ws://127.0.0.1/api/calls/a/stream") as ws:
             ws.receive_json()
         assert refused_ws.value.code == 4401
-        with client.websocket_connect("/api/calls/a/stream?token=s3cret") as ws:
+        with client.websocket_connect("ws://127.0.0.1/api/calls/a/stream?token=s3cret") as ws:
             assert ws.receive_json()["type"] == "call"
 
 
@@ -235,7 +235,7 @@ def test_agent_audio_of_an_ended_call_is_a_wav(client: TestClient) -> None:
 
 def test_call_websocket_protocol(client: TestClient) -> None:
     client.post("/api/calls/ws1/start")
-    with client.websocket_connect("/api/calls/ws1/stream?sample_rate=16000") as ws:
+    with client.websocket_connect("ws://127.0.0.1/api/calls/ws1/stream?sample_rate=16000") as ws:
         hello = ws.receive_json()
         assert hello["type"] == "call" and hello["call"]["id"] == "ws1"
         ws.send_bytes(PCM_20MS)
@@ -256,13 +256,13 @@ def test_call_websocket_protocol(client: TestClient) -> None:
 
 def test_websocket_refusals_close_with_4000_plus_status(client: TestClient) -> None:
     with pytest.raises(WebSocketDisconnect) as unknown, \
-            client.websocket_connect("/api/calls/ghost/stream") as ws:
+            client.websocket_connect("ws://127.0.0.1/api/calls/ghost/stream") as ws:
         ws.receive_json()
     assert unknown.value.code == 4404
     client.post("/api/calls/done/start")
     client.post("/api/calls/done/end")
     with pytest.raises(WebSocketDisconnect) as ended, \
-            client.websocket_connect("/api/calls/done/stream") as ws:
+            client.websocket_connect("ws://127.0.0.1/api/calls/done/stream") as ws:
         ws.receive_json()
     assert ended.value.code == 4409
     plain = client.get("/api/calls/done/stream")
@@ -277,8 +277,8 @@ def test_unknown_paths_and_methods_answer_json(client: TestClient) -> None:
 
 
 def test_twiml_connects_the_call_to_the_media_stream(tmp_path: Path) -> None:
-    options = GatewayOptions(output_dir=str(tmp_path), public_url="https://calls.example.com")
-    with TestClient(create_app(LIGHT, options)) as client:
+    options = GatewayOptions(no_auth=True, output_dir=str(tmp_path), public_url="https://calls.example.com")
+    with TestClient(create_app(LIGHT, options), base_url="http://127.0.0.1") as client:
         response = client.post("/twilio/voice", data={"CallSid": "CA42", "From": "+15550001"})
     assert response.headers["content-type"].startswith("application/xml")
     assert '<Stream url="wss://calls.example.com/twilio/media">' in response.text

@@ -42,7 +42,7 @@ async def test_a_browser_call_takes_an_order(tmp_path: Path) -> None:
     wav = write_wav(tmp_path / "caller.wav", caller_samples(16000, gap_s=0.9, lead_s=1.0,
                                                             tail_s=2.0), 16000)
     out = tmp_path / "calls"
-    app = create_app(CALL_YAML, GatewayOptions(output_dir=str(out), overrides=FAST))
+    app = create_app(CALL_YAML, GatewayOptions(no_auth=True, output_dir=str(out), overrides=FAST))
     async with serving(app) as base, async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=CHROMIUM,

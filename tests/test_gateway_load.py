@@ -22,8 +22,8 @@ TIME_LIMIT_S = 60.0
 
 
 async def test_fifty_concurrent_calls_with_zero_errors(tmp_path: Path, capsys) -> None:
-    app = create_app(CALL_YAML, GatewayOptions(output_dir=str(tmp_path), overrides=FAST,
-                                               max_calls=CALLS))
+    app = create_app(CALL_YAML, GatewayOptions(no_auth=True, output_dir=str(tmp_path),
+                                                overrides=FAST, max_calls=CALLS))
     latencies: dict[str, list[float]] = {}
     errors: list[str] = []
 

@@ -147,7 +147,8 @@ async def test_fake_twilio_call_places_the_order(tmp_path: Path) -> None:
     """A caller WAV streamed as 20 ms mu-law media messages: the order is stored."""
     need_tts()
     ulaw = samples_to_ulaw(caller_samples(8000))
-    app = create_app(CALL_YAML, GatewayOptions(output_dir=str(tmp_path), overrides=FAST))
+    app = create_app(CALL_YAML, GatewayOptions(no_auth=True, output_dir=str(tmp_path),
+                                                overrides=FAST))
     received: list[dict] = []
     async with serving(app) as base:
         voice = await asyncio.to_thread(_post_voice, base)

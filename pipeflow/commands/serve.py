@@ -14,6 +14,11 @@ from pipeflow.errors import ConfigError
 
 __all__ = ["options_from_args", "register", "websocket_impl"]
 
+WS_MAX_BYTES = 1_048_576
+"""Largest WebSocket message accepted (a Twilio media message is about 300 bytes)."""
+KEEP_ALIVE_S = 5
+"""Seconds an idle keep-alive connection stays open."""
+
 
 def register(subparsers: Any) -> None:
     """Add the ``serve`` command."""
@@ -25,12 +30,19 @@ def register(subparsers: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="TCP port (8080)")
     p.add_argument("--token", help="bearer token clients must send "
-                                   "(default: $PIPEFLOW_GATEWAY_TOKEN, else none)")
+                                   "(default: $PIPEFLOW_GATEWAY_TOKEN; one is required)")
+    p.add_argument("--no-auth", action="store_true",
+                   help="serve without a token: local development on a loopback host only")
+    p.add_argument("--allow-origin", dest="allowed_origins", action="append", default=[],
+                   metavar="ORIGIN", help="another web origin (https://app.example.com) "
+                   "whose pages may use the gateway; repeatable")
     p.add_argument("--max-calls", type=int, default=100, help="live calls at once (100)")
     p.add_argument("--max-body-bytes", type=int, default=1_048_576,
                    help="largest request body (1 MiB)")
     p.add_argument("--idle-timeout", type=float, default=300.0,
                    help="end calls idle this many seconds (300)")
+    p.add_argument("--request-timeout", type=float, default=10.0,
+                   help="drop a request whose head or body stalls this many seconds (10)")
     p.add_argument("--public-url", help="https://host phone systems reach this gateway at")
     p.add_argument("--output", "-o", help="recordings folder (default: the file's output_dir)")
     p.add_argument("--set", dest="overrides", action="append", default=[],
@@ -50,8 +62,10 @@ def options_from_args(args: argparse.Namespace) -> Any:
 
     data = {
         "host": args.host, "port": args.port, "token": args.token,
+        "no_auth": args.no_auth, "allowed_origins": list(args.allowed_origins),
         "max_calls": args.max_calls, "max_body_bytes": args.max_body_bytes,
-        "idle_timeout_s": args.idle_timeout, "public_url": args.public_url,
+        "idle_timeout_s": args.idle_timeout, "request_timeout_s": args.request_timeout,
+        "public_url": args.public_url,
         "output_dir": args.output, "overrides": list(args.overrides),
     }
     try:
@@ -69,14 +83,35 @@ def websocket_impl() -> str:
 
 async def cmd_serve(args: argparse.Namespace) -> int:
     """Serve until interrupted; live calls are ended (and recorded) on the way out."""
+    import logging
+
     import uvicorn
 
     from pipeflow.server import create_app
+    from pipeflow.server.deadlines import protocol_with_deadline
+    from pipeflow.server.guard import RedactTokens
 
     options = options_from_args(args)
     app = create_app(args.file, options)
     config = uvicorn.Config(app, host=options.host, port=options.port, log_level="info",
-                            ws=websocket_impl(), lifespan="on")
-    server = uvicorn.Server(config)
+                            ws=websocket_impl(), lifespan="on", ws_max_size=WS_MAX_BYTES,
+                            timeout_keep_alive=KEEP_ALIVE_S,
+                            http=protocol_with_deadline(options.request_timeout_s),
+                            timeout_graceful_shutdown=options.close_timeout_s + 5)
+
+    class GatewayServer(uvicorn.Server):
+        """Ends the calls before waiting for connections: an event stream lasts
+        as long as its call, so uvicorn alone would wait on it forever."""
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            for listener in self.servers:  # no new calls while the live ones end
+                listener.close()
+            await app.state.calls.end_all("shutdown")
+            await super().shutdown(sockets)
+
+    server = GatewayServer(config)
+    # uvicorn configured its loggers in Config(): tokens sent as ?token= stay out of them
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logging.getLogger(name).addFilter(RedactTokens())
     await server.serve()
     return 0

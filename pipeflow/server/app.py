@@ -16,7 +16,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
@@ -24,6 +24,8 @@ from pipeflow.errors import ConfigError, LocalError, PipeflowError
 from pipeflow.server import api, twilio, ws
 from pipeflow.server.auth import TokenAuth
 from pipeflow.server.calls import CallError, CallRegistry
+from pipeflow.server.deadlines import BodyDeadline
+from pipeflow.server.guard import BrowserGuard
 from pipeflow.server.openapi import openapi_document
 from pipeflow.server.options import GatewayOptions
 
@@ -50,9 +52,11 @@ def create_app(
         The Starlette application.
 
     Raises:
-        ConfigError: the pipeline file is invalid (checked now, not at the first call).
+        ConfigError: the pipeline file is invalid (checked now, not at the first
+            call); no token and no ``no_auth``, or ``no_auth`` off loopback.
     """
     options = options or GatewayOptions()
+    options.check_auth()
     calls = registry or CallRegistry(pipeline_path, options)
 
     @contextlib.asynccontextmanager
@@ -65,8 +69,15 @@ def create_app(
 
     app = Starlette(
         routes=_routes(),
-        middleware=[Middleware(TokenAuth, token=options.auth_token())],
+        middleware=[
+            Middleware(BodyDeadline, timeout_s=options.request_timeout_s),
+            Middleware(BrowserGuard, allowed_origins=options.allowed_origins,
+                       public_url=options.public_url,
+                       loopback_only=options.auth_token() is None),
+            Middleware(TokenAuth, token=options.auth_token()),
+        ],
         exception_handlers={
+            ClientDisconnect: _client_gone,
             PipeflowError: _pipeflow_error,
             HTTPException: _http_error,
             Exception: _server_error,
@@ -119,6 +130,16 @@ async def upgrade_required(request: Request) -> Response:
     response = api.error_response(426, "This path speaks WebSocket only: connect with a "
                                         "WebSocket client.")
     response.headers["Upgrade"] = "websocket"
+    return response
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client stopped sending (aborted or stalled mid-body): one line, no traceback."""
+    client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+    log.warning("%s went away during %s %s (request body incomplete)", client, request.method,
+             request.url.path)
+    response = api.error_response(400, "The request body did not arrive in full.")
+    response.headers["Connection"] = "close"  # the rest of that body never comes
     return response
 
 

@@ -1,6 +1,8 @@
-"""Optional bearer-token authentication for the gateway's API, WebSockets and Twilio.
+"""Bearer-token authentication for the gateway's API, WebSockets and Twilio.
 
-With no token configured every request passes. With one, ``/api/...`` and
+The gateway has a token unless it was started with ``no_auth`` on a
+loopback host (``GatewayOptions.check_auth``); then every request passes
+this middleware (and ``BrowserGuard`` keeps other pages out). With one, ``/api/...`` and
 ``/twilio/...`` need ``Authorization: Bearer TOKEN`` (or HTTP Basic with
 TOKEN as the password, which is what a Twilio webhook URL
 ``https://user:TOKEN@host/twilio/voice`` sends), or a ``token`` query

@@ -72,6 +72,10 @@ AGENT_AUDIO = "gateway_agent.wav"
 LIVE_STATES = frozenset({"starting", "active", "ending"})
 
 
+BRIEF_FIELDS = ("id", "state", "created_at", "ended_at", "end_reason", "session_state")
+"""The fields of a call in listings: no transcript, agent summary or error text."""
+
+
 class CallError(PipeflowError):
     """A request about a call cannot be served; ``status`` is the HTTP status."""
 
@@ -210,12 +214,17 @@ class Call:
         return recorded() if recorded is not None else (b"", 24000)
 
     def summary(self, brief: bool = False) -> dict[str, Any]:
-        """The call as JSON-ready data; ``brief`` leaves out turns and tool calls."""
+        """The call as JSON-ready data.
+
+        ``brief`` (listings, anyone holding the token sees them) keeps only
+        the fields in ``BRIEF_FIELDS``: what a caller said or gave (the
+        transcript, the agent's summary with a phone or address) is shown by
+        call id only.
+        """
         record = dict(self._record) if self._record is not None else self._build_record()
         record["state"] = self.state
         if brief:
-            for key in ("turns", "tool_calls", "transcript", "agent"):
-                record.pop(key, None)
+            return {key: record[key] for key in BRIEF_FIELDS if key in record}
         return record
 
     def _build_record(self) -> dict[str, Any]:
@@ -496,10 +505,15 @@ class CallRegistry:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
             self._reaper = None
-        await asyncio.gather(
-            *(self._end(call, "shutdown") for call in list(self._calls.values()) if call.live)
-        )
+        await self.end_all("shutdown")
         await self.models.close()
+
+    async def end_all(self, reason: str) -> None:
+        """End every live call and write its record (what a server's shutdown does
+        first, so streams to clients, the event streams, end with their calls)."""
+        await asyncio.gather(
+            *(self._end(call, reason) for call in list(self._calls.values()) if call.live)
+        )
 
 
 MIN_RATE, MAX_RATE = 8000, 192000

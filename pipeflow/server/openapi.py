@@ -46,9 +46,13 @@ def _error(text: str) -> dict[str, Any]:
 _ERRORS = {
     "400": _error("Malformed call id, JSON or audio."),
     "401": _error("A gateway token is configured and the request does not carry it."),
+    "403": _error("Refused: a browser page of another origin, a non-loopback Host without "
+                  "a token, or a Twilio request without its signature."),
     "404": _error("No call has this id."),
     "409": _error("The call is not active (still starting, or ended)."),
     "413": _error("The request body is over the gateway's limit."),
+    "415": _error("A content type any web page may POST (text/plain, a form): send JSON "
+                  "or application/octet-stream."),
 }
 
 
@@ -66,6 +70,7 @@ _ACCEPTED = _json({"$ref": "#/components/schemas/Accepted"}, "Accepted; the agen
 
 def _post(summary: str, op: str, responses: dict[str, Any],
           body: dict[str, Any] | None = None) -> dict[str, Any]:
+    responses = {**responses, **_errors("403", "415")}  # the browser guard's refusals
     operation: dict[str, Any] = {"summary": summary, "operationId": op,
                                  "parameters": [_ID], "responses": responses}
     if body is not None:
@@ -223,7 +228,7 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": {"description": "TwiML.",
                                       "content": {"application/xml": {"schema": {
                                           "type": "string"}}}},
-                              **_errors("401", "413")},
+                              **_errors("400", "401", "403", "413")},
             }},
             "/twilio/media": {"get": {
                 "summary": "WebSocket: Twilio Media Streams",

@@ -8,6 +8,7 @@ never part of a repr.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import Annotated
 
@@ -15,10 +16,23 @@ import msgspec
 
 from pipeflow.errors import ConfigError
 
-__all__ = ["TOKEN_ENV", "GatewayOptions"]
+__all__ = ["TOKEN_ENV", "TWILIO_TOKEN_ENV", "GatewayOptions", "is_loopback"]
 
 TOKEN_ENV = "PIPEFLOW_GATEWAY_TOKEN"
 """Environment variable holding the gateway's bearer token."""
+TWILIO_TOKEN_ENV = "TWILIO_AUTH_TOKEN"
+"""Environment variable holding the Twilio account's auth token (Twilio's convention)."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or name, without port) only reaches this machine."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class GatewayOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -30,7 +44,22 @@ class GatewayOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """TCP port to listen on (0 picks a free one)."""
     token: str | None = None
     """Bearer token every API, WebSocket and Twilio request must carry; empty:
-    PIPEFLOW_GATEWAY_TOKEN, else no authentication."""
+    PIPEFLOW_GATEWAY_TOKEN. Without either the gateway refuses to start unless
+    ``no_auth`` is set."""
+    no_auth: bool = False
+    """Serve without a token (local development): allowed on a loopback host only."""
+    allowed_origins: list[str] = msgspec.field(default_factory=list)
+    """Origins (https://app.example.com) besides the gateway's own whose pages
+    may open its WebSockets and POST to it; a browser from any other origin is
+    refused (403)."""
+    twilio_auth_token: str | None = None
+    """Twilio account auth token checking X-Twilio-Signature on the voice
+    webhook; empty: TWILIO_AUTH_TOKEN, else signatures are not checked."""
+    request_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    """A request whose head or body stalls this long is dropped (a half-sent
+    request holds no connection)."""
+    media_start_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    """A Twilio media socket that sends no ``start`` within this many seconds is closed."""
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
     """Largest request body accepted (larger ones get 413)."""
     max_calls: Annotated[int, msgspec.Meta(ge=1)] = 100
@@ -46,7 +75,8 @@ class GatewayOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Finished calls kept in memory for GET (older ones stay on disk only)."""
     public_url: str | None = None
     """Base URL phone systems reach this gateway at (https://host), used in
-    TwiML; empty: taken from the request's Host header."""
+    TwiML; empty: only a loopback Host (local testing) gets TwiML, since a
+    Host header is whatever the client says."""
     output_dir: str | None = None
     """Folder for call recordings (one sub-folder per call id); empty: the
     pipeline file's output_dir."""
@@ -68,10 +98,38 @@ class GatewayOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 f"gateway option 'public_url' must start with http:// or https://, "
                 f"got {self.public_url!r}."
             )
+        for origin in self.allowed_origins:
+            if not origin.startswith(("http://", "https://")) or origin.rstrip("/") != origin:
+                raise ConfigError(f"gateway option 'allowed_origins': {origin!r} is not an "
+                                  "origin like https://app.example.com (no path).")
+
+    def check_auth(self) -> None:
+        """Refuse to serve unauthenticated except on loopback with ``no_auth``.
+
+        Raises:
+            ConfigError: no token and no ``no_auth``, or ``no_auth`` on a host
+                other machines can reach.
+        """
+        if self.auth_token() is not None:
+            return
+        if not self.no_auth:
+            raise ConfigError(
+                "the gateway needs a token: pass --token or set PIPEFLOW_GATEWAY_TOKEN "
+                "(or --no-auth for local development on 127.0.0.1)."
+            )
+        if not is_loopback(self.host):
+            raise ConfigError(
+                f"--no-auth is only for a loopback host (127.0.0.1, ::1, localhost); "
+                f"host {self.host!r} is reachable from other machines: give a token."
+            )
+
+    def twilio_token(self) -> str | None:
+        """The Twilio auth token signatures are checked with: this option, else the env."""
+        return self.twilio_auth_token or os.environ.get(TWILIO_TOKEN_ENV) or None
 
     def __repr__(self) -> str:
         fields = ", ".join(
-            f"{name}={'***' if name == 'token' and value else value!r}"
+            f"{name}={'***' if name in ('token', 'twilio_auth_token') and value else value!r}"
             for name, value in msgspec.structs.asdict(self).items()
         )
         return f"GatewayOptions({fields})"

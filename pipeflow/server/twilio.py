@@ -15,6 +15,7 @@ media, mark, stop, dtmf from Twilio; media, mark, clear to Twilio).
 from __future__ import annotations
 
 import asyncio
+import hmac
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import quoteattr
 
@@ -27,6 +28,8 @@ from pipeflow.errors import ProtocolError
 from pipeflow.server.auth import scope_token, token_matches
 from pipeflow.server.calls import AGENT_AUDIO, CALL_ID, Call, CallEdge, CallError, CallRegistry
 from pipeflow.server.edges import MediaStream, TwilioMediaIn, TwilioMediaOut
+from pipeflow.server.guard import twilio_signature
+from pipeflow.server.options import GatewayOptions, is_loopback
 from pipeflow.server.twilio_media import (
     CHUNK,
     RATE,
@@ -73,9 +76,11 @@ async def voice_webhook(request: Request) -> Response:
     """POST /twilio/voice: answer an incoming call with ``<Connect><Stream>``."""
     from pipeflow.server.api import read_body
 
-    form = dict(parse_qsl((await read_body(request)).decode("utf-8", "replace")))
+    form = dict(parse_qsl((await read_body(request)).decode("utf-8", "replace"),
+                          keep_blank_values=True))
     options = request.app.state.options
-    base = options.public_url or f"{_scheme(request)}://{request.headers.get('host', 'localhost')}"
+    _check_signature(request, options, form)
+    base = options.public_url or _local_base(request)
     stream_url = "ws" + base.removeprefix("http").rstrip("/") + "/twilio/media"
     parameters = {}
     call_sid = form.get("CallSid", "")
@@ -88,6 +93,38 @@ async def voice_webhook(request: Request) -> Response:
     if token:
         parameters["token"] = token
     return Response(twiml(stream_url, parameters), media_type="application/xml")
+
+
+def _check_signature(request: Request, options: GatewayOptions, form: dict[str, str]) -> None:
+    """Refuse (403) a webhook without Twilio's signature when TWILIO_AUTH_TOKEN is set.
+
+    Twilio signs the URL it was configured with: the public URL's when given.
+    """
+    auth_token = options.twilio_token()
+    if auth_token is None:
+        return
+    url = str(request.url)
+    if options.public_url:
+        query = request.url.query
+        url = options.public_url.rstrip("/") + request.url.path + (f"?{query}" if query else "")
+    given = request.headers.get("x-twilio-signature", "")
+    if not hmac.compare_digest(given.encode(), twilio_signature(auth_token, url, form).encode()):
+        raise CallError(f"The X-Twilio-Signature of this request does not match {url} "
+                        "signed with TWILIO_AUTH_TOKEN.", 403)
+
+
+def _local_base(request: Request) -> str:
+    """The base URL for TwiML without --public-url: only for a loopback Host.
+
+    Raises:
+        CallError: (400) a Host other machines name; it could be forged.
+    """
+    host = request.headers.get("host", "localhost")
+    name = host[1:].partition("]")[0] if host.startswith("[") else host.partition(":")[0]
+    if not is_loopback(name):
+        raise CallError(f"Set --public-url to build TwiML: the request's Host {host!r} is "
+                        "not loopback, and a Host header is whatever the client says.", 400)
+    return f"{_scheme(request)}://{host}"
 
 
 def _scheme(request: Request) -> str:
@@ -103,7 +140,13 @@ async def media_stream(websocket: WebSocket) -> None:
     stream = MediaStream(translator, lambda: _receive(websocket), websocket.send_text)
     call: Call | None = None
     try:
-        parameters = await _handshake(websocket, translator)
+        try:
+            async with asyncio.timeout(registry.options.media_start_timeout_s):
+                parameters = await _handshake(websocket, translator)
+        except TimeoutError:
+            await close_quietly(websocket, 1008, "No 'start' message came in "
+                                f"{registry.options.media_start_timeout_s:g} s.")
+            return
         if parameters is None:
             return
         call = await _start(websocket, registry, stream, parameters)

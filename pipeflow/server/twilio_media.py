@@ -45,6 +45,8 @@ RATE = 8000
 """Media Streams audio: 8 kHz mu-law, both ways."""
 CHUNK = 160
 """Bytes of mu-law in one outbound media message (20 ms)."""
+MAX_MEDIA = 8000
+"""Largest inbound media payload accepted (1 s of mu-law; Twilio sends 20 ms)."""
 
 
 # -- Twilio -> gateway messages (only the fields used; Twilio may add others) ----------
@@ -152,6 +154,8 @@ class TwilioMediaTranslator:
     def __init__(self) -> None:
         self.stream_sid = ""
         self.call_sid = ""
+        self.started = False
+        """Whether ``start`` has come (a second one is refused)."""
         self.item_id = ""
         """The agent item whose audio is being sent."""
         self.sent_ms = 0.0
@@ -181,6 +185,10 @@ class TwilioMediaTranslator:
             case _ConnectedIn():
                 return [Connected()]
             case _StartIn(start=info):
+                if self.started:
+                    raise ProtocolError(f"Twilio sent a second 'start' on stream "
+                                        f"{self.stream_sid!r}: one socket carries one call.")
+                self.started = True
                 self.stream_sid = info.streamSid or event.streamSid
                 self.call_sid = info.callSid
                 encoding = str(info.mediaFormat.get("encoding", "audio/x-mulaw"))
@@ -191,6 +199,9 @@ class TwilioMediaTranslator:
             case _MediaIn(media=media):
                 if media.track not in ("inbound", "inbound_track"):
                     return []
+                if len(media.payload) > MAX_MEDIA:
+                    raise ProtocolError(f"Twilio media payload of {len(media.payload)} bytes "
+                                        f"is over the limit of {MAX_MEDIA} (1 s of audio).")
                 return [CallerAudio(ulaw_decode(media.payload))]
             case _MarkIn(mark=mark):
                 known = self._marks.pop(mark.name, None)
