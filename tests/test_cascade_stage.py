@@ -27,6 +27,7 @@ from pipeflow.frames import (
     ResponseDone,
     SpeechStarted,
     SpeechStopped,
+    TextInput,
     ToolCall,
     Transcript,
     TurnCommitted,
@@ -188,3 +189,79 @@ async def test_barge_in_stops_the_speech_and_keeps_what_was_heard(tmp_path: Path
     # Truncated to the first second heard: a few words of the first sentence.
     assert said["content"] and said["content"].startswith("Welcome")
     assert len(said["content"].split()) < 6
+
+
+async def test_model_errors_become_error_frames_and_the_call_goes_on(tmp_path: Path) -> None:
+    need_tts()
+    from tests.test_cascade_chat import TEXT, Server, reply, sse
+
+    sink = Sink()
+    seen = asyncio.Event()
+
+    class Watch(Stage):
+        async def process(self, frames: Frames) -> Frames:
+            async for frame in frames:
+                if isinstance(frame, ErrorFrame | ResponseDone):
+                    seen.set()
+                yield frame
+
+    async def frames() -> AsyncIterator[Frame]:
+        for n in range(5):
+            seen.clear()
+            yield TextInput(text=f"question {n}")
+            await seen.wait()
+            await asyncio.sleep(0.05)  # a failed answer's ResponseDone follows its error
+        yield EndOfStream()
+
+    incomplete = TEXT.split(b"data: [DONE]")[0].replace(b'"finish_reason":"stop"',
+                                                       b'"finish_reason":null')
+    async with Server(
+        reply("429 Too Many Requests", b'{"error": {"message": "Rate limit reached"}}',
+              "Retry-After: 3"),
+        reply("500 Internal Server Error", b'{"error": {"message": "boom"}}'),
+        sse(TEXT, cut_at=900),
+        sse(incomplete),
+        sse(TEXT),
+    ) as server:
+        stage = CascadeTransport(base_url=server.url, model="gpt-4o-mini",
+                                 transcriber=TranscriberOptions(sentences=SENTENCES))
+        pipeline = Pipeline([Source(frames), stage, Watch(), sink])
+        out = [f async for f in pipeline.stream()]
+    errors = [f for f in out if isinstance(f, ErrorFrame)]
+    assert [e.code for e in errors] == ["http_429", "http_500", "stream_cut", "stream_cut"]
+    assert "retry after 3 s" in errors[0].message and not any(e.fatal for e in errors)
+    assert "cut the stream mid-answer" in errors[2].message
+    assert "ended before the answer was complete" in errors[3].message
+    # Refused requests never began; the cut ones began and failed; the last one answered.
+    assert [f.status for f in out if isinstance(f, ResponseDone)] == [
+        "failed", "failed", "completed"]
+    finals = [f.text for f in out if isinstance(f, Transcript) and f.final and f.role == "agent"]
+    assert finals[-1] == "A pizza costs nine dollars. The crème brûlée is six."
+    last = [f for f in out if isinstance(f, AudioFrame) and f.item_id][-1]
+    assert last.item_id == "item_5"
+    assert type(out[-1]) is EndOfStream
+
+
+async def test_a_stream_that_ends_without_finishing_is_an_error(tmp_path: Path) -> None:
+    need_tts()
+    from tests.test_cascade_chat import TEXT, Server, sse
+
+    incomplete = TEXT.split(b"data: [DONE]")[0].replace(b'"finish_reason":"stop"',
+                                                       b'"finish_reason":null')
+    async with Server(sse(incomplete)) as server:
+        stage = CascadeTransport(base_url=server.url,
+                                 transcriber=TranscriberOptions(sentences=SENTENCES))
+        pipeline = Pipeline([Source(lambda: _one(TextInput(text="hi"))), stage, Sink()])
+        out = [f async for f in pipeline.stream()]
+    errors = [f for f in out if isinstance(f, ErrorFrame)]
+    assert [e.code for e in errors] == ["stream_cut"]
+    assert "ended before the answer was complete" in errors[0].message
+    assert [f.status for f in out if isinstance(f, ResponseDone)] == ["failed"]
+    history = stage.history
+    assert history is not None
+    assert history.messages[-1]["role"] == "assistant"  # what was spoken before the cut
+
+
+async def _one(frame: Frame) -> AsyncIterator[Frame]:
+    yield frame
+    yield EndOfStream()
