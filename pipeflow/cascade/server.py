@@ -1,0 +1,99 @@
+"""A Chat Completions endpoint over the script engine: ``POST /v1/chat/completions``.
+
+An ASGI app (starlette) that answers OpenAI's request shape with the
+script's answer, streamed as SSE ``chat.completion.chunk``s (``stream:
+true``) or as one ``chat.completion``. Each request carries the whole
+conversation, so the script's state (turns used, steps left after a tool
+call) is rebuilt by replaying it: the answers it gave before are decided
+again, deterministically, then the new one. Serve it with uvicorn, or use it
+in-process through ``httpx.ASGITransport``.
+
+It is not yet mounted on the local Realtime server (that one speaks
+WebSocket only); run it beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from pipeflow.cascade.script_llm import ScriptChat
+from pipeflow.realtime.script import DEFAULT_SCRIPT, Script
+
+__all__ = ["chat_completions_app", "replay"]
+
+
+def replay(script: Script, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The chunks of the script's answer to the last turn of ``messages``."""
+    chat = ScriptChat(script)
+    for i, message in enumerate(messages):
+        if message.get("role") == "assistant":
+            chat.complete(messages[:i])  # the answer given then, decided again
+    return chat.complete(messages)
+
+
+def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": "invalid_request_error",
+                                   "param": param, "code": None}}, status_code=status)
+
+
+def chat_completions_app(script: Script | None = None, api_key: str = "") -> Starlette:
+    """The app; with ``api_key`` set, requests must send ``Authorization: Bearer KEY``."""
+    played = script or DEFAULT_SCRIPT
+
+    async def completions(request: Request) -> Response:
+        if api_key and request.headers.get("authorization") != f"Bearer {api_key}":
+            return JSONResponse({"error": {
+                "message": "Incorrect API key provided.", "type": "invalid_request_error",
+                "param": None, "code": "invalid_api_key"}}, status_code=401)
+        try:
+            body = msgspec.json.decode(await request.body())
+        except msgspec.DecodeError as exc:
+            return _error(400, f"We could not parse the JSON body of your request ({exc}).")
+        messages = body.get("messages") if isinstance(body, dict) else None
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            return _error(400, "'messages' must be a list of message objects.", "messages")
+        chunks = replay(played, messages)
+        if body.get("stream"):
+            async def events() -> AsyncIterator[bytes]:
+                for chunk in chunks:
+                    yield b"data: " + msgspec.json.encode(chunk) + b"\n\n"
+                yield b"data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+        return JSONResponse(_whole(chunks))
+
+    return Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+
+
+def _whole(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The non-streamed ``chat.completion`` the chunks add up to."""
+    text = ""
+    calls: dict[int, dict[str, Any]] = {}
+    finish = "stop"
+    for chunk in chunks:
+        choice = chunk["choices"][0]
+        delta = choice["delta"]
+        text += delta.get("content") or ""
+        for call in delta.get("tool_calls") or []:
+            whole = calls.setdefault(call["index"], {"id": "", "type": "function",
+                                                     "function": {"name": "", "arguments": ""}})
+            whole["id"] = call.get("id") or whole["id"]
+            whole["function"]["name"] += call.get("function", {}).get("name") or ""
+            whole["function"]["arguments"] += call.get("function", {}).get("arguments") or ""
+        finish = choice.get("finish_reason") or finish
+    message: dict[str, Any] = {"role": "assistant", "content": text or None, "refusal": None}
+    if calls:
+        message["tool_calls"] = [calls[i] for i in sorted(calls)]
+    first = chunks[0]
+    return {"id": first["id"], "object": "chat.completion", "created": first["created"],
+            "model": first["model"], "choices": [{"index": 0, "message": message,
+                                                  "logprobs": None, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": len(text.split()),
+                      "total_tokens": 10 + len(text.split())}}
