@@ -179,6 +179,12 @@ class CascadeTransport(Stage):
         self._items = itertools.count(1)
         self._turn_items = itertools.count(1)
 
+    @property
+    def input_rate(self) -> int:
+        """Caller audio rate wanted: the recogniser's (16 kHz), so a resample before it
+        converts once, not twice."""
+        return 16000
+
     # -- set-up --------------------------------------------------------------------
 
     def _make_llm(self) -> tuple[ChatClient, Any]:
