@@ -95,6 +95,7 @@ def test_history_truncates_to_the_words_heard() -> None:
 
 def test_history_keeps_tool_calls_and_results_in_openai_shape() -> None:
     history = ChatHistory()
+    history.add_assistant("cancelled", "")  # nothing said: no message the API would refuse
     history.add_assistant("i", "", [StreamedCall(call_id="c1", name="price", arguments="")])
     history.add_tool_result("c1", '{"price": 9}')
     assert history.messages == [

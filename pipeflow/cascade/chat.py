@@ -251,7 +251,13 @@ class ChatHistory:
 
     def add_assistant(self, item_id: str, text: str,
                       calls: list[StreamedCall] | None = None) -> None:
-        """The assistant's answer of one item, with its tool calls."""
+        """The assistant's answer of one item, with its tool calls.
+
+        An answer with neither (cancelled before a word was spoken) is left out:
+        Chat Completions refuses an assistant message with no content and no calls.
+        """
+        if not text and not calls:
+            return
         message: dict[str, Any] = {"role": "assistant", "content": text or None}
         if calls:
             message["tool_calls"] = [
