@@ -269,3 +269,24 @@ async def test_a_stream_that_ends_without_finishing_is_an_error(tmp_path: Path) 
 async def _one(frame: Frame) -> AsyncIterator[Frame]:
     yield frame
     yield EndOfStream()
+
+
+async def test_a_short_retry_after_is_waited_out_once(tmp_path: Path) -> None:
+    need_tts()
+    from tests.test_cascade_chat import TEXT, Server, reply, sse
+
+    limited = reply("429 Too Many Requests", b'{"error": {"message": "Rate limit reached"}}',
+                    "Retry-After: 0.2")
+    async with Server(limited, sse(TEXT), limited, limited) as server:
+        stage = CascadeTransport(base_url=server.url, rate_limit_wait_max_s=1.0,
+                                 transcriber=TranscriberOptions(sentences=SENTENCES))
+        out = [f async for f in Pipeline([Source(lambda: _one(TextInput(text="hi"))), stage,
+                                          Sink()]).stream()]
+        assert not [f for f in out if isinstance(f, ErrorFrame)]
+        assert [f.status for f in out if isinstance(f, ResponseDone)] == ["completed"]
+        # Twice in a row is reported: one wait per answer, not a loop.
+        stage = CascadeTransport(base_url=server.url, rate_limit_wait_max_s=1.0,
+                                 transcriber=TranscriberOptions(sentences=SENTENCES))
+        out = [f async for f in Pipeline([Source(lambda: _one(TextInput(text="hi"))), stage,
+                                          Sink()]).stream()]
+        assert [f.code for f in out if isinstance(f, ErrorFrame)] == ["http_429"]

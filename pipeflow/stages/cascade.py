@@ -121,6 +121,9 @@ class CascadeOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A tool with no result after this long gets an error result."""
     drain_timeout_s: float = 10.0
     """How long the end of input waits for the answer in progress."""
+    rate_limit_wait_max_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    """On a 429 before the answer began, wait the ``retry-after`` asked for and try once
+    more when it is at most this long (0: report the 429 at once)."""
     offline_chunk_delay_ms: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     """Offline LLM only: delay between streamed chunks (a model's token rate)."""
 
@@ -350,13 +353,15 @@ class CascadeTransport(Stage):
                 stream.text = say
                 speech.put_nowait(say)
             else:
-                async for data in self.llm.stream(history.messages, tools):
-                    delta = stream.feed_data(data)
-                    await self._began(response)
-                    if delta:
-                        await self._emit(TextOut(item_id=item, text=delta), response)
-                        for sentence in splitter.feed(delta):
-                            speech.put_nowait(sentence)
+                try:
+                    await self._complete(response, stream, splitter, speech, tools)
+                except ChatError as exc:
+                    wait = exc.retry_after
+                    if (exc.status != 429 or response.began or wait is None
+                            or wait > self.options.rate_limit_wait_max_s):
+                        raise
+                    await asyncio.sleep(wait)
+                    await self._complete(response, stream, splitter, speech, tools)
                 if not stream.done:
                     raise ChatError("the chat model's stream ended before the answer was "
                                     "complete (no finish_reason, no [DONE])", "stream_cut")
@@ -386,6 +391,19 @@ class CascadeTransport(Stage):
             speaker.cancel()
             if self._response is response:
                 self._response = None
+
+    async def _complete(self, response: _Response, stream: ChatStream,
+                        splitter: SentenceSplitter, speech: asyncio.Queue[str | None],
+                        tools: list[dict[str, Any]]) -> None:
+        """Stream one completion: text deltas out, finished sentences to the speaker."""
+        assert self.history is not None and self.llm is not None
+        async for data in self.llm.stream(self.history.messages, tools):
+            delta = stream.feed_data(data)
+            await self._began(response)
+            if delta:
+                await self._emit(TextOut(item_id=response.item_id, text=delta), response)
+                for sentence in splitter.feed(delta):
+                    speech.put_nowait(sentence)
 
     async def _began(self, response: _Response) -> None:
         if not response.began:
