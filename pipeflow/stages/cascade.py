@@ -160,13 +160,7 @@ class CascadeTransport(Stage):
                 SpeechStarted, SpeechStopped, Interrupt, ErrorFrame, Metric)
 
     def __init__(self, options: msgspec.Struct | None = None, /, **kwargs: Any) -> None:
-        if options is None:
-            try:
-                options = msgspec.convert(kwargs, CascadeOptions)
-            except msgspec.ValidationError as exc:
-                raise ConfigError(f"stage cascade: {exc}") from None
-            kwargs = {}
-        super().__init__(options, **kwargs)
+        super().__init__(options, **kwargs)  # keyword mappings (transcriber={...}) as in YAML
         self.options: CascadeOptions
         self.turns = TurnMachine()
         self.engine: ConversationEngine | None = None
