@@ -3,7 +3,8 @@
 The graph is read from the source with ``ast``: every ``import`` counts,
 also those inside functions (a cycle hidden in a function is still a
 cycle); only imports under ``if TYPE_CHECKING:`` are left out, since they
-never run. A module importing its own package's ``__init__`` is not an edge.
+never run. Importing a submodule is an edge to that module, not to the
+packages above it; a name taken from a package's ``__init__`` is an edge to it.
 """
 
 from __future__ import annotations
@@ -30,16 +31,33 @@ def _type_checking_only(tree: ast.AST) -> set[int]:
     return skipped
 
 
-def _targets(node: ast.AST, package: str) -> list[str]:
+def _targets(node: ast.AST, package: str, modules: dict[str, Path]) -> list[str]:
+    """The pipeflow modules an import statement runs, as the import names them.
+
+    ``import a.b.c`` and ``from a.b import c`` (c a module) name ``a.b.c``: the
+    parent packages' ``__init__`` run too, but that is how Python imports any
+    submodule, not an edge of its own. ``from a.b import Name`` (Name defined
+    in ``a/b/__init__.py``) names ``a.b`` itself: that is an edge, also from
+    inside the package.
+    """
     if isinstance(node, ast.Import):
-        return [alias.name for alias in node.names]
+        return [_nearest(alias.name, modules) for alias in node.names]
     if isinstance(node, ast.ImportFrom):
         base = node.module or ""
         if node.level:
             parts = package.split(".")
             base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
-        return [base] + [f"{base}.{alias.name}" for alias in node.names]
+        return [
+            f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else _nearest(base, modules)
+            for alias in node.names
+        ]
     return []
+
+
+def _nearest(name: str, modules: dict[str, Path]) -> str:
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -53,12 +71,8 @@ def import_graph() -> dict[str, set[str]]:
         for node in ast.walk(tree):
             if id(node) in skipped:
                 continue
-            for target in _targets(node, package):
-                while target and target not in modules:
-                    target = target.rpartition(".")[0]
-                own_package = modules.get(target, Path()).name == "__init__.py" and \
-                    name.startswith(target + ".")
-                if target and target != name and not own_package:
+            for target in _targets(node, package, modules):
+                if target and target != name:
                     graph[name].add(target)
     return graph
 
@@ -117,5 +131,22 @@ def test_the_check_sees_function_local_imports_and_skips_type_checking_ones() ->
     tree = ast.parse(source)
     skipped = _type_checking_only(tree)
     seen = {t for node in ast.walk(tree) if id(node) not in skipped
-            for t in _targets(node, "pipeflow")}
+            for t in _targets(node, "pipeflow", _modules())}
     assert "pipeflow.pipeline" in seen and "pipeflow.session" not in seen
+
+
+def test_a_name_from_the_package_init_is_an_edge_a_submodule_is_not() -> None:
+    modules = _modules()
+
+    def targets(source: str, package: str = "pipeflow") -> set[str]:
+        return {t for node in ast.walk(ast.parse(source)) for t in _targets(node, package, modules)}
+
+    # pipeflow/errors.py importing the package's own names would run pipeflow/__init__,
+    # which imports errors: a real cycle, inside the package.
+    assert targets("def f():\n    from pipeflow import Pipeline\n") == {"pipeflow"}
+    assert targets("from . import Pipeline\n") == {"pipeflow"}
+    assert targets("from pipeflow.audio import wav\n") == {"pipeflow.audio.wav"}
+    assert targets("import pipeflow.audio.wav\n") == {"pipeflow.audio.wav"}
+    graph = import_graph()
+    graph["pipeflow.errors"] = {*graph["pipeflow.errors"], "pipeflow"}
+    assert any("pipeflow.errors" in group for group in cycles(graph))
