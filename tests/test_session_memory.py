@@ -22,6 +22,11 @@ CALLER = b"\x01\x00" * 1600  # 100 ms at 16 kHz
 AGENT = b"\x02\x00" * 2400  # 100 ms at 24 kHz
 
 
+def fresh(pcm: bytes) -> bytes:
+    """A new bytes object each time, as a live call's audio is: kept audio would show."""
+    return bytes(bytearray(pcm))
+
+
 class Answerer(Stage):
     """Answers every committed turn with 2 s of agent audio and a transcript."""
 
@@ -34,7 +39,7 @@ class Answerer(Stage):
                 item = f"item_{turn}"
                 yield ResponseStarted(response_id=f"resp_{turn}")
                 for index in range(20):
-                    yield AudioFrame(pcm=AGENT, sample_rate=24000, pts=index * FRAME_S,
+                    yield AudioFrame(pcm=fresh(AGENT), sample_rate=24000, pts=index * FRAME_S,
                                      item_id=item)
                 yield Transcript(role="agent", text=f"answer {turn}", final=True, item_id=item)
                 yield ResponseDone(response_id=f"resp_{turn}")
@@ -54,7 +59,7 @@ async def test_a_thirty_minute_call_keeps_the_session_memory_flat() -> None:
             baseline = 0
             for turn in range(turns):
                 for _ in range(round(seconds_per_turn / FRAME_S)):
-                    await session.stream_audio(CALLER, 16000)
+                    await session.stream_audio(fresh(CALLER), 16000)
                 mark = session.frames_seen
                 await session.commit_audio()
                 await session.wait_for(ResponseDone, 10, after=mark)
