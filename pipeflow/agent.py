@@ -82,6 +82,12 @@ class Agent:
                 raise ConfigError("Agent: 'name' is given twice (as 'agent_id' and 'name')")
             name = renamed["name"]
 
+        from pipeflow.realtime.slots import check_provider
+
+        if model:
+            check_provider("agent.model", model, "llm")
+        if voice:
+            check_provider("agent.voice", voice, "tts")
         self.instructions = instructions
         self.name = name
         self.voice = voice or _slot_value(tts, "voice", "tts")

@@ -25,7 +25,7 @@ def check_agent_config(
     each located by ``where(path)`` (``file:line:column`` of ``agent.PATH``).
     """
     from pipeflow.events import check_event_name
-    from pipeflow.realtime.slots import check_slot
+    from pipeflow.realtime.slots import check_provider, check_slot
     from pipeflow.tools import ToolSet
 
     errors: list[ConfigError] = []
@@ -49,6 +49,13 @@ def check_agent_config(
         ref = getattr(config, key)
         if ref:
             check((key,), f"agent.{key}", lambda ref=ref, key=key: _callable_ref(ref, key))
+    for field, slot in (("model", "llm"), ("voice", "tts")):
+        value = getattr(config, field, None)
+        if isinstance(value, str) and value:
+            try:
+                check_provider(f"agent.{field}", value, slot)
+            except ConfigError as exc:
+                errors.append(ConfigError(str(exc), where(("agent", field))))
     for slot, key in (("llm", "model"), ("tts", "voice"), ("stt", "model")):
         value = getattr(config, slot)
         name, path = (value, (slot,)) if isinstance(value, str) else (

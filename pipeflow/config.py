@@ -56,9 +56,11 @@ class AgentConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     instructions: str = "You are a helpful voice assistant."
     """System instructions for the model."""
     voice: str | None = None
-    """Voice of the model's speech (e.g. alloy, marin)."""
+    """Voice of the model's speech (e.g. alloy, marin), passed as is; another
+    provider's (elevenlabs/NAME) is an error."""
     model: str | None = None
-    """Model name (e.g. gpt-realtime); the transport's own option wins."""
+    """Model name (e.g. gpt-realtime), passed as is (a dated model, a deployment);
+    the transport's own option wins; another provider's (anthropic/NAME) is an error."""
     tools: list[str] = msgspec.field(default_factory=list)
     """Tool references: 'package.module:function' or a whole 'package.module'."""
     callbacks: dict[str, str | list[str]] = msgspec.field(default_factory=dict)

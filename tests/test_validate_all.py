@@ -113,3 +113,28 @@ def test_run_refuses_a_slot_the_transport_cannot_serve(tmp_path: Path) -> None:
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "a.yaml:2:3: agent.tts: 'elevenlabs/rachel'" in proc.stderr
+
+
+def test_raw_model_and_voice_fields_refuse_another_provider(tmp_path: Path) -> None:
+
+    from pipeflow import Agent
+    from pipeflow.config import load_config
+    from pipeflow.errors import ConfigError
+
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "name: m\nagent:\n  instructions: hi\n  model: anthropic/claude-sonnet\n"
+        "  voice: elevenlabs/rachel\nstages:\n  - type: realtime\n"
+        "    model: anthropic/claude-sonnet\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert f"{path}:4:3: agent.model: 'anthropic/claude-sonnet' asks for provider" in message
+    assert f"{path}:5:3: agent.voice: 'elevenlabs/rachel'" in message
+    assert f"{path}:7:5: stage 1 (realtime): option 'model': 'anthropic/claude-sonnet'" in message
+    assert "supported Realtime models: gpt-realtime" in message
+    with pytest.raises(ConfigError, match=r"agent\.model: 'anthropic/x' asks for provider"):
+        Agent("hi", model="anthropic/x")
+    # A name passed through as is (a dated model, a deployment, a compatible server's) is fine.
+    assert Agent("hi", model="my-deployment", voice="openai/marin").model == "my-deployment"

@@ -129,6 +129,17 @@ class RealtimeOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     speed: Annotated[float, msgspec.Meta(ge=0)] = 1.0
     """Local server only: audio pacing factor (1 real time, 0 no pacing)."""
 
+    def __post_init__(self) -> None:
+        from pipeflow.realtime.slots import check_provider
+
+        try:
+            if self.model:
+                check_provider("option 'model'", self.model, "llm")
+            if self.voice:
+                check_provider("option 'voice'", self.voice, "tts")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None  # msgspec reports it at the option
+
     def __repr__(self) -> str:
         fields = ", ".join(
             f"{name}={'***' if name == 'api_key' and value else value!r}"

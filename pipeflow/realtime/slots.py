@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pipeflow.errors import ConfigError
 
-__all__ = ["PROVIDER", "SUPPORTED", "check_slot"]
+__all__ = ["PROVIDER", "SUPPORTED", "check_provider", "check_slot"]
 
 PROVIDER = "openai"
 """The one provider the transport speaks to (``openai/NAME`` or a bare ``NAME``)."""
@@ -57,3 +57,23 @@ def check_slot(slot: str, value: str) -> str:
             f"supported: {supported}"
         )
     return name
+
+
+def check_provider(field: str, value: str, slot: str) -> None:
+    """Refuse a ``provider/name`` in a raw ``model`` / ``voice`` field for another provider.
+
+    These fields pass a name through unchanged (a dated model, an Azure
+    deployment, a compatible server's own names), so only a provider prefix
+    can be judged here: ``anthropic/claude-sonnet`` would otherwise run
+    silently on the server's default.
+
+    Raises:
+        ConfigError: the value names a provider other than OpenAI.
+    """
+    provider, sep, _name = value.partition("/")
+    if sep and provider.lower() != PROVIDER:
+        what, names = SUPPORTED[slot]
+        raise ConfigError(
+            f"{field}: {value!r} asks for provider {provider!r}, but the realtime transport "
+            f"speaks only to OpenAI and servers like it; supported {what}s: {', '.join(names)}"
+        )
