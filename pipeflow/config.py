@@ -33,7 +33,7 @@ from typing import Annotated, Any
 import msgspec
 import yaml
 
-from pipeflow.convert import explain
+from pipeflow.convert import explain, value_at
 from pipeflow.errors import ConfigError, ConfigErrors
 from pipeflow.registry import importable, registry
 from pipeflow.stage import Stage
@@ -171,20 +171,11 @@ def _convert_all(
             path = list(getattr(exc, "path", ()))
             while path and not isinstance(path[-1], str):
                 path.pop()  # drop the whole list, not one item: later indexes stay true
-            parent: Any = _lookup(data, tuple(path[:-1])) if path else None
+            parent: Any = value_at(data, tuple(path[:-1])) if path else None
             if not isinstance(parent, dict) or path[-1] not in parent:
                 return None
             del parent[path[-1]]
     return None
-
-
-def _lookup(data: Any, path: tuple[str | int, ...]) -> Any:
-    for part in path:
-        try:
-            data = data[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return data
 
 
 def _apply_overrides(located: Located, overrides: Iterable[str]) -> None:

@@ -21,7 +21,7 @@ import msgspec
 
 from pipeflow.errors import ConfigError
 
-__all__ = ["Problem", "convert", "explain", "suggest"]
+__all__ = ["Problem", "convert", "explain", "suggest", "value_at"]
 
 _MSGSPEC_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 _PATH_TOKEN = re.compile(r"\.([A-Za-z_][\w-]*)|\[(\d+)\]|\[\"?([^\]\"]*)\"?\]")
@@ -76,7 +76,7 @@ def explain(
     names = [p for p in path if isinstance(p, str)]
     choices = _choices(sub_target, names[-1]) if names else ()
     text, field = _reword(message, _struct_fields(sub_target), noun, choices,
-                          _value_at(data, path))
+                          value_at(data, path))
     full = (*path, field) if field is not None else path
     return Problem(text, full, ".".join(names))
 
@@ -146,7 +146,7 @@ def _choices(cls: type, field: str) -> tuple[Any, ...]:
     return ()
 
 
-def _value_at(data: Any, path: tuple[str | int, ...]) -> Any:
+def value_at(data: Any, path: tuple[str | int, ...]) -> Any:
     """The value at ``path`` in the data, or None when it is not there."""
     for part in path:
         try:
