@@ -306,7 +306,10 @@ def main() -> None:
         f"{table}\n\n**pipeflow adds {result['added_p50_ms']:.3f} ms at p50 and "
         f"{result['added_p99_ms']:.3f} ms at p99** over the bare client, from the VAD decision "
         "to the first agent audio leaving the sink (goal: under 1 ms at p99, beyond VAD's own "
-        "decision delay)."
+        "decision delay). Each added figure is a difference of percentiles (pipeflow's p99 "
+        "minus the bare client's p99), not a percentile of per-turn differences: the two "
+        "clients run separate turns, so there is no pair to subtract per sample, and the p99 "
+        "added can come out below the p50 added."
     )
     command = "python -m benchmarks.bench_latency" + (" --quick" if args.quick else "")
     write_section("latency", "Latency: end of speech to first agent audio", body, command,

@@ -454,8 +454,10 @@ def main() -> None:
         "pushed as fast as taken.\n\n"
         f"{table}\n\n{slope_text}\n\nSessions per core, measured exactly as in the scale "
         f"section: {bench_scale.method_text()} Pipecat's live entry is `queue_frame` on its "
-        "pipeline worker, fed by the same pacer.\n\n"
-        f"{scale_table}\n\n{ratio_text}\nGoal: 5 pass-through stages fed like a live call "
+        "pipeline worker, fed by the same pacer. Pipecat is measured only fed like a live "
+        "call: it has no native-source row (the native row is pipeflow's own).\n\n"
+        f"{scale_table}\n\n{bench_scale.pass_rule_text()}\n\n{ratio_text}\n"
+        "Goal: 5 pass-through stages fed like a live call "
         "hold at least 10x Pipecat's lean configuration."
     )
     command = "python -m benchmarks.bench_pipecat" + (" --quick" if args.quick else "")

@@ -737,6 +737,15 @@ def plot(steps: dict[str, list[dict[str, Any]]], path: Path) -> None:
     plt.close(fig)
 
 
+def pass_rule_text() -> str:
+    """The step pass rule, printed next to every limit table so no table is read without it."""
+    return (
+        f"Pass rule for these limits: a step passes when the steady window's p99 lateness is "
+        f"under {LATENESS_LIMIT_MS:g} ms and no frame is missing; a failed step is tried once "
+        "more and passes if either of the two tries does, the same for every chain."
+    )
+
+
 def method_text() -> str:
     """How every chain is measured (shared with the Pipecat section)."""
     return (
@@ -899,8 +908,9 @@ def main() -> None:
     if isinstance(pacer_step, dict) and "push_vs_file_cpu" in found:
         g = found["push_vs_file_cpu"]
         g["pacer_us"] = pacer_step["cpu_us_per_frame"]
+        # A note only: the verdict stays on the measured CPU, pacer included (a live call
+        # has to pay for its packets arriving), never on a figure with a part taken out.
         g["entry_us"] = g["push_us"] - g["pacer_us"]
-        g["met"] = g["entry_us"] <= g["file_us"]
     lines = []
     if "live_vs_hand" in found:
         g = found["live_vs_hand"]
@@ -916,15 +926,16 @@ def main() -> None:
     if "push_vs_file_cpu" in found:
         g = found["push_vs_file_cpu"]
         pacer_text = (
-            f"; the pacer alone (a live call's packets arriving, the network's share) costs "
-            f"{g['pacer_us']:.1f} µs, which leaves {g['entry_us']:.1f} µs for the chain behind "
-            "PushSource" if "pacer_us" in g else ""
+            f" (note, not the verdict: the pacer alone, a live call's packets arriving, costs "
+            f"{g['pacer_us']:.1f} µs; {g['push_us']:.1f} - {g['pacer_us']:.1f} = "
+            f"{g['entry_us']:.1f} µs would be left for the chain behind PushSource)"
+            if "pacer_us" in g else ""
         )
         lines.append(f"- CPU per frame fed like a live call vs by the wav source at N = "
                      f"{g['at']:,}: {g['push_us']:.1f} vs {g['file_us']:.1f} µs "
-                     f"({g['ratio']:.2f}x, pacer included){pacer_text}; goal (the chain "
-                     f"behind the live entry at most the file-fed chain's): "
-                     f"{'met' if g['met'] else 'NOT met'}")
+                     f"({g['ratio']:.2f}x, pacer included); goal (the chain behind the live "
+                     f"entry, as measured, at most the file-fed chain's): "
+                     f"{'met' if g['met'] else 'NOT met'}{pacer_text}")
     every = _common_n_all(steps)
     if every:
         costs = {
@@ -944,7 +955,8 @@ def main() -> None:
         "segmenters fed round-robin in a plain loop (no event loop, no pacing, no frames) with "
         "as many sessions as the chain's limit; 20 ms over its CPU per frame is the most any "
         "runtime could hold there, with no headroom for lateness.\n\n"
-        f"{table}\n\n" + "\n".join(lines) + "\n\n![sessions per core](scale.png)\n\n"
+        f"{table}\n\n{pass_rule_text()}\n\n" + "\n".join(lines)
+        + "\n\n![sessions per core](scale.png)\n\n"
         f"<details><summary>every step</summary>\n\n{detail}\n\n</details>"
     )
     data = {"limits": limits, "steps": steps, "floors": {str(k): v for k, v in floors.items()},

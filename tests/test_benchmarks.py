@@ -291,3 +291,51 @@ async def test_orderline_probe_measures_calls_and_leaves_nothing_running() -> No
     assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
     assert set(Path(tempfile.gettempdir()).glob("pipeflow-bench-orderline-*")) == leftovers
     assert os.sched_getaffinity(0) == affinity
+
+
+def test_rewrite_drops_stray_text_between_and_after_sections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIPEFLOW_RESULTS_DIR", str(tmp_path))
+    write_section("one", "One", "body one", "cmd one")
+    md = tmp_path / "results.md"
+    stray = "\n" * 25 + "| stray goal | - | not measured | x |\n"
+    md.write_text(md.read_text() + stray)
+    for _ in range(3):  # rewriting again and again adds no blank lines
+        write_section("one", "One", "body one", "cmd one")
+    write_headline("python -m benchmarks")
+    text = md.read_text()
+    assert "stray goal" not in text
+    assert "\n\n\n" not in text
+    assert text.endswith("<!-- end one -->\n")
+
+
+def test_live_entry_cpu_goal_is_judged_on_the_measured_figure() -> None:
+    store = _store(1.2, 1.1, 0.5, 2000, 60, 1300, 1000, 0.8, 1.13, 20.0)
+    push = store["scale"]["data"]["goals"]["push_vs_file_cpu"]
+    push.update(pacer_us=10.0, entry_us=push["push_us"] - 10.0, met=True)  # an old, kind verdict
+    row = headline_rows(store)[6]
+    assert row[2] == "NOT met"
+    assert "22.6 - pacer 10.0 = 12.6 µs" in row[1] and "not the verdict" in row[1]
+
+
+def test_headline_quotes_the_pass_through_range_and_labels_the_p99_difference() -> None:
+    store = _store(1.2, 1.1, 0.5, 2000, 60, 1300, 1000, 0.8, 0.9, 20.0)
+    store["pipeline"]["data"] = [{"stages": 1, "ratio": 1.01}, {"stages": 5, "ratio": 0.98},
+                                 {"stages": 10, "ratio": 1.07}]
+    rows = headline_rows(store)
+    assert rows[0][1].startswith("0.98x-1.07x")
+    assert "difference of p99s, not a p99 of differences" in rows[2][1]
+
+
+def test_readme_states_the_measured_machine_and_the_suite_bound() -> None:
+    from benchmarks.report import suite_bound_s
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Benchmarks"):readme.index("## More")]
+    results = (ROOT / "benchmarks" / "results.md").read_text()
+    cpu = json.loads((ROOT / "benchmarks" / "results.json").read_text())["machine"]["cpu"]
+    assert cpu in section and cpu in results
+    bound = f"at most {suite_bound_s():,} s"
+    assert bound in section and bound in results
+    assert "in one run" not in results.split("<!-- begin ")[0]
