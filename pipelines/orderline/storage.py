@@ -28,6 +28,7 @@ import contextlib
 import re
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -272,7 +273,7 @@ class SqliteOrderRepository:
         try:
             if not self._ready:
                 with self._schema_lock:
-                    conn.execute("PRAGMA journal_mode=WAL")
+                    _use_wal(conn)
                     conn.execute(
                         f'CREATE TABLE IF NOT EXISTS "{self.table}" ('
                         " order_id TEXT PRIMARY KEY, idempotency_key TEXT NOT NULL UNIQUE,"
@@ -289,6 +290,21 @@ class SqliteOrderRepository:
             raise LocalError(f"The orders database {self.path} failed: {exc}") from exc
         finally:
             conn.close()
+
+
+def _use_wal(conn: sqlite3.Connection, wait_s: float = 10.0) -> None:
+    """Switch the file to WAL (it stays so). The switch needs the file to itself and
+    does not wait on the busy timeout: another connection's first write racing it
+    gets "database is locked" at once, so it is retried for up to ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 class PostgresOrderRepository:
