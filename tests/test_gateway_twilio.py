@@ -187,10 +187,13 @@ async def test_fake_twilio_call_places_the_order(tmp_path: Path) -> None:
     assert {"media", "mark"} <= events
     payloads = [m for m in received if m["event"] == "media"]
     assert all(len(base64.b64decode(m["media"]["payload"])) <= CHUNK for m in payloads)
-    assert "clear" in events  # the caller talked over the long price answer: barge-in
-    # Each barge-in truncated the model's item once, where a mark said playback had got to
-    # (not also where the gateway's own sinks guessed, on the gateway's clock).
-    assert truncations and len({item for item, _ in truncations}) == len(truncations)
+    # Whether the caller's fixed track talks over an answer depends on how fast this
+    # machine makes the answers; the barge-in itself (clear, one truncation at a mark) is
+    # pinned down on the manual clock in tests/test_gateway_edges.py. Here: any barge-in
+    # that happened cut the model's item once, where a mark said playback had got to
+    # (never also where the gateway's own sinks guessed, on the gateway's clock).
+    assert ("clear" in events) == bool(truncations), (events, truncations)
+    assert len({item for item, _ in truncations}) == len(truncations)
     boundaries = _mark_positions(received)
     for item, end_ms in truncations:
         assert end_ms == 0 or end_ms in boundaries[item], (item, end_ms, boundaries[item])
