@@ -67,7 +67,7 @@ async def cmd_realtime_server(args: argparse.Namespace) -> int:
     server = LocalRealtimeServer(
         args.script, host=args.host, port=args.port,
         first_audio_delay_ms=args.first_audio_delay_ms, speed=args.speed, api_key=key,
-        options=ServerOptions(speech=args.speech),
+        options=ServerOptions(speech=args.speech), decode_in_process=True,
     )
     await server.start()
     script = server.script.source or "the built-in script"

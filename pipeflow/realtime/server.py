@@ -34,6 +34,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from pipeflow.asr.options import build_transcriber
+from pipeflow.asr.process import (
+    ProcessTranscriber,
+    decoding_in_processes,
+    shared_process_transcriber,
+)
 from pipeflow.errors import LocalError
 from pipeflow.realtime.script import DEFAULT_SCRIPT, Script, load_script
 from pipeflow.realtime.server_faults import FaultBudget, Faults
@@ -89,6 +94,11 @@ class LocalRealtimeServer:
         keep_sessions: keep every connection's session in ``sessions`` after
             it closes (for tests and diagnostics); a long-running server that
             many calls share (the call gateway's) sets it False.
+        decode_in_process: decode the script's transcriber in child processes
+            (``pipeflow.asr.process``), so a long turn never holds this
+            process's event loop; default: what the process is set to
+            (``decode_in_processes``), on in the gateway, the workers and
+            ``pipeflow realtime-server``.
 
     Raises:
         ConfigError: the script file is missing or invalid.
@@ -107,6 +117,7 @@ class LocalRealtimeServer:
         options: ServerOptions | None = None,
         transcriber: Transcriber | None = None,
         keep_sessions: bool = True,
+        decode_in_process: bool | None = None,
     ) -> None:
         if script is None:
             self.script = DEFAULT_SCRIPT
@@ -127,13 +138,17 @@ class LocalRealtimeServer:
         self.port = port
         self.api_key = api_key
         if transcriber is None and self.script.transcriber is not None:
-            transcriber = build_transcriber(self.script.transcriber, self.script.source)
+            if decode_in_process is None:
+                decode_in_process = decoding_in_processes()
+            transcriber = (shared_process_transcriber(self.script.transcriber, self.script.source)
+                           if decode_in_process
+                           else build_transcriber(self.script.transcriber, self.script.source))
         self.transcriber = transcriber
         self.sessions: list[ServerSession] = []
         """Every connection's session, oldest first (only open ones without keep_sessions)."""
         self.keep_sessions = keep_sessions
         self._connections = 0
-        self._transcribing = asyncio.Lock()
+        self._transcribing = asyncio.Semaphore(getattr(transcriber, "concurrency", 1))
         self.refused = 0
         """Connection attempts refused (bad path, key or an injected fault)."""
         self.budget = FaultBudget(self.options.faults)
@@ -164,6 +179,8 @@ class LocalRealtimeServer:
         """
         script = self.script
         speech = self.options.speech
+        if isinstance(self.transcriber, ProcessTranscriber):
+            await asyncio.to_thread(self.transcriber.warm)  # a bad section fails here, not mid-call
         self._speaker = await asyncio.to_thread(
             Speaker, script.voice, script.words_per_minute, speech
         )
@@ -275,8 +292,9 @@ class LocalRealtimeServer:
 
     async def _transcribe(self, job: Transcription) -> str | None:
         """The words of committed audio, decoded in a worker thread so that other
-        connections' audio keeps flowing; one decode at a time (the transcriber
-        is shared). A decoder that fails leaves the script's words to stand in."""
+        connections' audio keeps flowing; as many decodes at a time as the shared
+        transcriber runs at once (one in a thread, one per decoding process).
+        A decoder that fails leaves the script's words to stand in."""
         assert self.transcriber is not None
         async with self._transcribing:
             try:

@@ -8,7 +8,9 @@ took 1.5 s each). The gateway starts one server per distinct script and
 pacing when it starts, and points each call's stage at it. Every connection
 is still its own ``ServerSession`` on that server, so calls stay apart; a
 session is forgotten once its connection closes, so a gateway that runs for
-days does not keep every call's events.
+days does not keep every call's events. A script's transcriber decodes in
+child processes (``pipeflow.asr.process``): one caller's long turn must not
+hold the event loop every call and ``/healthz`` share.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ class SharedModelServers:
             for key in sorted(keys - self._servers.keys(), key=repr):
                 script, delay_ms, speed = key
                 server = LocalRealtimeServer(script=script, port=0, speed=speed,
-                                             first_audio_delay_ms=delay_ms, keep_sessions=False)
+                                             first_audio_delay_ms=delay_ms, keep_sessions=False,
+                                             decode_in_process=True)
                 await server.start()
                 self._servers[key] = server
                 log.info("calls share the local Realtime server at %s", server.url)
