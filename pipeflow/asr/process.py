@@ -19,19 +19,26 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-import multiprocessing
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import Connection
 from typing import Any
 
 from pipeflow.asr.options import TranscriberOptions, build_transcriber
 from pipeflow.errors import ConfigError, LocalError
 
-__all__ = ["ProcessTranscriber", "decode_in_processes", "decoding_in_processes",
-           "shared_process_transcriber", "transcriber_for"]
+__all__ = [
+    "ProcessTranscriber",
+    "child_main",
+    "decode_in_processes",
+    "decoding_in_processes",
+    "shared_process_transcriber",
+    "transcriber_for",
+]
 
 _ENV = "PIPEFLOW_ASR_PROCESSES"
 _switch = {"on": os.environ.get(_ENV, "") not in ("", "0")}
@@ -75,11 +82,13 @@ class ProcessTranscriber:
         where: the script file, for error messages.
         processes: decodes that can run at once (each child holds its own
             models); default: 2, or 1 on a one-core machine.
-        timeout_s: longest one decode may take; past it the children are
-            replaced and the call fails with ``LocalError``.
+        timeout_s: longest one decode may take; past it the child is
+            killed and the call fails with ``LocalError``.
 
-    Calls may come from several threads at once. A child that dies is
-    replaced on the next call.
+    Each child is a fresh interpreter (``python -c``, like the worker
+    pool's processes), so nothing of this process's state and none of its
+    ``__main__`` is run again. Calls may come from several threads at once;
+    a child that dies is replaced on the next call.
     """
 
     def __init__(self, options: TranscriberOptions, where: str = "script", *,
@@ -89,43 +98,42 @@ class ProcessTranscriber:
         self.concurrency = processes or min(2, os.cpu_count() or 1)
         """How many decodes run at once (servers size their queue by it)."""
         self.timeout_s = timeout_s
+        self._slots = threading.Semaphore(self.concurrency)
         self._lock = threading.Lock()
-        self._pool: ProcessPoolExecutor | None = None
-
-    def _executor(self) -> ProcessPoolExecutor:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ProcessPoolExecutor(
-                    self.concurrency, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_child_start, initargs=(self.options, self.where))
-            return self._pool
-
-    def _reset(self, pool: ProcessPoolExecutor) -> None:
-        with self._lock:
-            if self._pool is pool:
-                self._pool = None
-        _kill(pool)
-        pool.shutdown(wait=False, cancel_futures=True)
+        self._idle: list[_Child] = []
+        self._all: set[_Child] = set()
 
     def _call(self, *args: Any) -> Any:
-        pool = self._executor()
-        try:
-            kind, value = pool.submit(_child_call, *args).result(self.timeout_s)
-        except BrokenProcessPool as exc:
-            self._reset(pool)
-            raise LocalError("the decoding process died; the next call starts a new one") from exc
-        except TimeoutError as exc:
-            self._reset(pool)
-            raise LocalError(f"decoding took over {self.timeout_s:g} s; the decoding "
-                             "processes were replaced") from exc
+        with self._slots:
+            with self._lock:
+                child = self._idle.pop() if self._idle else None
+            if child is None:
+                child = _Child(self.options, self.where)
+                with self._lock:
+                    self._all.add(child)
+            try:
+                kind, value = child.ask(args, self.timeout_s)
+            except BaseException:
+                with self._lock:
+                    self._all.discard(child)
+                child.kill()
+                raise
+            with self._lock:
+                self._idle.append(child)
         if kind == "config":
             raise ConfigError(value)
         if kind == "error":
             raise LocalError(value)
         return value
 
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the children running now."""
+        with self._lock:
+            return [child.process.pid for child in self._all]
+
     def warm(self) -> None:
-        """Start the children and build their models now (a server does it when it starts).
+        """Start a child and build its models now (a server does it when it starts).
 
         Raises:
             ConfigError: the options name no usable sentences.
@@ -146,39 +154,67 @@ class ProcessTranscriber:
     def close(self) -> None:
         """Stop the children (a later call starts new ones)."""
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            children, self._all, self._idle = list(self._all), set(), []
+        for child in children:
+            child.kill()
 
 
-def _kill(pool: ProcessPoolExecutor) -> None:
-    """Kill a pool's children (one stuck in a decode never reads its queue again)."""
-    for process in list(getattr(pool, "_processes", {}).values()):
-        with contextlib.suppress(Exception):
-            process.kill()
+class _Child:
+    """One decoding process and the pipe to it."""
+
+    def __init__(self, options: TranscriberOptions, where: str) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", "from pipeflow.asr.process import child_main; child_main()",
+                 str(theirs.fileno())], pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+        finally:
+            theirs.close()
+        self.conn = Connection(ours.detach())
+        self.conn.send((options, where, list(sys.path)))
+
+    def ask(self, args: tuple[Any, ...], timeout_s: float) -> tuple[str, Any]:
+        try:
+            self.conn.send(args)
+            if not self.conn.poll(timeout_s):
+                raise LocalError(f"decoding took over {timeout_s:g} s; the decoding process "
+                                 "was replaced")
+            return self.conn.recv()
+        except (EOFError, OSError) as exc:
+            code = self.process.poll()
+            raise LocalError(f"the decoding process died (exit status {code}); the next call "
+                             "starts a new one") from exc
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
+        self.conn.close()
 
 
-_child: dict[str, Any] = {}
-
-
-def _child_start(options: TranscriberOptions, where: str) -> None:
-    """In the child: die with the parent, ignore Ctrl-C (the parent decides), build lazily."""
+def child_main() -> None:
+    """Entry of a decoding process: build the transcriber once, answer calls until EOF."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _child["options"] = (options, where)
-
-
-def _child_call(pcm: bytes | None, sample_rate: int, kwargs: dict[str, Any]) -> tuple[str, Any]:
-    """In the child: build the transcriber once, decode; errors go back as text."""
-    try:
-        transcriber = _child.get("transcriber")
-        if transcriber is None:
-            transcriber = _child["transcriber"] = build_transcriber(*_child["options"])
-        if pcm is None:
-            return "ok", None
-        return "ok", transcriber.transcribe(pcm, sample_rate, **kwargs)
-    except ConfigError as exc:
-        return "config", str(exc)
-    except Exception as exc:  # the parent re-raises it as LocalError
-        return "error", f"decoding failed: {type(exc).__name__}: {exc}"
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent decides
+    conn = Connection(int(sys.argv[1]))
+    options, where, path = conn.recv()
+    sys.path[:] = path
+    transcriber: Any = None
+    while True:
+        try:
+            pcm, sample_rate, kwargs = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            if transcriber is None:
+                transcriber = build_transcriber(options, where)
+            answer: tuple[str, Any] = (
+                ("ok", None) if pcm is None
+                else ("ok", transcriber.transcribe(pcm, sample_rate, **kwargs)))
+        except ConfigError as exc:
+            answer = ("config", str(exc))
+        except Exception as exc:  # the parent re-raises it as LocalError
+            answer = ("error", f"decoding failed: {type(exc).__name__}: {exc}")
+        conn.send(answer)

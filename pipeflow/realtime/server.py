@@ -75,6 +75,12 @@ def _error_body(message: str, code: str, kind: str = "invalid_request_error") ->
     return msgspec.json.encode(body).decode() + "\n"
 
 
+def _error_event() -> str:
+    return msgspec.json.encode({"type": "error", "event_id": "event_server_error", "error": {
+        "type": "server_error", "code": "server_error", "param": None, "event_id": None,
+        "message": "The server could not handle this event; the session goes on."}}).decode()
+
+
 class LocalRealtimeServer:
     """A Realtime-compatible WebSocket server that plays a script.
 
@@ -275,7 +281,12 @@ class LocalRealtimeServer:
         writer = asyncio.create_task(self._write(ws, session, wake))
         try:
             async for message in ws:
-                session.receive_data(message, loop.time())
+                try:
+                    session.receive_data(message, loop.time())
+                except Exception as exc:  # a bug must cost one event, never the connection
+                    log.error("client event of %d bytes not handled (%s: %s); answered with "
+                              "an error event", len(message), type(exc).__name__, exc)
+                    await ws.send(_error_event(), text=True)
                 wake.set()
                 while (job := session.take_transcription()) is not None:
                     session.transcribed(job, await self._transcribe(job), loop.time())

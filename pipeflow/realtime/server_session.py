@@ -40,6 +40,7 @@ from pipeflow.realtime.server_config import (
     ServerConfig,
     Shape,
     apply_update,
+    check_spoken,
     detect_shape,
     session_object,
 )
@@ -323,6 +324,10 @@ class ServerSession(ResponsePlanner):
     def _client_error(self, now: float, exc: ProtocolError, data: str | bytes) -> None:
         try:
             obj = msgspec.json.decode(data)
+        except RecursionError:
+            self._error(now, "The message nests objects or arrays too deeply to be a client "
+                        "event.", "invalid_json")
+            return
         except (msgspec.DecodeError, UnicodeDecodeError):
             self._error(now, "The message is not valid JSON: each client event must be one "
                         "JSON object.", "invalid_json")
@@ -368,6 +373,8 @@ class ServerSession(ResponsePlanner):
                         "creating a new one.", "conversation_already_has_active_response")
                 meta = (event.response or {}).get("metadata")
                 say = meta.get("say") if isinstance(meta, dict) else None
+                if isinstance(say, str):
+                    check_spoken(say, "response.metadata.say")
                 self._respond(now, say if isinstance(say, str) else None)
             case ev.ResponseCancel():
                 if self._active is None:
