@@ -17,7 +17,6 @@ would only add its start-up time.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import os
 import signal
@@ -194,9 +193,12 @@ class _Child:
 
 
 def child_main() -> None:
-    """Entry of a decoding process: build the transcriber once, answer calls until EOF."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    """Entry of a decoding process: build the transcriber once, answer calls until EOF.
+
+    The pipe's end is how it learns its parent is gone (no PR_SET_PDEATHSIG:
+    that fires when the parent *thread* that started it ends, and servers
+    start their decoders from short-lived worker threads).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the parent decides
     conn = Connection(int(sys.argv[1]))
     options, where, path = conn.recv()
