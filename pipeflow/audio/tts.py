@@ -30,8 +30,8 @@ from pipeflow.errors import ConfigError, LocalError
 __all__ = ["CACHE_BYTES", "NATIVE_RATE", "SpeechCache", "available", "speech_cache",
            "synthesize", "synthesize_async"]
 
-CACHE_BYTES = 64 * 1024 * 1024
-"""Bytes of speech the process-wide cache keeps (about 20 minutes at 24 kHz)."""
+CACHE_BYTES = 16 * 1024 * 1024
+"""Bytes of speech the process-wide cache keeps (about 5 minutes at 24 kHz)."""
 
 NATIVE_RATE = 22050
 """The rate espeak-ng synthesises at (replaced by what espeak_Initialize reports)."""
