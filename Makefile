@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench bench-quick docs clean setup browser
+.PHONY: demo test lint bench bench-quick docs clean setup browser soak audit
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,18 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks --quick
+
+## The long reliability runs of docs/reliability.md (SOAK_MINUTES=10 by default).
+SOAK_MINUTES ?= 10
+soak: $(STAMP)
+	$(BIN)/python -m benchmarks.soak leak --sessions 1000 --calls 1000
+	$(BIN)/python -m benchmarks.soak calls --minutes $(SOAK_MINUTES) --concurrent 8
+	$(MAKE) audit
+
+## Known vulnerabilities in the installed packages (needs PyPI's JSON API).
+audit: $(STAMP)
+	@$(BIN)/python -m pip_audit --version >/dev/null 2>&1 || $(BIN)/python -m pip install --quiet pip-audit
+	$(BIN)/python -m pip_audit -s pypi --skip-editable --progress-spinner off
 
 ## Regenerate docs/yaml.md from the option structs.
 docs: $(STAMP)
