@@ -53,10 +53,13 @@ soak: $(STAMP)
 	$(BIN)/python -m benchmarks.soak calls --minutes $(SOAK_MINUTES) --concurrent 8
 	$(MAKE) audit
 
-## Known vulnerabilities in the installed packages (needs PyPI's JSON API).
+## Known vulnerabilities in the installed packages (needs PyPI's JSON API);
+## pip-audit lives in its own environment, so it is not part of the audited set.
+AUDIT_VENV ?= .venv-audit
 audit: $(STAMP)
-	@$(BIN)/python -m pip_audit --version >/dev/null 2>&1 || $(BIN)/python -m pip install --quiet pip-audit
-	$(BIN)/python -m pip_audit -s pypi --skip-editable --progress-spinner off
+	@test -x $(AUDIT_VENV)/bin/pip-audit || ($(PYTHON) -m venv $(AUDIT_VENV) && $(AUDIT_VENV)/bin/pip install --quiet pip-audit)
+	$(BIN)/python -m pip freeze --exclude-editable > $(AUDIT_VENV)/installed.txt
+	$(AUDIT_VENV)/bin/pip-audit -s pypi -r $(AUDIT_VENV)/installed.txt --no-deps --disable-pip --progress-spinner off
 
 ## Regenerate docs/yaml.md from the option structs.
 docs: $(STAMP)
