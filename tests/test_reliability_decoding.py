@@ -142,5 +142,7 @@ async def test_noise_turns_do_not_freeze_healthz_or_other_calls(tmp_path: Path, 
               f"in {elapsed:.1f} s, gap between answers p50 {np.percentile(pings, 50) * 1000:.0f}"
               f" ms, max {worst * 1000:.0f} ms; the other call answered in {answered:.2f} s")
     assert noisy["state"] == "active"
+    frames = (tmp_path / "noisy" / "frames.jsonl").read_text()
+    assert "input_audio_buffer_too_large" in frames  # the caller's side is told, once
     assert worst < 2.0, f"/healthz went unanswered {worst:.1f} s while the noise was decoded"
     assert answered < 5.0, f"the other call's answer took {answered:.1f} s"
