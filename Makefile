@@ -59,7 +59,7 @@ AUDIT_VENV ?= .venv-audit
 audit: $(STAMP)
 	@test -x $(AUDIT_VENV)/bin/pip-audit || ($(PYTHON) -m venv $(AUDIT_VENV) && $(AUDIT_VENV)/bin/pip install --quiet pip-audit)
 	$(BIN)/python -m pip freeze --exclude-editable > $(AUDIT_VENV)/installed.txt
-	$(AUDIT_VENV)/bin/pip-audit -s pypi -r $(AUDIT_VENV)/installed.txt --no-deps --disable-pip --progress-spinner off
+	$(AUDIT_VENV)/bin/pip-audit -s pypi -r $(AUDIT_VENV)/installed.txt --no-deps --disable-pip --strict --progress-spinner off
 
 ## Regenerate docs/yaml.md from the option structs.
 docs: $(STAMP)
