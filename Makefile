@@ -51,7 +51,7 @@ SOAK_MINUTES ?= 10
 soak: $(STAMP)
 	$(BIN)/python -m benchmarks.soak leak --sessions 1000 --calls 1000
 	$(BIN)/python -m benchmarks.soak calls --minutes $(SOAK_MINUTES) --concurrent 8
-	$(MAKE) audit
+	-$(MAKE) audit  # reported, not fatal here: it needs PyPI's JSON API
 
 ## Known vulnerabilities in the installed packages (needs PyPI's JSON API);
 ## pip-audit lives in its own environment, so it is not part of the audited set.
