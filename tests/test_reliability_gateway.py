@@ -191,3 +191,27 @@ async def test_gateway_memory_levels_off_over_sequential_calls(tmp_path: Path, c
     assert full["transcript"] and full["tool_calls"]  # the record is read back whole
     assert after[1] <= before[1] and after[2] <= before[2]
     assert growth < 5.0
+
+
+async def test_the_gateways_model_server_takes_only_the_gateways_calls(tmp_path: Path) -> None:
+    """Its loopback port needs the key the gateway made: no other local process gets in."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    from tests.gateway_util import serving
+
+    app = create_app(CALL_YAML, GatewayOptions(no_auth=True, output_dir=str(tmp_path),
+                                                overrides=FAST))
+    async with serving(app) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
+        [server] = app.state.calls.models.servers
+        try:
+            async with connect(server.url):
+                raise AssertionError("a keyless connection was let in")
+        except InvalidStatus as exc:
+            assert exc.response.status_code == 401
+        assert (await client.post("/api/calls/k1/start")).status_code == 201
+        answer = await client.post("/api/calls/k1/text",
+                                   json={"q": "How much is a pizza?", "wait": True})
+        assert "$10.00" in answer.json()["reply"]
+        record = (await client.post("/api/calls/k1/end")).json()
+    assert server.api_key not in str(record)
