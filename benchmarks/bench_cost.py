@@ -307,9 +307,9 @@ def main() -> None:
         "hand_vs_file": costs["bare"] / costs["audio"],
     }
     lines = [
-        f"- the file-fed audio chain does **{ratios['floor_share']:.0%}** of the floor's work "
-        "per frame as its own work (the floor's instructions over the chain's): the share of "
-        "the floor's sessions it could hold if time followed instructions",
+        f"- the floor's instructions per frame are **{ratios['floor_share']:.0%}** of the "
+        "file-fed audio chain's: the share of the floor's sessions the chain could hold if "
+        "time followed instructions (cache misses and lateness headroom are not counted)",
         f"- fed like a live call, the chain costs {costs['audio-push']:,.0f} instructions per "
         f"frame with the pacer, {ratios['push_vs_file']:.2f}x the file-fed chain; the pacer "
         f"alone costs {costs['pacer']:,.0f}, so the chain behind `PushSource` costs "
