@@ -44,6 +44,7 @@ SUITE: dict[str, tuple[str, int, int]] = {
 ON_THEIR_OWN = {
     "bench_streams": "prints its table and writes nothing here",
     "bench_asr": "writes its own section here when run",
+    "bench_cost": "needs valgrind; writes its own section here when run",
 }
 """Benchmarks outside the suite's list: `make bench` does not run them."""
 SECTION_RE = re.compile(r"<!-- begin ([\w.-]+) -->.*?<!-- end \1 -->", re.S)
