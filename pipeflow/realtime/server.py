@@ -3,7 +3,9 @@
 It serves the Realtime WebSocket protocol (GA event names by default, beta
 names for a client that sends ``OpenAI-Beta: realtime=v1``, connects with
 ``?shape=beta`` or sends a beta-shaped ``session.update``) at
-``ws://HOST:PORT/v1/realtime``. Each connection is one ``ServerSession``
+``ws://HOST:PORT/v1/realtime``, and on the same port the cascade's HTTP
+endpoints (``/v1/chat/completions``, ``/v1/audio/transcriptions``,
+``/v1/audio/speech``; see ``_http_too``). Each connection is one ``ServerSession``
 (``pipeflow.realtime.server_session``), a pure object; this module only moves
 its bytes and sleeps until its next event is due. Use it in tests, in demos
 (``pipeflow realtime-server``) and as the ``realtime`` stage's default when
@@ -177,6 +179,12 @@ class LocalRealtimeServer:
         """``ws://HOST:PORT/v1``: the ``websocket_base_url`` of the openai SDK."""
         return f"ws://{self.host}:{self.port}/v1"
 
+    @property
+    def http_base_url(self) -> str:
+        """``http://HOST:PORT/v1``: the ``base_url`` of the openai SDK's HTTP client
+        (chat and audio) and of the ``stt``, ``llm`` and ``tts`` stages."""
+        return f"http://{self.host}:{self.port}/v1"
+
     async def start(self) -> None:
         """Listen; ``port`` holds the real port afterwards.
 
@@ -194,7 +202,7 @@ class LocalRealtimeServer:
             self._server = await serve(
                 self._handle, self.host, self.port, process_request=self._check,
                 compression=None, max_size=_MAX_MESSAGE, close_timeout=self.close_timeout,
-                logger=_ws_log,
+                logger=_ws_log, create_connection=self._http_too(),
             )
         except OSError as exc:
             raise LocalError(
@@ -203,6 +211,16 @@ class LocalRealtimeServer:
         self.port = next(iter(self._server.sockets)).getsockname()[1]
         log.info("local Realtime server listening on %s (script %s)", self.url,
                  script.source or "<built-in>")
+
+    def _http_too(self) -> Any:
+        """Connections that also serve the cascade's HTTP endpoints on this port:
+        ``POST /v1/chat/completions`` (this script), ``/v1/audio/transcriptions``
+        and ``/v1/audio/speech`` (``pipeflow.cascade.audio_server``)."""
+        from pipeflow.cascade.audio_server import local_api_app
+        from pipeflow.cascade.same_port import http_diverting
+
+        return http_diverting(local_api_app(self.script, self.api_key, self.transcriber,
+                                            self._speaker))
 
     async def close(self) -> None:
         """Stop listening and close every connection (idempotent).
