@@ -36,6 +36,7 @@ SUITE: dict[str, tuple[str, int, int]] = {
     "audio": ("benchmarks.bench_audio", 120, 40),
     "realtime": ("benchmarks.bench_realtime", 90, 40),
     "latency": ("benchmarks.bench_latency", 90, 40),
+    "cascade": ("benchmarks.bench_cascade", 120, 40),
     "worker": ("benchmarks.bench_worker", 300, 90),
     # Both searches stop starting steps after 900 s; the rest is the last round's steps.
     "scale": ("benchmarks.bench_scale", 1500, 120),
