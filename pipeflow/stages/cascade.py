@@ -27,20 +27,35 @@ class CascadeOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The options the ``cascade`` stage had; reading them explains the split."""
 
     base_url: str = ""
+    """Now an option of the ``llm`` stage."""
     model: str = "gpt-4o-mini"
+    """Now an option of the ``llm`` stage."""
     api_key_env: str = "OPENAI_API_KEY"
+    """Now an option of the ``llm`` stage."""
     instructions: str | None = None
+    """Now an option of the ``llm`` stage."""
     script: str | None = None
+    """Now an option of the ``llm`` stage (and stt, for its transcriber)."""
     transcriber: TranscriberOptions | None = None
+    """Now an option of the ``stt`` stage."""
     voice: str = "en-us"
+    """Now an option of the ``tts`` stage."""
     words_per_minute: int = 175
+    """Now an option of the ``tts`` stage."""
     output_rate: int = 24000
+    """Now an option of the ``tts`` stage."""
     chunk_ms: int = 100
+    """Now an option of the ``tts`` stage."""
     response_on_start: bool = False
+    """Now an option of the ``llm`` stage."""
     tool_timeout_s: float | None = 60.0
+    """Now an option of the ``llm`` stage."""
     drain_timeout_s: float = 10.0
+    """Now an option of the ``llm`` stage."""
     rate_limit_wait_max_s: float = 0.0
+    """Now the ``llm`` stage's ``retry`` (``max_wait_s``)."""
     offline_chunk_delay_ms: float = 0.0
+    """Now an option of the ``llm`` stage."""
 
     def __post_init__(self) -> None:
         raise ValueError(replacement(self))
