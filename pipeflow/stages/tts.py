@@ -178,8 +178,11 @@ class TextToSpeech(Stage):
                         await self._first_audio(started)
                 return
             except ChatError as exc:
-                delay = None if sent else retry_delay(exc, attempt, self.options.retry)
+                delay = None if sent or pending else retry_delay(exc, attempt,
+                                                                 self.options.retry)
                 if delay is None:
+                    if pending:  # what came of a cut answer is still spoken
+                        self._send(item_id, pending, voice.sample_rate, "" if sent else sentence)
                     raise
                 self.ctx.log.warning("%s; trying again in %.2f s", exc, delay)
                 await asyncio.sleep(delay)
