@@ -12,6 +12,7 @@ OpenAI's audio endpoints (tests/data/audio).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -265,3 +266,17 @@ def test_a_recorded_429_reads_its_retry_after() -> None:
                        recorded["headers"], "https://api.openai.com/v1/audio/speech", "the voice")
     assert error.code == "http_429" and error.retry_after == 1.0
     assert str(error).startswith("the voice at https://api.openai.com/v1/audio/speech is rate")
+
+
+async def test_closing_the_server_ends_idle_http_connections() -> None:
+    server = LocalRealtimeServer(SCRIPT)
+    await server.start()
+    async with httpx.AsyncClient() as http:  # keeps its connection open between requests
+        first = await http.post(server.http_base_url + "/chat/completions",
+                                json={"model": "m", "messages": [{"role": "user",
+                                                                  "content": "hi"}]})
+        assert first.status_code == 200
+        await asyncio.wait_for(server.close(), 5)
+        with pytest.raises(httpx.TransportError):
+            await http.post(server.http_base_url + "/chat/completions",
+                            json={"model": "m", "messages": []})

@@ -43,6 +43,13 @@ def http_diverting(app: Any) -> type[ServerConnection]:
         _pending: asyncio.BaseTransport | None = None
         _head = b""
 
+        @staticmethod
+        def close_http() -> None:
+            """End the HTTP connections (idle keep-alive ones at once, busy ones after
+            their answer), so a server closing does not wait on them."""
+            for connection in list(state.connections):
+                connection.shutdown()
+
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             self._pending = transport
 

@@ -2,7 +2,9 @@
 
 Point any Realtime client at it: ``OAI_REALTIME_URL`` for pipeflow, or
 ``websocket_base_url`` for the openai SDK. It plays a YAML script (see
-docs/realtime.md) and speaks with espeak-ng.
+docs/realtime.md) and speaks with espeak-ng. The same port serves the
+cascade's HTTP endpoints (docs/cascade.md): point the ``stt``, ``llm`` and
+``tts`` stages' ``base_url``, or the SDK's, at ``http://HOST:PORT/v1``.
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ async def cmd_realtime_server(args: argparse.Namespace) -> int:
         f"{', key required' if key else ''})\n"
         f"  pipeflow:   OAI_REALTIME_URL={server.url}\n"
         f"  openai SDK: AsyncOpenAI(websocket_base_url={server.base_url!r}, api_key=...)\n"
+        f"  cascade:    base_url: {server.http_base_url} (chat completions, audio "
+        "transcriptions and speech on the same port)\n"
     )
     sys.stdout.flush()
     stop = asyncio.Event()

@@ -162,6 +162,7 @@ class LocalRealtimeServer:
         self.budget = FaultBudget(self.options.faults)
         self._speaker: Speaker | None = None
         self._server: Server | None = None
+        self._http: Any = None  # the connection class that serves HTTP too
         self._refusals_left = self.options.faults.refuse_connections
         self._live: set[ServerConnection] = set()
         self.close_timeout = _CLOSE_TIMEOUT
@@ -219,8 +220,9 @@ class LocalRealtimeServer:
         from pipeflow.cascade.audio_server import local_api_app
         from pipeflow.cascade.same_port import http_diverting
 
-        return http_diverting(local_api_app(self.script, self.api_key, self.transcriber,
-                                            self._speaker))
+        self._http = http_diverting(local_api_app(self.script, self.api_key, self.transcriber,
+                                                  self._speaker))
+        return self._http
 
     async def close(self) -> None:
         """Stop listening and close every connection (idempotent).
@@ -232,6 +234,8 @@ class LocalRealtimeServer:
         if server is None:
             return
         server.close(close_connections=False)
+        if self._http is not None:
+            self._http.close_http()
         await asyncio.gather(*(_close(ws, self.close_timeout) for ws in list(self._live)))
         await server.wait_closed()
 
