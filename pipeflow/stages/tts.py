@@ -42,8 +42,8 @@ class TtsOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     model: str = "gpt-4o-mini-tts"
     """Speech model sent to ``base_url``."""
     voice: str = ""
-    """The voice: the provider's name (default ``alloy``), or offline an espeak-ng voice
-    (default ``en-us``)."""
+    """The voice: the provider's name (default: the agent's voice, else ``alloy``), or
+    offline an espeak-ng voice (default ``en-us``)."""
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the API key (never written in YAML)."""
     instructions: str = ""
@@ -92,7 +92,9 @@ class TextToSpeech(Stage):
         opts = self.options
         where = endpoint(opts.base_url, opts.api_key_env)
         if where.base_url:
-            return HttpSpeech(where.base_url, opts.model, opts.voice or "alloy", where.api_key,
+            agent = self.ctx.pipeline.agent
+            voice = opts.voice or getattr(agent, "voice", None) or "alloy"
+            return HttpSpeech(where.base_url, opts.model, voice, where.api_key,
                               opts.instructions)
         return OfflineSpeech(opts.output_rate, opts.voice or "en-us", opts.words_per_minute)
 
