@@ -91,3 +91,39 @@ async def test_the_gateway_serves_the_cascade_call_to_a_twilio_caller(tmp_path: 
     assert orders[0].items_text() == "2 pizzas, 1 salad, 1 ice cream"
     assert orders[0].phone == "5551234567" and "Main Street" in orders[0].address
     assert {"media", "mark"} <= {m["event"] for m in received}
+
+
+async def test_the_cascade_call_over_http_to_the_local_server(tmp_path: Path) -> None:
+    """All three stages pointed at one local server (chat, transcriptions, speech):
+    the same order, through the HTTP clients a real provider gets."""
+    need_tts()
+    import os
+    import sqlite3
+    import sys
+
+    from pipeflow.realtime.server import LocalRealtimeServer
+
+    script = ROOT / "pipelines" / "orderline" / "script.yaml"
+    async with LocalRealtimeServer(script, api_key="sk-local") as server:
+        url = server.http_base_url
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("OPENAI_API_KEY", "OAI_API_KEY", "ORDERLINE_DB")}
+        env["LOCAL_KEY"] = "sk-local"
+        sets = ["caller.speed=3", "wav_sink.realtime=false"]
+        for stage in ("stt", "model", "tts"):
+            sets += [f"{stage}.base_url={url}", f"{stage}.api_key_env=LOCAL_KEY"]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pipeflow.cli", "run", str(CASCADE_YAML), "-o", str(tmp_path),
+            *[arg for s in sets for arg in ("--set", s)], cwd=ROOT, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        output, _ = await asyncio.wait_for(proc.communicate(), 240)
+    assert proc.returncode == 0, output.decode()[-3000:]
+    rows = sqlite3.connect(tmp_path / "orders.sqlite3").execute(
+        "select phone, address, lines from orders").fetchall()
+    assert len(rows) == 1, output.decode()[-3000:]
+    phone, address, lines = rows[0]
+    assert phone == "5551234567" and address == "12 Main Street, Springfield"
+    items = {line["name"]: line["quantity"] for line in json.loads(lines)}
+    assert items == {"pizza": 2, "salad": 1, "ice cream": 1}
+    frames = (tmp_path / "frames.jsonl").read_text()
+    assert '"type":"error"' not in frames
