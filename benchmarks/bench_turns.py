@@ -8,13 +8,14 @@ the VAD, the end-of-turn tracker, the conversation engine and the sink's
 playout clock (``benchmarks.turn_sim``), with and without the pocketsphinx
 recogniser, and is scored against its truth:
 
-- false cut-offs: a turn committed in a mid-sentence pause;
+- false cut-offs: a turn committed before its end (more than 200 ms before the last
+  sample above 1% of the peak: the quiet tail of a word is lost under noise);
 - missed turn ends: no commit within 3 s of the end of the turn;
 - end-of-turn delay: end of the last word to the commit (short answers: p50, p95);
 - false interruptions: a backchannel, noise or cough that cancelled the agent;
 - barge-in reaction: the true speech onset to the agent's audio stopping at the sink.
 
-Then the main thresholds are swept (``interrupt_min_ms``, ``max_delay_ms``)
+Then the main thresholds are swept (``interrupt_min_ms``, ``min_delay_ms``)
 to show what each trades against what.
 
     python -m benchmarks.bench_turns [--quick]
@@ -30,7 +31,7 @@ import msgspec
 
 from benchmarks.report import markdown_table, write_section
 from benchmarks.turn_corpus import CONDITIONS, Case, build_cases, sentences
-from benchmarks.turn_sim import CachedTranscriber, Outcome, percentile, run_case
+from benchmarks.turn_sim import END_SLACK_S, CachedTranscriber, Outcome, percentile, run_case
 from pipeflow.turn_detect.options import TurnOptions
 
 __all__ = ["main", "run", "score"]
@@ -43,13 +44,18 @@ def _ms(value: float | None) -> str:
 
 
 def _cut_pauses(outcome: Outcome) -> list[int]:
-    """The pauses (ms) in which a turn was committed early."""
+    """Where a turn was committed before its end: the pause (ms) it fell in, 0 for a
+    commit inside a phrase (at a comma the synthesiser made)."""
     case = outcome.case
     cut = []
-    for i, pause in enumerate(case.pauses_ms):
-        end, start = case.sounds[i][1], case.sounds[i + 1][0]
-        if any(end <= t < start for t in outcome.commits):
-            cut.append(pause)
+    for t in outcome.commits:
+        if t >= case.end - END_SLACK_S:
+            continue
+        pause = 0
+        for i, ms in enumerate(case.pauses_ms):
+            if case.sounds[i][1] <= t < case.sounds[i + 1][0] + 0.2:
+                pause = ms
+        cut.append(pause)
     return cut
 
 
@@ -62,7 +68,7 @@ def score(outcomes: list[Outcome]) -> dict[str, Any]:
     shorts = by.get("short", [])
     quiet = [o for k in QUIET for o in by.get(k, [])]
     barges = by.get("barge_in", [])
-    cuts = [p for o in pauses for p in _cut_pauses(o)]
+    cuts = [p for o in pauses + shorts for p in _cut_pauses(o)]
     short_delays = [d for o in shorts if (d := o.end_delay) is not None]
     all_delays = [d for o in pauses + shorts if (d := o.end_delay) is not None]
     reactions = [r for o in barges if (r := o.reaction) is not None]
@@ -71,7 +77,9 @@ def score(outcomes: list[Outcome]) -> dict[str, Any]:
         "pause_cases": len(pauses),
         "pauses": sum(len(o.case.pauses_ms) for o in pauses),
         "false_cutoffs": len(cuts),
-        "false_cutoffs_le_600": sum(p <= 600 for p in cuts),
+        "false_cutoffs_le_600": sum(0 < p <= 600 for p in cuts),
+        "false_cutoffs_gt_600": sum(p > 600 for p in cuts),
+        "false_cutoffs_inside": sum(p == 0 for p in cuts),
         "missed_turn_ends": sum(1 for o in pauses + shorts
                                 if o.end_delay is None or o.end_delay > 3.0),
         "short_cases": len(shorts),
@@ -106,7 +114,8 @@ def _summary_rows(results: dict[str, dict[str, Any]]) -> list[list[Any]]:
     rows = []
     for name, s in results.items():
         rows.append([
-            name, f"{s['false_cutoffs_le_600']} / {s['false_cutoffs']} of {s['pauses']}",
+            name, f"{s['false_cutoffs_le_600']} / {s['false_cutoffs_gt_600']} / "
+                  f"{s['false_cutoffs_inside']} ({s['pauses']} pauses)",
             s["missed_turn_ends"], f"{_ms(s['short_delay_p50'])} / {_ms(s['short_delay_p95'])}",
             f"{_ms(s['turn_delay_p50'])} / {_ms(s['turn_delay_p95'])}",
             f"{s['false_interruptions_backchannel']} + {s['false_interruptions_noise']} "
@@ -117,7 +126,8 @@ def _summary_rows(results: dict[str, dict[str, Any]]) -> list[list[Any]]:
     return rows
 
 
-SUMMARY_HEADERS = ["configuration", "false cut-offs (pauses <= 600 ms / all)",
+SUMMARY_HEADERS = ["configuration",
+                   "false cut-offs (in pauses <= 600 ms / in 700-800 ms / inside a phrase)",
                    "missed turn ends", "short answer delay p50 / p95 (ms)",
                    "all turns delay p50 / p95 (ms)",
                    "false interruptions (backchannel + noise/cough)",
@@ -148,22 +158,24 @@ def main(quick: bool) -> dict[str, Any]:
     over = [c for c in cases if c.over_agent]
     turns = [c for c in cases if not c.over_agent]
     interrupt_sweep = []
-    for min_ms in ((300, 800, 1200) if quick else (300, 500, 600, 700, 800, 900, 1000, 1200)):
-        options = msgspec.structs.replace(defaults, interrupt_min_ms=min_ms,
-                                          interrupt_sure_ms=max(min_ms,
-                                                                defaults.interrupt_sure_ms))
+    for min_ms in ((300, 900) if quick else (300, 500, 700, 800, 900, 1000, 1200)):
         row: list[Any] = [min_ms]
-        for transcriber in (None, words):
+        for transcriber, min_words in ((None, 0), (words, 1)):
+            options = msgspec.structs.replace(
+                defaults, interrupt_min_ms=min_ms, interrupt_min_words=min_words,
+                interrupt_sure_ms=max(min_ms, defaults.interrupt_sure_ms))
             s = score(run(over, options, transcriber))
-            row += [s["false_interruptions"], s["missed_barge_ins"], _ms(s["reaction_p95"])]
+            row += [f"{s['false_interruptions_backchannel']} + {s['false_interruptions_noise']}",
+                    s["missed_barge_ins"], _ms(s["reaction_p95"])]
         interrupt_sweep.append(row)
     delay_sweep = []
-    for max_ms in ((800, 1500) if quick else (600, 800, 1000, 1200, 1500, 2000)):
-        options = msgspec.structs.replace(defaults, max_delay_ms=max_ms)
-        row = [max_ms]
+    for min_ms in ((250, 400) if quick else (250, 300, 350, 400, 450, 500, 600)):
+        options = msgspec.structs.replace(defaults, min_delay_ms=min_ms)
+        row = [min_ms]
         for transcriber in (None, words):
             s = score(run(turns, options, transcriber))
-            row += [s["false_cutoffs_le_600"], s["false_cutoffs"], _ms(s["short_delay_p50"]),
+            row += [f"{s['false_cutoffs_le_600']} / {s['false_cutoffs_gt_600']} / "
+                    f"{s['false_cutoffs_inside']}", _ms(s["short_delay_p50"]),
                     _ms(s["turn_delay_p50"])]
         delay_sweep.append(row)
     took = time.perf_counter() - started
@@ -189,17 +201,20 @@ def main(quick: bool) -> dict[str, Any]:
                         "missed barge-ins", "barge-in reaction p95 (ms)"], per_condition),
         "Sweep of `interrupt_min_ms` (speech over the agent needed before it is cut off; "
         f"`interrupt_sure_ms` {defaults.interrupt_sure_ms} or the same if larger), "
-        f"on the {len(over)} cases over the agent:",
-        markdown_table(["interrupt_min_ms", "false interruptions (prosody only)",
-                        "missed barge-ins (prosody only)", "reaction p95 ms (prosody only)",
+        f"on the {len(over)} cases over the agent; false interruptions are backchannel + "
+        "noise/cough; with words, `interrupt_min_words: 1` also lets a shorter command "
+        "with a content word through:",
+        markdown_table(["interrupt_min_ms", "false interruptions (duration only)",
+                        "missed barge-ins (duration only)", "reaction p95 ms (duration only)",
                         "false interruptions (words)", "missed barge-ins (words)",
                         "reaction p95 ms (words)"], interrupt_sweep),
-        f"Sweep of `max_delay_ms` (`min_delay_ms` {defaults.min_delay_ms}), on the "
-        f"{len(turns)} pause and short-answer cases:",
-        markdown_table(["max_delay_ms", "false cut-offs <= 600 ms (prosody)",
-                        "false cut-offs all (prosody)", "short delay p50 ms (prosody)",
-                        "all turns delay p50 ms (prosody)", "false cut-offs <= 600 ms (words)",
-                        "false cut-offs all (words)", "short delay p50 ms (words)",
+        f"Sweep of `min_delay_ms` (`max_delay_ms` {defaults.max_delay_ms}), on the "
+        f"{len(turns)} pause and short-answer cases; false cut-offs are in pauses <= 600 ms "
+        "/ in 700-800 ms pauses / inside a phrase (at a comma, e.g. after the \"Yes,\" of "
+        "\"Yes, please.\"):",
+        markdown_table(["min_delay_ms", "false cut-offs (prosody)",
+                        "short answer delay p50 ms (prosody)", "all turns delay p50 ms (prosody)",
+                        "false cut-offs (words)", "short answer delay p50 ms (words)",
                         "all turns delay p50 ms (words)"], delay_sweep),
     ])
     command = "python -m benchmarks.bench_turns" + (" --quick" if quick else "")

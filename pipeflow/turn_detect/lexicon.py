@@ -29,7 +29,7 @@ HOLD = frozenset({
 
 COMPLETE = frozenset({
     "yes", "no", "yeah", "yep", "nope", "sure", "okay", "ok", "right", "correct", "please",
-    "thanks", "thank you", "that's all", "that's it", "all", "it", "done", "one", "two", "three",
+    "thanks", "thank you", "that's all", "that's it", "done", "one", "two", "three",
     "four", "five", "six", "seven", "eight", "nine", "ten", "zero", "none", "nothing",
 })
 """Whole short answers (or their last word) that end a turn."""

@@ -61,15 +61,17 @@ class ProsodyModel:
     short turn point to an end. Scores add up in log-odds.
     """
 
-    def __init__(self, words_weight: float = 2.5, pitch_weight: float = 0.25,
-                 energy_weight: float = 0.06, short_bonus: float = 0.4) -> None:
+    def __init__(self, words_weight: float = 3.0, pitch_weight: float = 0.08,
+                 energy_weight: float = 0.03, short_bonus: float = 0.4,
+                 bias: float = -0.6) -> None:
+        self.bias = bias
         self.words_weight = words_weight
         self.pitch_weight = pitch_weight
         self.energy_weight = energy_weight
         self.short_bonus = short_bonus
 
     def probability(self, turn: TurnContext) -> float:
-        score = 0.0
+        score = self.bias  # no evidence: lean towards waiting (a cut-off costs more)
         if turn.words is not None:
             score += self.words_weight * word_signal(turn.words)
         prosody = end_prosody(turn.audio, turn.sample_rate)

@@ -18,7 +18,7 @@ _Ms = Annotated[int, msgspec.Meta(ge=0)]
 class TurnOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """Options of the ``end_of_turn`` stage (see docs/turns.md)."""
 
-    min_delay_ms: _Ms = 250
+    min_delay_ms: _Ms = 400
     """Silence after the last word before a turn that is surely over is committed."""
     max_delay_ms: _Ms = 1500
     """Silence after which a turn is committed whatever the model says."""
@@ -31,8 +31,10 @@ class TurnOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     null: no words, prosody only."""
     interrupt_min_ms: _Ms = 900
     """Speech over the agent must last this long before it interrupts."""
-    interrupt_min_words: _Ms = 1
-    """With a recogniser: words that are not backchannels needed to interrupt."""
+    interrupt_min_words: _Ms = 0
+    """With a recogniser: content words (not backchannels, fillers or function words)
+    that make speech over the agent an interruption, even one shorter than
+    ``interrupt_min_ms`` ("Stop."); 0: the duration alone decides."""
     interrupt_sure_ms: _Ms = 1500
     """Speech this long interrupts whatever the words."""
     resume_after_ms: _Ms = 400

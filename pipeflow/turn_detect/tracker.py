@@ -46,6 +46,8 @@ class Decode(NamedTuple):
     token: int
     audio: np.ndarray
     sample_rate: int
+    end: float
+    """Stream time the audio ends at."""
 
 
 class TurnTracker:
@@ -69,6 +71,7 @@ class TurnTracker:
         self._decodes: list[Decode] = []
         self._token = 0
         self._in_flight: int | None = None
+        self._decode_end = 0.0
         self._again = False
         self.probabilities: list[float] = []
         """The end-of-turn probability of each pause scored (for benchmarks and logs)."""
@@ -87,6 +90,7 @@ class TurnTracker:
         self._last_stop = 0.0
         self._deadline: float | None = None
         self._words: str | None = None  # words of the turn, from the latest decode
+        self._words_end = 0.0  # ...which cover the turn up to here
         self._last_loud = 0.0  # end of the last frame clearly above the background
 
     # -- inputs ---------------------------------------------------------------------
@@ -149,8 +153,10 @@ class TurnTracker:
         out: list[Frame] = []
         if self._open:
             self._words = text
-            if not self._speaking and self._deadline is not None:
-                self._score()
+            self._words_end = self._decode_end
+            if not self._speaking and self._deadline is not None \
+                    and self._words_end >= self._last_stop - 0.05:
+                self._score()  # words of the whole turn so far: a better score
             self._check_confirm(out)
             self._check_time(out)
         if self._again:
@@ -201,8 +207,9 @@ class TurnTracker:
     def _score(self) -> None:
         if not self.rate:
             return
+        words = self._words if self._words_end >= self._last_stop - 0.05 else None
         turn = TurnContext(audio=self._turn_audio(), sample_rate=self.rate,
-                           speech_s=self._speech_s, words=self._words)
+                           speech_s=self._speech_s, words=words)
         probability = float(self.model.probability(turn))
         self.probabilities.append(probability)
         self._deadline = self._last_stop + self.delay_for(probability)
@@ -216,7 +223,8 @@ class TurnTracker:
         self._token += 1
         self._in_flight = self._token
         audio = self._turn_audio() if not self._speaking else self._live_audio()
-        self._decodes.append(Decode(self._token, audio, self.rate))
+        self._decode_end = self._last_stop if not self._speaking else self.now
+        self._decodes.append(Decode(self._token, audio, self.rate, self._decode_end))
 
     def _live_audio(self) -> np.ndarray:
         start = self._turn_start - 0.05

@@ -1,0 +1,51 @@
+"""A small version of the turn-taking benchmark: the goals hold on part of the corpus."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.bench_turns import run, score
+from benchmarks.turn_corpus import CONDITIONS, build_cases, sentences
+from pipeflow.turn_detect.options import TurnOptions
+from tests.speech import need_tts
+
+
+@pytest.fixture(scope="module")
+def cases():  # type: ignore[no-untyped-def]
+    need_tts()
+    return build_cases((CONDITIONS[0], CONDITIONS[5]), small=True)
+
+
+@pytest.fixture(scope="module")
+def words():  # type: ignore[no-untyped-def]
+    pytest.importorskip("pocketsphinx")
+    from benchmarks.turn_sim import CachedTranscriber
+    from pipeflow.asr.pocketsphinx import PocketsphinxTranscriber
+
+    return CachedTranscriber(PocketsphinxTranscriber(sentences=sentences()))
+
+
+def test_the_corpus_carries_its_truth(cases) -> None:  # type: ignore[no-untyped-def]
+    kinds = {c.kind for c in cases}
+    assert kinds == {"pause", "short", "backchannel", "noise", "cough", "barge_in"}
+    for case in cases:
+        assert case.samples.dtype.name == "int16" and case.samples.size > case.rate * 3
+        assert all(0 < a < b for a, b in case.sounds)
+        if case.kind == "pause":
+            assert len(case.pauses_ms) == len(case.sounds) - 1
+            assert all(200 <= p <= 800 for p in case.pauses_ms)
+    assert {c.rate for c in cases} == {16000, 8000}
+
+
+def test_over_the_agent_no_false_interruption_and_a_fast_stop(cases) -> None:  # type: ignore[no-untyped-def]
+    s = score(run([c for c in cases if c.over_agent], TurnOptions(), None))
+    assert s["false_interruptions"] == 0, s
+    assert s["reaction_p95"] is not None and s["reaction_p95"] < 0.15, s
+    assert s["false_turns"] == 0, s  # nothing a cough or a "mhmm" said was answered
+
+
+def test_with_words_short_answers_are_quick_and_pauses_are_not_cut(cases, words) -> None:  # type: ignore[no-untyped-def]
+    s = score(run([c for c in cases if not c.over_agent], TurnOptions(), words))
+    assert s["false_cutoffs_le_600"] == 0, s
+    assert s["short_delay_p50"] is not None and s["short_delay_p50"] < 0.5, s
+    assert s["missed_turn_ends"] == 0, s
