@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from benchmarks.report import markdown_table, write_section
+from benchmarks.report import machine_info, markdown_table, write_section
 from benchmarks.turn_corpus import CONDITIONS, Case, build_cases, sentences
 from benchmarks.turn_sim import (
     END_SLACK_S,
@@ -204,7 +204,7 @@ def main(quick: bool) -> dict[str, Any]:
         "above 1% of the speech's peak to the end of the agent's last audio at the sink "
         "(it pauses on the tentative onset; the chunk playing finishes). A decode's words "
         f"arrive as late as the decode took here (p50 {_ms(decode_p50)} ms). "
-        f"Run time {took:.0f} s.",
+        f"Run time {took:.0f} s on {machine_info()['cpu']} ({machine_info()['cores']} cores).",
         markdown_table(SUMMARY_HEADERS, _summary_rows(results)),
         "Per condition, defaults with words:",
         markdown_table(["condition", "false cut-offs (<= 600 ms)", "missed turn ends",
