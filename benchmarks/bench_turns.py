@@ -114,9 +114,10 @@ def score(outcomes: list[Outcome]) -> dict[str, Any]:
     }
 
 
-def run(cases: list[Case], options: TurnOptions, transcriber: object | None) -> list[Outcome]:
-    """Every case through the turn-taking parts."""
-    return [run_case(case, options, transcriber) for case in cases]
+def run(cases: list[Case], options: TurnOptions, transcriber: object | None,
+        decode_s: float | None = None) -> list[Outcome]:
+    """Every case through the turn-taking parts (``decode_s``: see ``run_case``)."""
+    return [run_case(case, options, transcriber, decode_s=decode_s) for case in cases]
 
 
 def _summary_rows(results: dict[str, dict[str, Any]]) -> list[list[Any]]:

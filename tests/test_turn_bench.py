@@ -45,7 +45,9 @@ def test_over_the_agent_no_false_interruption_and_a_fast_stop(cases) -> None:  #
 
 
 def test_with_words_short_answers_are_quick_and_pauses_are_not_cut(cases, words) -> None:  # type: ignore[no-untyped-def]
-    s = score(run([c for c in cases if not c.over_agent], TurnOptions(), words))
+    # Words come 200 ms after each pause (the decode's p95 on an idle 2-core machine is
+    # under that), so a loaded test machine does not change the verdict.
+    s = score(run([c for c in cases if not c.over_agent], TurnOptions(), words, decode_s=0.2))
     assert s["false_cutoffs_le_600"] == 0, s
     assert s["short_delay_p50"] is not None and s["short_delay_p50"] < 0.5, s
     assert s["missed_turn_ends"] == 0, s

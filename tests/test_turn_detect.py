@@ -130,7 +130,8 @@ def test_a_short_burst_over_the_agent_is_dismissed_long_speech_is_confirmed() ->
 
 
 def test_with_words_a_backchannel_never_interrupts_a_short_command_does() -> None:
-    options = TurnOptions(interrupt_min_ms=600, interrupt_sure_ms=1500, resume_after_ms=300)
+    options = TurnOptions(interrupt_min_ms=600, interrupt_sure_ms=1500, resume_after_ms=300,
+                          interrupt_min_words=1)
     for said, meant in (("mm hmm", False), ("okay", False), ("yeah right", False),
                         ("stop", True), ("no wait", True)):
         caller = Caller(TurnTracker(options, FixedModel(0.0), recognising=True))
