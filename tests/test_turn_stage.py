@@ -10,6 +10,7 @@ import pytest
 
 from pipeflow import AgentSession, Pipeline
 from pipeflow.audio.clock import ManualClock, set_clock
+from pipeflow.config import parse_config
 from pipeflow.errors import ConfigError
 from pipeflow.frames import (
     AudioFrame,
@@ -168,3 +169,18 @@ async def test_a_backchannel_pauses_the_agent_which_then_plays_on_to_the_end() -
     assert max(gaps) > 0.2  # it held while the caller spoke...
     assert [t.role for t in session.conversation.turns] == ["agent"]  # ...and nobody answered
     assert not session.conversation.turns[0].interrupted
+
+
+@pytest.mark.parametrize(("yaml", "says"), [
+    ("min_delay_ms: 900\n    max_delay_ms: 500", "max_delay_ms (500) must be at least"),
+    ("interrupt_min_ms: -1", "interrupt_min_ms"),
+    ("recogniser: {type: whisper}", "recogniser"),
+    ("interupt_min_ms: 500", "interupt_min_ms"),
+])
+def test_bad_yaml_options_name_the_stage_and_the_option(yaml: str, says: str) -> None:
+    text = ("stages:\n  - type: vad\n    commit_on_silence: false\n"
+            f"  - type: end_of_turn\n    {yaml}\n")
+    with pytest.raises(ConfigError) as error:
+        parse_config(text, "p.yaml")
+    assert "p.yaml" in str(error.value) and "end_of_turn" in str(error.value)
+    assert says in str(error.value)
