@@ -18,7 +18,9 @@ inbox, and each call has one playout clock:
   the clock: an item whose last mark comes back played to its end; on an
   ``Interrupt`` the sink sends ``clear`` and reports the position the last
   echoed mark gave. Both halves share one ``MediaStream``: the I/O-free
-  translator and the socket's receive and send.
+  translator and the socket's receive and send. Twilio has no pause: a
+  ``PausePlayout`` clears its buffer and a ``ResumePlayout`` sends the
+  unplayed rest again.
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ from pipeflow.frames import (
     AudioFrame,
     EndOfStream,
     Interrupt,
+    PausePlayout,
     PlayoutPosition,
     ResponseDone,
+    ResumePlayout,
     TextInput,
 )
 from pipeflow.server.twilio_media import (
@@ -232,13 +236,17 @@ class TwilioMediaOut(Stage):
     An item whose last mark comes back is reported played to its end; on an
     ``Interrupt`` Twilio's buffer is cleared and the position of the last
     echoed mark is reported ``interrupted`` (the model's item is truncated
-    there). ``record`` writes the agent audio it sent to a WAV file.
+    there). Twilio cannot pause: on ``PausePlayout`` its buffer is cleared
+    too (the caller hears the agent stop at once), the audio sent after the
+    last echoed mark is kept, and ``ResumePlayout`` sends it again from there;
+    positions of the re-sent item count from the item's start. ``record``
+    writes the agent audio it sent to a WAV file.
     """
 
     role = "sink"
     writes = ("record",)
     duplex = True  # its own task reads the marks; an Interrupt overtakes queued audio
-    consumes = (AudioFrame, Interrupt, ResponseDone)
+    consumes = (AudioFrame, Interrupt, ResponseDone, PausePlayout, ResumePlayout)
     produces = (PlayoutPosition,)
 
     def __init__(self, stream: MediaStream, record: str | None = None) -> None:
@@ -248,20 +256,49 @@ class TwilioMediaOut(Stage):
         self.record = record
         self._writer: WavWriter | None = None
         self._connected = True
+        self._item = ""  # the item whose audio was sent last...
+        self._sent: list[tuple[float, AudioFrame]] = []  # ...its frames, from ms of the item
+        self._offset: dict[str, int] = {}  # ms of an item before its re-sent audio
+        self._held: list[AudioFrame] | None = None  # paused: what to send on resume
+        self._held_at: PlayoutPosition | None = None  # ...and where the caller was
+        self._flush_held = False
 
     async def process(self, frames: Frames) -> Frames:
         translator = self.stream.translator
         self.ctx.spawn(self._marks(), name=f"{self.ctx.name}.marks")
         try:
             async for frame in frames:
-                if type(frame) is AudioFrame and frame.item_id:
-                    self._record(frame)
-                    await self._send(translator.agent_audio(frame))
-                elif isinstance(frame, ResponseDone):
-                    await self._send(translator.flush())
+                kind = type(frame)
+                if kind is AudioFrame and frame.item_id:  # type: ignore[attr-defined]
+                    self._record(frame)  # type: ignore[arg-type]
+                    if self._held is not None:
+                        self._held.append(frame)  # type: ignore[arg-type]
+                    else:
+                        await self._play(frame)  # type: ignore[arg-type]
+                elif kind is ResponseDone:
+                    if self._held is not None:
+                        self._flush_held = True
+                    else:
+                        await self._send(translator.flush())
+                elif kind is PausePlayout and self._held is None:
+                    await self._pause()
+                elif kind is ResumePlayout and self._held is not None:
+                    held, self._held, self._held_at = self._held, None, None
+                    for audio in held:
+                        await self._play(audio)
+                    if self._flush_held:
+                        self._flush_held = False
+                        await self._send(translator.flush())
                 elif isinstance(frame, Interrupt):
                     messages, position = translator.interrupt()
                     await self._send(messages)
+                    if self._held_at is not None:
+                        position = self._held_at  # cut where the pause stopped it
+                    elif position is not None:
+                        position = self._shifted(position)
+                    self._held = self._held_at = None
+                    self._flush_held = False
+                    self._sent.clear()
                     if position is not None:
                         self.ctx.send_upstream(position)
                 yield frame
@@ -272,12 +309,46 @@ class TwilioMediaOut(Stage):
                 self._writer.close()
                 self._writer = None
 
+    async def _play(self, frame: AudioFrame) -> None:
+        """Send one frame of agent audio, keeping it (with its place in the item)."""
+        if frame.item_id != self._item:
+            self._item, self._sent = frame.item_id, []
+        start = self._sent[-1][0] + self._sent[-1][1].duration * 1000 if self._sent \
+            else float(self._offset.get(frame.item_id, 0))
+        self._sent.append((start, frame))
+        await self._send(self.stream.translator.agent_audio(frame))
+
+    async def _pause(self) -> None:
+        """Clear Twilio's buffer; keep what it had not played, to send on resume."""
+        messages, position = self.stream.translator.interrupt()
+        await self._send(messages)
+        self._held = []
+        if position is None or position.item_id != self._item:
+            return
+        self._held_at = self._shifted(position)
+        heard = self._held_at.played_ms
+        for start, frame in self._sent:
+            end = start + frame.duration * 1000
+            if end <= heard:
+                continue
+            skip = max(0, round((heard - start) * frame.sample_rate / 1000)) * 2 * frame.channels
+            self._held.append(msgspec.structs.replace(frame, pcm=frame.pcm[skip:]))
+        self._offset = {self._item: heard}  # the re-sent audio starts here in the item
+        self._item, self._sent = "", []
+
+    def _shifted(self, position: PlayoutPosition) -> PlayoutPosition:
+        """A position from Twilio's marks, counted from the item's start."""
+        offset = self._offset.get(position.item_id, 0)
+        if not offset:
+            return position
+        return msgspec.structs.replace(position, played_ms=position.played_ms + offset)
+
     async def _marks(self) -> None:
         while True:
             mark = await self.stream.marks.get()
             if mark.done:
-                self.ctx.send_upstream(PlayoutPosition(item_id=mark.item_id,
-                                                       played_ms=mark.played_ms))
+                self.ctx.send_upstream(self._shifted(PlayoutPosition(
+                    item_id=mark.item_id, played_ms=mark.played_ms)))
 
     async def _send(self, messages: list[str]) -> None:
         if not self._connected:
