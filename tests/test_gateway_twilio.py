@@ -236,21 +236,28 @@ async def test_fake_twilio_call_places_the_order(tmp_path: Path) -> None:
 
 
 def _mark_positions(messages: list[dict]) -> dict[str, set[int]]:
-    """Milliseconds of each item's audio sent before each of its marks (8 bytes a ms)."""
+    """Milliseconds of each item's audio sent before each of its marks (8 bytes a ms).
+
+    After a ``clear`` (a pause) the same item may be sent again from a mark it had
+    reached: those marks count from that earlier mark.
+    """
     positions: dict[str, set[int]] = {}
     item, sent, pending = "", 0, 0
+    bases: dict[str, set[int]] = {}
+    cleared = ""
     for message in messages:
         if message["event"] == "media":
             pending += len(base64.b64decode(message["media"]["payload"]))
         elif message["event"] == "clear":
-            item, sent, pending = "", 0, 0
+            cleared, item, sent, pending = item, "", 0, 0
         elif message["event"] == "mark":
             name = message["mark"]["name"].rsplit(":", 1)[0]
             if name != item:
+                bases[name] = ({0} | positions.get(name, set())) if name == cleared else {0}
                 item, sent = name, 0
             sent += pending
             pending = 0
-            positions.setdefault(item, set()).add(round(sent / 8))
+            positions.setdefault(item, set()).update(b + round(sent / 8) for b in bases[item])
     return positions
 
 
