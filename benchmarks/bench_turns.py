@@ -157,6 +157,8 @@ def main(quick: bool) -> dict[str, Any]:
     results = {
         "defaults, prosody only": score(run(cases, defaults, None)),
         "defaults, with words (pocketsphinx)": score(run(cases, defaults, words)),
+        "prosody only, interrupt_voicing 0 (the VAD's speech only)": score(run(
+            cases, msgspec.structs.replace(defaults, interrupt_voicing=0.0), None)),
         "with words, VAD margin_db 9": score(
             [run_case(case, defaults, words, vad=SENSITIVE_VAD) for case in cases]),
     }
@@ -240,7 +242,7 @@ def main(quick: bool) -> dict[str, Any]:
 
 def _defaults_line(options: TurnOptions) -> str:
     fields = ("min_delay_ms", "max_delay_ms", "interrupt_min_ms", "interrupt_min_words",
-              "interrupt_sure_ms", "resume_after_ms")
+              "interrupt_sure_ms", "interrupt_voicing", "resume_after_ms")
     return ", ".join(f"{name}: {getattr(options, name)}" for name in fields)
 
 

@@ -9,7 +9,7 @@ from pipeflow.errors import ConfigError
 from pipeflow.frames import SpeechConfirmed, SpeechStarted, SpeechStopped, TurnCommitted
 from pipeflow.turn_detect import ProsodyModel, TurnContext, TurnOptions, TurnTracker
 from pipeflow.turn_detect.lexicon import meaningful_words, word_signal
-from pipeflow.turn_detect.prosody import end_prosody
+from pipeflow.turn_detect.prosody import end_prosody, voicing
 
 RATE = 16000
 FRAME = RATE // 50
@@ -191,3 +191,46 @@ def test_options_are_checked() -> None:
         TurnOptions(min_delay_ms=900, max_delay_ms=500)
     with pytest.raises(ConfigError, match="interrupt_sure_ms"):
         TurnOptions(interrupt_min_ms=900, interrupt_sure_ms=500)
+
+
+def _under_noise(caller: Caller, seconds: float, voiced: bool, rng: np.random.Generator) -> None:
+    """Frames the VAD does not mark: a vowel at 10 dB over the noise, or a burst of noise."""
+    for _ in range(round(seconds / 0.02)):
+        n = np.arange(FRAME) + round(caller.t * RATE)
+        tone = np.sin(2 * np.pi * 140 * n / RATE) + 0.5 * np.sin(2 * np.pi * 280 * n / RATE)
+        sound = tone * 3000 if voiced else rng.normal(0.0, 2400.0, FRAME)
+        samples = (sound + rng.normal(0.0, 300.0, FRAME)).astype(np.int16)
+        for frame in caller.tracker.audio(samples, RATE, caller.t):
+            caller.out.append((caller.t + 0.02, frame))
+        caller.t = round(caller.t + 0.02, 6)
+
+
+@pytest.mark.parametrize(("voiced", "voicing", "meant"), [
+    (True, 0.7, True),  # speech the VAD heard only a syllable of: bridged by its voicing
+    (True, 0.0, False),  # the VAD's speech alone: too short
+    (False, 0.7, False),  # a noise burst as loud and as long: not periodic, not speech
+])
+def test_voiced_speech_the_vad_misses_counts_towards_an_interruption(
+        voiced: bool, voicing: float, meant: bool) -> None:
+    options = TurnOptions(interrupt_min_ms=900, resume_after_ms=400, interrupt_voicing=voicing)
+    caller = Caller(TurnTracker(options, FixedModel(0.0)))
+    rng = np.random.default_rng(1)
+    caller.silence(0.5)
+    caller.speak(0.2)  # the loudest syllable
+    _under_noise(caller, 1.0, voiced, rng)
+    caller.silence(1.6)
+    assert (SpeechConfirmed in caller.kinds()) is meant
+    assert SpeechStopped in caller.kinds()
+    if meant:  # confirmed while the speech went on, not when it ended
+        [confirmed] = caller.when(SpeechConfirmed)
+        assert 1.3 <= confirmed <= 1.5
+
+
+def test_voicing_is_high_on_a_vowel_under_noise_and_low_on_noise() -> None:
+    rng = np.random.default_rng(2)
+    n = np.arange(2 * FRAME)
+    vowel = np.sin(2 * np.pi * 120 * n / RATE) + 0.6 * np.sin(2 * np.pi * 360 * n / RATE)
+    noisy = (vowel * 3000 + rng.normal(0.0, 700.0, n.size)).astype(np.int16)
+    assert voicing(noisy, RATE) > 0.8
+    assert voicing(rng.normal(0.0, 3000.0, n.size).astype(np.int16), RATE) < 0.4
+    assert voicing(np.zeros(n.size, np.int16), RATE) == 0.0

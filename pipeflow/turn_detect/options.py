@@ -35,6 +35,10 @@ class TurnOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     """With a recogniser: content words (not backchannels, fillers or function words)
     that make speech over the agent an interruption, even one shorter than
     ``interrupt_min_ms`` ("Stop."); 0: the duration alone decides."""
+    interrupt_voicing: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.7
+    """Voiced frames (peak autocorrelation in the pitch range at least this) count as
+    speech of an interruption even where the VAD hears none (speech under noise);
+    0: only the VAD's speech counts."""
     interrupt_sure_ms: _Ms = 1500
     """Speech this long interrupts whatever the words."""
     resume_after_ms: _Ms = 400

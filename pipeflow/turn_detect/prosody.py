@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EndProsody", "end_prosody"]
+__all__ = ["EndProsody", "end_prosody", "voicing"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +45,26 @@ def _pitch(window: np.ndarray, rate: int) -> float:
     corr = np.fft.irfft(spectrum * np.conj(spectrum))[: hi + 1] / energy
     lag = lo + int(np.argmax(corr[lo : hi + 1]))
     return rate / lag if corr[lag] > 0.45 else 0.0
+
+
+def voicing(window: np.ndarray, rate: int) -> float:
+    """How periodic ``window`` is in the pitch range (70-400 Hz): the peak of its
+    normalised autocorrelation, near 1 for a vowel, near 0 for noise or a click.
+
+    White noise at 10 dB below the speech barely lowers it on a vowel, while a
+    knock, a rustle or the hiss of a cough stays low: the cue that tells speech
+    held under noise from a noise burst, where the level alone cannot.
+    """
+    x = window.astype(np.float32)
+    x -= x.mean()
+    energy = float(x @ x)
+    lo, hi = rate // 400, rate // 70
+    if energy <= 0.0 or hi >= x.size // 2:
+        return 0.0
+    spectrum = np.fft.rfft(x, 2 * x.size)
+    corr = np.fft.irfft(spectrum * np.conj(spectrum))[: hi + 1]
+    corr *= x.size / (energy * (x.size - np.arange(hi + 1)))  # unbiased: long lags not damped
+    return float(corr[lo : hi + 1].max())
 
 
 def end_prosody(samples: np.ndarray, rate: int, tail_s: float = 0.25,

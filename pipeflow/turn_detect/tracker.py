@@ -20,6 +20,14 @@ speech lasts ``interrupt_min_ms`` and, with a recogniser, has
 ``interrupt_sure_ms`` whatever the words. An episode ends with
 ``SpeechStopped`` once ``resume_after_ms`` of silence follow its last word:
 unconfirmed, the agent plays on from where it paused.
+
+How long the speech of an episode lasts is not the VAD's contiguous speech:
+under noise the VAD hears only the loudest syllables. Every frame of an open
+episode that is voiced (periodic in the pitch range, ``interrupt_voicing``)
+and above the background also counts as speech, and gaps shorter than
+``resume_after_ms`` are bridged: the episode's speech runs from its onset to
+its last loud or voiced frame. Noise bursts and the hiss of a cough are not
+periodic, so they do not grow it.
 """
 
 from __future__ import annotations
@@ -33,11 +41,14 @@ from pipeflow.frames import Frame, SpeechConfirmed, SpeechStarted, SpeechStopped
 from pipeflow.turn_detect.lexicon import meaningful_words
 from pipeflow.turn_detect.model import EndOfTurnModel, TurnContext
 from pipeflow.turn_detect.options import TurnOptions
+from pipeflow.turn_detect.prosody import voicing
 
 __all__ = ["Decode", "TurnTracker"]
 
 _LOUD_DB = 8.0
 """A frame this far above the background counts as speech (for interruption length)."""
+_VOICED_DB = 3.0
+"""A voiced frame this far above the background counts as speech (for interruption length)."""
 
 
 class Decode(NamedTuple):
@@ -80,6 +91,7 @@ class TurnTracker:
         self._episode_start = 0.0
         self._confirmed = False
         self._background: float | None = None  # dB (PCM16 units) of the audio outside speech
+        self._previous = np.zeros(0, np.int16)  # the frame before, for a 40 ms voicing window
 
     def _new_turn(self) -> None:
         self._open = False  # speech since the last commit
@@ -92,6 +104,7 @@ class TurnTracker:
         self._words: str | None = None  # words of the turn, from the latest decode
         self._words_end = 0.0  # ...which cover the turn up to here
         self._last_loud = 0.0  # end of the last frame clearly above the background
+        self._last_voiced = 0.0  # end of the last voiced frame of the open episode
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -108,6 +121,7 @@ class TurnTracker:
         if not self._episode_open:
             self._episode_open = True
             self._episode_start = frame.at
+            self._last_voiced = 0.0
             self._confirmed = False
             out.append(SpeechStarted(at=frame.at, item_id=frame.item_id, tentative=True))
         return out
@@ -234,7 +248,7 @@ class TurnTracker:
     def _span(self) -> float:
         """Seconds from the episode's onset to its last loud frame (not the VAD's hangover)."""
         end = max(self._last_loud, self._last_stop) if self._speaking else self._last_stop
-        return max(0.0, end - self._episode_start)
+        return max(0.0, max(end, self._last_voiced) - self._episode_start)
 
     def _meant(self, final: bool) -> bool | None:
         """Whether the episode is meant: True, False, or None (not yet known).
@@ -275,13 +289,20 @@ class TurnTracker:
         out.append(SpeechConfirmed(at=round(self._episode_start, 6), words=self._words or ""))
 
     def _level(self, samples: np.ndarray) -> None:
-        """Track the background level between speech, and the last frame above it."""
+        """Track the background level between speech, and the last frame above it
+        (or voiced and above it, while an episode is judged)."""
         if not samples.size:
             return
         x = samples.astype(np.float32)
         level = 10.0 * float(np.log10(float(x @ x) / x.size + 1.0))
+        previous, self._previous = self._previous, samples
         if self._background is None:
             self._background = level
+        if self._episode_open and not self._confirmed and self.options.interrupt_voicing \
+                and level > self._background + _VOICED_DB and previous.size:
+            window = np.concatenate((previous, samples))
+            if voicing(window, self.rate) >= self.options.interrupt_voicing:
+                self._last_voiced = self.now
         if self._speaking:
             if level > self._background + _LOUD_DB:
                 self._last_loud = self.now
@@ -291,10 +312,12 @@ class TurnTracker:
     def _check_time(self, out: list[Frame]) -> None:
         if self._speaking:
             return
-        silence = self.now - self._last_stop
+        silence = self.now - max(self._last_stop, self._last_voiced)
         if self._episode_open and silence * 1000 >= self.options.resume_after_ms - 1e-6:
             self._close_episode(out)  # held long enough: decide on what was heard
-        if self._open and self._deadline is not None and self.now >= self._deadline - 1e-9:
+        held = self.now - self._last_voiced < self.options.min_delay_ms / 1000 - 1e-9
+        if self._open and self._deadline is not None and self.now >= self._deadline - 1e-9 \
+                and not (self._episode_open and held):  # voiced speech the VAD missed goes on
             self._commit(out)
 
     def _close_episode(self, out: list[Frame]) -> None:
