@@ -60,6 +60,10 @@ async def test_a_browser_call_takes_an_order(tmp_path: Path) -> None:
             page = await browser.new_page()
             problems: list[str] = []
             page.on("pageerror", lambda error: problems.append(str(error)))
+            reports: list[int] = []  # the page's played reports (what it played)
+            page.on("websocket", lambda ws: ws.on("framesent", lambda payload: reports.append(
+                json.loads(payload)["samples"]) if isinstance(payload, str)
+                and '"played"' in payload else None))
             await page.goto(f"{base}/?call={CALL_ID}&aec=0")
             await page.click("#start")
             await page.wait_for_function(
@@ -80,6 +84,7 @@ async def test_a_browser_call_takes_an_order(tmp_path: Path) -> None:
         finally:
             await browser.close()
     assert problems == []
+    assert reports and reports == sorted(reports) and reports[-1] > 24000  # > 1 s played
     assert transcript.startswith("Agent: Hello, and thank you for calling")
     assert "You: how much is a pizza" in transcript  # what the offline recogniser heard
     assert "Agent: Pizza: $10.00" in transcript

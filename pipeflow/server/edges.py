@@ -34,13 +34,14 @@ from typing import Any
 
 import msgspec
 
-from pipeflow.audio.playout import Chunk
+from pipeflow.audio.playout import Chunk, Done, Started
 from pipeflow.audio.wav import WavWriter
 from pipeflow.errors import ProtocolError
 from pipeflow.framelog import Subscriber
 from pipeflow.frames import (
     AudioFrame,
     EndOfStream,
+    Frame,
     Interrupt,
     PausePlayout,
     PlayoutPosition,
@@ -63,8 +64,63 @@ from pipeflow.stages.sources import PushSource
 _WAV_HEADER = 44
 """Bytes before the samples in the WAV files ``WavWriter`` writes."""
 
-__all__ = ["CallAudioOptions", "CallAudioOut", "MediaStream", "TwilioMediaIn",
+__all__ = ["CallAudioOptions", "CallAudioOut", "MediaStream", "PlayedAudio", "TwilioMediaIn",
            "TwilioMediaOut"]
+
+
+class PlayedAudio:
+    """What one listener's player has played of the agent audio sent to it.
+
+    The browser page reports the samples it has finished playing, counted over
+    everything the socket sent it (``{"type": "played", "samples": N}``), as
+    Twilio echoes marks; this maps the count back to an item and a position in
+    it, so a barge-in truncates the item to what the caller heard.
+    """
+
+    MAX_CHUNKS = 3000
+    """Chunks remembered while the player has not reported them (a minute of 20 ms)."""
+
+    def __init__(self) -> None:
+        self._sent: deque[tuple[int, str, int, int]] = deque(maxlen=self.MAX_CHUNKS)
+        self._count = 0  # samples sent in all
+        self._items: dict[str, int] = {}  # samples sent per item
+        self._played = 0
+        self._heard: dict[str, int] = {}  # ms played per item, as of the last report
+        self.reported = False
+        """The player has reported at least once."""
+
+    def sent(self, frame: AudioFrame) -> None:
+        """``frame`` went to the player."""
+        n = len(frame.pcm) // 2
+        self._count += n
+        item = self._items[frame.item_id] = self._items.get(frame.item_id, 0) + n
+        self._sent.append((self._count, frame.item_id, item, frame.sample_rate))
+
+    def played(self, samples: int) -> None:
+        """The player has played the first ``samples`` samples it was sent.
+
+        Raises:
+            ProtocolError: more than was sent, or fewer than an earlier report.
+        """
+        if not self._played <= samples <= self._count:
+            raise ProtocolError(f"played message: samples {samples} must lie between the last "
+                            f"report ({self._played}) and the samples sent ({self._count}).")
+        self._played = samples
+        while self._sent and self._sent[0][0] <= samples:
+            _, item_id, item_end, rate = self._sent.popleft()
+            self._heard[item_id] = round(item_end * 1000 / rate)
+        if self._sent:  # part of the next chunk played
+            end, item_id, item_end, rate = self._sent[0]
+            into = item_end - (end - samples)
+            if into > 0:
+                self._heard[item_id] = round(into * 1000 / rate)
+        self.reported = True
+
+    def heard_ms(self, item_id: str) -> int | None:
+        """Ms of ``item_id`` played at the last report; None when the player never reported."""
+        if not self.reported or item_id not in self._items:
+            return None
+        return self._heard.get(item_id, 0)
 
 
 class CallAudioOptions(AudioSinkOptions, kw_only=True, forbid_unknown_fields=True):
@@ -92,6 +148,7 @@ class CallAudioOut(AudioSink):
         self._backlog_samples = 0
         self._writer: WavWriter | None = None
         self._done = False
+        self._players: list[PlayedAudio] = []
 
     @property
     def recording(self) -> Path | None:
@@ -100,13 +157,18 @@ class CallAudioOut(AudioSink):
             return None
         return self.ctx.output_path(self.options.record)
 
-    async def listen(self) -> AsyncIterator[AudioFrame]:
+    async def listen(self, played: PlayedAudio | None = None) -> AsyncIterator[AudioFrame]:
         """Agent audio as it starts playing, until the call ends.
 
         The first listener also gets what played before it came (up to
         ``backlog_s``); a listener that falls ``max_queued`` chunks behind
-        loses the oldest ones (a gap, not a growing delay).
+        loses the oldest ones (a gap, not a growing delay). With ``played``
+        (the listener's player reports what it played), an interrupted item is
+        reported as played up to where that player had played it, when that is
+        less than the call's clock says.
         """
+        if played is not None:
+            self._players.append(played)
         subscriber = Subscriber(self.options.max_queued)
         if self._backlog is not None:
             backlog, self._backlog = self._backlog, None
@@ -117,10 +179,25 @@ class CallAudioOut(AudioSink):
         self._listeners.append(subscriber)
         try:
             while (frame := await subscriber.get()) is not None:
+                if played is not None:
+                    played.sent(frame)  # type: ignore[arg-type]
                 yield frame  # type: ignore[misc]
         finally:
             with contextlib.suppress(ValueError):
                 self._listeners.remove(subscriber)
+            if played is not None:
+                with contextlib.suppress(ValueError):
+                    self._players.remove(played)
+
+    def _report(self, events: list[Started | Done]) -> list[Frame]:
+        """An interrupted item counts as played as far as a reporting player played it."""
+        for event in events:
+            if isinstance(event, Done) and event.interrupted and event.item_id:
+                heard = [ms for p in self._players
+                         if (ms := p.heard_ms(event.item_id)) is not None]
+                if heard:
+                    event.played_ms = min(event.played_ms, max(heard))
+        return super()._report(events)
 
     async def open(self, sample_rate: int) -> None:
         path = self.recording
