@@ -46,6 +46,9 @@ __all__ = ["main", "run", "score"]
 QUIET = ("backchannel", "noise", "cough")
 SENSITIVE_VAD = msgspec.structs.replace(VAD, margin_db=9.0)
 """A VAD that hears more of the speech at 10 dB SNR (the default margin is 12 dB)."""
+WEBRTC_VAD = msgspec.structs.replace(VAD, engine="webrtc")
+SILERO_VAD = msgspec.structs.replace(VAD, engine="silero")
+"""The optional engines in front of the same end-of-turn stage (silero needs its extra)."""
 
 
 def _ms(value: float | None) -> str:
@@ -159,6 +162,10 @@ def main(quick: bool) -> dict[str, Any]:
         "defaults, with words (pocketsphinx)": score(run(cases, defaults, words)),
         "prosody only, interrupt_voicing 0 (the VAD's speech only)": score(run(
             cases, msgspec.structs.replace(defaults, interrupt_voicing=0.0), None)),
+        "prosody only, VAD engine webrtc": score(
+            [run_case(case, defaults, None, vad=WEBRTC_VAD) for case in cases]),
+        "prosody only, VAD engine silero (learned, ONNX)": score(
+            [run_case(case, defaults, None, vad=SILERO_VAD) for case in cases]),
         "with words, VAD margin_db 9": score(
             [run_case(case, defaults, words, vad=SENSITIVE_VAD) for case in cases]),
     }
