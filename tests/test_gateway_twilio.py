@@ -170,7 +170,9 @@ async def test_fake_twilio_call_places_the_order(tmp_path: Path) -> None:
     from tests.gateway_util import CALLER_LINES
 
     need_tts()
-    lines = [samples_to_ulaw(caller_samples(8000, (line,), lead_s=0.3, tail_s=1.0))
+    # Each line's silence outlasts the end of turn's max_delay_ms (1.5 s): the turn is
+    # judged on stream time, which stops when the media does.
+    lines = [samples_to_ulaw(caller_samples(8000, (line,), lead_s=0.3, tail_s=2.0))
              for line in CALLER_LINES]
     app = create_app(CALL_YAML, GatewayOptions(no_auth=True, output_dir=str(tmp_path),
                                                 overrides=FAST))
