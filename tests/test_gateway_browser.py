@@ -39,7 +39,7 @@ async def test_a_browser_call_takes_an_order(tmp_path: Path) -> None:
     need_tts()
     from playwright.async_api import async_playwright
 
-    wav = write_wav(tmp_path / "caller.wav", caller_samples(16000, gap_s=0.9, lead_s=1.0,
+    wav = write_wav(tmp_path / "caller.wav", caller_samples(16000, gap_s=2.0, lead_s=1.0,
                                                             tail_s=2.0), 16000)
     out = tmp_path / "calls"
     app = create_app(CALL_YAML, GatewayOptions(no_auth=True, output_dir=str(out), overrides=FAST))
