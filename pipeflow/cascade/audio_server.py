@@ -22,7 +22,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import msgspec
 import numpy as np
 import soxr
 from starlette.applications import Starlette
@@ -33,7 +32,7 @@ from starlette.routing import Route
 from pipeflow.audio.wav import decode_wav
 from pipeflow.cascade.audio import SPEECH_RATE, wav_bytes
 from pipeflow.cascade.multipart import boundary_of, parse_form
-from pipeflow.cascade.server import chat_route, refused, timing
+from pipeflow.cascade.server import BodyRefused, chat_route, read_body, read_json, refused, timing
 from pipeflow.errors import ConfigError, LocalError
 from pipeflow.realtime.script import Script
 from pipeflow.realtime.voice import Speaker
@@ -43,6 +42,11 @@ __all__ = ["local_api_app", "speech_route", "transcription_route"]
 _RATE = 24000  # what a Realtime transcriber takes
 _SENTENCE = re.compile(r"(?<=[.!?;:])\s+")
 _MAX_INPUT = 4096  # characters, as OpenAI's limit
+_MAX_SPEECH_BODY = 64 * 1024  # a speech request is its text and a few options
+MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+"""Largest audio upload taken, as OpenAI's limit."""
+MAX_UPLOAD_SECONDS = 120.0
+"""Longest audio transcribed: the offline recogniser's work grows with it."""
 
 
 def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
@@ -75,8 +79,10 @@ def transcription_route(transcriber: Any = None, api_key: str | None = None) -> 
         if (refusal := refused(request, api_key)) is not None:
             return refusal
         try:
-            form = parse_form(await request.body(),
+            form = parse_form(await read_body(request, MAX_UPLOAD_BYTES),
                               boundary_of(request.headers.get("content-type", "")))
+        except BodyRefused as refusal:
+            return refusal.response
         except ValueError as exc:
             return _error(400, f"Could not read the upload: {exc}.")
         upload = form.get("file")
@@ -90,6 +96,9 @@ def transcription_route(transcriber: Any = None, api_key: str | None = None) -> 
             audio = decode_wav(upload.data, f"the uploaded file {upload.filename or 'file'!r}")
         except ConfigError as exc:
             return _error(400, f"{exc} Only WAV uploads are understood here.", "file")
+        if audio.duration > MAX_UPLOAD_SECONDS:
+            return _error(400, f"The audio is {audio.duration:.0f} s long; at most "
+                          f"{MAX_UPLOAD_SECONDS:.0f} s are transcribed here.", "file")
         pcm = audio.samples.astype("<i2", copy=False)
         if audio.sample_rate != _RATE and pcm.size:
             pcm = np.asarray(soxr.resample(pcm, audio.sample_rate, _RATE, quality="HQ"),
@@ -115,9 +124,9 @@ def speech_route(speaker: Speaker, api_key: str | None = None) -> Route:
         if (refusal := refused(request, api_key)) is not None:
             return refusal
         try:
-            body = msgspec.json.decode(await request.body())
-        except msgspec.DecodeError as exc:
-            return _error(400, f"We could not parse the JSON body of your request ({exc}).")
+            body = await read_json(request, _MAX_SPEECH_BODY)
+        except BodyRefused as refusal:
+            return refusal.response
         text = body.get("input") if isinstance(body, dict) else None
         if not isinstance(text, str) or not text.strip():
             return _error(400, "'input' must be the text to speak.", "input")

@@ -28,7 +28,47 @@ from starlette.routing import Route
 from pipeflow.cascade.script_llm import ScriptChat
 from pipeflow.realtime.script import DEFAULT_SCRIPT, Script
 
-__all__ = ["chat_completions_app", "chat_route", "refused", "replay", "timing"]
+__all__ = ["BodyRefused", "chat_completions_app", "chat_route", "read_body", "read_json",
+           "refused", "replay", "timing"]
+
+MAX_JSON_BYTES = 4 * 1024 * 1024
+"""Largest JSON body taken (a long conversation is well under it)."""
+
+
+class BodyRefused(Exception):
+    """A request body that is too large or not JSON: its ``response`` is the error to send."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, read no further than ``limit`` bytes (413 past it, before reading it all)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyRefused(_error(413, f"The request body is {int(declared)} bytes; "
+                                      f"at most {limit} are taken."))
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyRefused(_error(413, f"The request body is over {limit} bytes; "
+                                          f"at most {limit} are taken."))
+    return bytes(body)
+
+
+async def read_json(request: Request, limit: int = MAX_JSON_BYTES) -> Any:
+    """The JSON body, bounded; a parse error or nesting too deep to decode is a 400."""
+    data = await read_body(request, limit)
+    try:
+        return msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:
+        raise BodyRefused(_error(400, "We could not parse the JSON body of your request "
+                                      f"({exc}).")) from None
+    except RecursionError:
+        raise BodyRefused(_error(400, "The JSON body of your request is nested too deeply."))\
+            from None
 
 
 def replay(script: Script, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -75,9 +115,9 @@ def chat_route(script: Script | None = None, api_key: str | None = "") -> Route:
         if (refusal := refused(request, api_key)) is not None:
             return refusal
         try:
-            body = msgspec.json.decode(await request.body())
-        except msgspec.DecodeError as exc:
-            return _error(400, f"We could not parse the JSON body of your request ({exc}).")
+            body = await read_json(request)
+        except BodyRefused as refusal:
+            return refusal.response
         messages = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             return _error(400, "'messages' must be a list of message objects.", "messages")
