@@ -250,9 +250,9 @@ class RedisQueue:
             raise RemoteError(f"the server at {where} does not speak the Redis protocol "
                               f"({exc}); check the queue URL") from exc
         except (TimeoutError, redis.exceptions.TimeoutError) as exc:
-            raise RemoteError(f"no answer from Redis at {where} to {what} within "
-                              f"{CONNECT_TIMEOUT_S:g} s; is a Redis server listening "
-                              "there?") from exc
+            raise RemoteError(f"no answer from Redis at {where} to {what} (timed out); is "
+                              "a Redis server listening there? A server of another protocol, "
+                              "such as HTTP, may never answer a Redis command") from exc
         except redis.exceptions.RedisError as exc:
             raise RemoteError(f"Redis at {where} failed to {what}: "
                               f"{type(exc).__name__}: {exc}") from exc
