@@ -129,17 +129,17 @@ def digits_from_words(text: str) -> str:
     for token in _TOKEN.findall(text.casefold()):
         if token in ("+", "plus"):
             if digits or plus or repeat:
-                raise CaptureError("A plus sign can only start a phone number.")
+                raise CaptureError("A plus sign can only start the number.")
             plus = True
             continue
         if token in _REPEATS:
             if repeat:
-                raise CaptureError(f"There is {token!r} where a digit should be.")
+                raise CaptureError(f"The number has {token!r} where a digit should be.")
             repeat = _REPEATS[token]
             continue
         digit = _DIGIT_WORDS.get(token, token if token.isdigit() else None)
         if digit is None or (repeat and len(digit) != 1):
-            raise CaptureError(f"There is {token!r} where a digit should be.")
+            raise CaptureError(f"The number has {token!r} where a digit should be.")
         digits.append(digit * (repeat or 1))
         repeat = 0
     if repeat:
