@@ -41,8 +41,9 @@ to the turn written first. A turn with no ``match`` takes any words no
 pattern explains. With no turn, the state's (else the script's) ``fallback``
 answers and the state stays. When the words are not known (audio with no
 transcriber) the next free turn in order answers, and its ``user`` text is
-reported as the transcript. Patterns and captures: ``pipeflow.realtime.patterns``
-and ``pipeflow.realtime.captures``; the dialogue engine that plays turns:
+reported as the transcript (its captures are read from that text).
+Patterns and captures: ``pipeflow.realtime.patterns`` and
+``pipeflow.realtime.captures``; the dialogue engine that plays turns:
 ``pipeflow.realtime.dialogue``.
 
 Steps run in order. Consecutive ``say`` steps make one spoken message; a
@@ -201,7 +202,7 @@ class Script(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, dict=True
         free = [i for i, turn in enumerate(self.turns)
                 if (turn.repeat or i not in used) and _valid(turn, state)]
         if words is None:
-            return Choice(free[0], []) if free else None
+            return next(filter(None, (self._in_order(i) for i in free)), None)
         text = _words_of(words)
         best: Choice | None = None
         for i in free:
@@ -214,6 +215,23 @@ class Script(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, dict=True
         if best is not None:
             return best
         return next((Choice(i, []) for i in free if self.turns[i].match is None), None)
+
+    def _in_order(self, index: int) -> Choice | None:
+        """Turn ``index`` taken for unknown words: its ``user`` text is what was said,
+        so its captures come from that text. A turn with patterns but no ``user``
+        text, or one that captures something its ``user`` text does not hold, is
+        passed over (it would act on no words)."""
+        patterns = self.patterns[index]
+        if patterns and not self.turns[index].user:
+            return None
+        text = _words_of(self.turns[index].user)
+        for pattern in patterns:
+            found = pattern.find(text, self.turns[index].each)
+            if found:
+                return Choice(index, found, explained(text, found))
+        if any(pattern.captures for pattern in patterns):
+            return None
+        return Choice(index, [])
 
     def choose(self, words: str | None, used: set[int], state: str | None = None) -> int | None:
         """Index of the turn that answers ``words`` (see ``match``), or None."""
