@@ -339,7 +339,10 @@ def _types(script: Script, located: Located | None) -> dict[str, CaptureType]:
         if name in BUILTIN_TYPES or not name.isidentifier():
             raise ConfigError(f"script vocabulary {name!r}: a vocabulary needs a name of its own "
                               f"(not {', '.join(BUILTIN_TYPES)}, letters, digits and _)", where)
-        found = _import_near(ref, script.source)
+        try:
+            found = _import_near(ref, script.source)
+        except ConfigError as exc:
+            raise ConfigError(f"script vocabulary {name!r}: {exc}", where) from None
         if callable(found):
             found = found()
         ok = isinstance(found, dict) or (isinstance(found, list | tuple) and all(
