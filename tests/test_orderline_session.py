@@ -71,17 +71,19 @@ async def test_text_turns_through_the_session_store_the_order(tmp_path: Path) ->
     ],
 )
 def test_the_script_takes_a_phone_number_in_digits_or_words(said: str, tool: str) -> None:
+    from pipeflow.realtime.dialogue import Dialogue
     from pipeflow.realtime.script import load_script
 
-    script = load_script(ROOT / "pipelines" / "orderline" / "script.yaml")
-    used: set[int] = set()
+    dialogue = Dialogue(load_script(ROOT / "pipelines" / "orderline" / "script.yaml"))
+    dialogue.respond()  # the greeting
     for line in ("how much is a pizza", "one pizza", "that's all"):
-        turn = script.choose(line, used)
-        assert turn is not None
-        used.add(turn)
-    chosen = script.choose(said, used)
-    assert chosen is not None
-    assert [step.call for step in script.turns[chosen].steps if step.call] == [tool]
+        dialogue.hear(line)
+        assert dialogue.respond().calls
+        dialogue.tool_output('{"ok": true, "message": "done"}')
+        dialogue.respond()
+    assert dialogue.state == "phone" and dialogue.expect == "digits"
+    dialogue.hear(said)
+    assert [call.name for call in dialogue.respond().calls] == [tool]
 
 
 def test_pipeflow_chat_runs_the_call_as_text(tmp_path: Path) -> None:

@@ -202,7 +202,7 @@ class PocketsphinxTranscriber:
 
     # -- decoding --------------------------------------------------------------------
 
-    def transcribe(self, pcm: bytes, sample_rate: int = 24000, expect: str | None = None) -> str:
+    def transcribe(self, pcm: bytes, sample_rate: int = 24000, *, expect: str | None = None) -> str:
         """The words spoken in ``pcm``, lower case, digits as words ("two pizzas").
 
         Safe to call from several threads at once; the words depend on

@@ -319,7 +319,9 @@ class CascadeTransport(Stage):
         item_id = f"input_{next(self._turn_items)}"
         words = ""
         if pcm:
-            words = await asyncio.to_thread(self.transcriber.transcribe, pcm, rate)
+            # Offline, the script says what the caller is expected to say next.
+            expect = self.llm.chat.dialogue.expect if isinstance(self.llm, OfflineChat) else None
+            words = await asyncio.to_thread(self.transcriber.transcribe, pcm, rate, expect=expect)
         assert self.history is not None
         self.history.add_message(words, "user")
         await self._emit(UserTranscript(item_id=item_id, text=words))

@@ -9,6 +9,13 @@ street words; a postcode is a US ZIP, a UK or Canadian postcode, a Dutch
 "1234 AB" or a 4-5 digit number; street-type words ("street", "road"...)
 end the street when there are no commas. ``missing()`` names what is absent
 so the agent can ask for exactly that.
+
+An address heard by a recogniser comes in lower-case words ("forty two oak
+avenue riverside"); ``from_speech`` writes it the way it is typed ("42 Oak
+Avenue Riverside", which parses to "42 Oak Avenue, Riverside"): a house
+number said in words becomes digits ("twelve", "forty two", "one two three"
+digit by digit, "one hundred and five"), and all-lower-case words get
+capitals.
 """
 
 from __future__ import annotations
@@ -18,11 +25,14 @@ import unicodedata
 
 import msgspec
 
+from pipeflow.realtime.captures import CaptureError, number_from_words
+
 __all__ = [
     "MAX_ADDRESS_CHARS",
     "Address",
     "AddressError",
     "clean_address_text",
+    "from_speech",
     "parse_address",
     "require_deliverable",
 ]
@@ -152,6 +162,54 @@ def clean_address_text(text: str) -> str:
             f" {MAX_ADDRESS_CHARS}. Ask the caller for just the house number, street and city."
         )
     return cleaned
+
+
+_DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+                "oh")
+_NUMBER_WORD = re.compile(
+    r"(?:zero|oh|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|"
+    r"fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|"
+    r"seventy|eighty|ninety|hundred|and)$", re.I)
+
+
+def from_speech(text: str) -> str:
+    """An address as a recogniser writes it, as it would be typed.
+
+    ``"forty two oak avenue riverside"`` -> ``"42 Oak Avenue Riverside"``;
+    text that already has digits or capitals keeps them.
+    """
+    words = text.split()
+    count = 0
+    while count < len(words) and _NUMBER_WORD.match(words[count].strip(",")):
+        count += 1
+    while count and words[count - 1].casefold().strip(",") == "and":
+        count -= 1
+    if count and count < len(words):
+        number = _house_number([w.strip(",").casefold() for w in words[:count]])
+        if number:
+            words = [number, *words[count:]]
+    if text == text.casefold():
+        words = [w if any(c.isdigit() for c in w) else w.capitalize() for w in words]
+    return " ".join(words)
+
+
+def _house_number(words: list[str]) -> str:
+    """``["forty", "two"]`` -> "42"; digit by digit: ``["one", "two"]`` -> "12"; else ""."""
+    if len(words) > 1 and all(w in _DIGIT_NAMES for w in words):
+        return "".join("0" if w == "oh" else str(_DIGIT_NAMES.index(w)) for w in words)
+    if "hundred" in words:
+        at = words.index("hundred")
+        rest = [w for w in words[at + 1:] if w != "and"]
+        try:
+            hundreds = number_from_words(" ".join(words[:at])) if at else 1
+            tail = number_from_words(" ".join(rest)) if rest else 0
+        except CaptureError:
+            return ""
+        return str(hundreds * 100 + tail) if hundreds < 100 and tail < 100 else ""
+    try:
+        return str(number_from_words(" ".join(words)))
+    except CaptureError:
+        return ""
 
 
 def require_deliverable(text: str) -> Address:
