@@ -56,6 +56,11 @@ _QUIET = 10 ** (-40 / 20)  # frames this far below the loudest are not speech
 _NOISE_WIDE = 0.04  # dither level, relative to the speech RMS
 _NOISE_NARROW = 0.1
 _DISCOUNT = 0.1  # probability mass kept for unseen word sequences
+# An expectation's sentences cover its answers in every place (each number
+# before each street...), so a sequence they never have is a misrecognition,
+# not new phrasing: "twelve main street" came out as "two willow way in
+# street" with 0.1 (and 0.01), right with 0.001.
+_EXPECT_DISCOUNT = 0.001
 _DEFAULT = ""  # the model used with no expectation
 _FORMAT = 1  # bump when the files built change, so old caches are not reused
 
@@ -112,7 +117,8 @@ class PocketsphinxTranscriber:
         self._pronunciations: dict[str, list[str]] | None = None
         self._models: dict[str, tuple[Path, Path] | None] = {_DEFAULT: None}
         if self.sentences:
-            self._models[_DEFAULT] = self._build(cache, self.sentences, self._vocabulary, "")
+            self._models[_DEFAULT] = self._build(cache, self.sentences, self._vocabulary, "",
+                                                 _DISCOUNT)
         for name, lines in (expectations or {}).items():
             if not name or name == _DEFAULT:
                 raise ConfigError("an expectation needs a name, got an empty one")
@@ -120,7 +126,8 @@ class PocketsphinxTranscriber:
             if not said:
                 raise ConfigError(f"the expectation {name!r} has no sentences: give the words "
                                   "callers say when it is expected")
-            self._models[name] = self._build(cache, said, set(), f" for {name!r}")
+            self._models[name] = self._build(cache, said, set(), f" for {name!r}",
+                                             _EXPECT_DISCOUNT)
         self._idle: dict[str, list[Any]] = {name: [] for name in self._models}
         self._lock = threading.Lock()
         for name in self._models:  # fail now, not on the first call
@@ -133,8 +140,8 @@ class PocketsphinxTranscriber:
 
     # -- building --------------------------------------------------------------------
 
-    def _build(self, cache: Path, sentences: list[str], named: set[str],
-               what: str) -> tuple[Path, Path]:
+    def _build(self, cache: Path, sentences: list[str], named: set[str], what: str,
+               discount: float) -> tuple[Path, Path]:
         """The language model and dictionary of ``sentences`` (built once, then cached)."""
         if self._pronunciations is None:
             self._pronunciations = _read_dictionary(
@@ -152,7 +159,7 @@ class PocketsphinxTranscriber:
         if not usable:
             raise ConfigError(f"the pocketsphinx transcriber has no sentence it can use{what}: "
                               "no word is in the CMU pronunciation dictionary")
-        head = f"{_FORMAT} {_DISCOUNT}"
+        head = f"{_FORMAT} {discount}"
         key = hashlib.sha256("\n".join([head, *usable]).encode()).hexdigest()[:20]
         folder = cache / key
         lm, dic = folder / "domain.lm", folder / "domain.dict"
@@ -162,7 +169,7 @@ class PocketsphinxTranscriber:
         known = sorted({w for s in usable for w in s.split()})
         entries = [line for w in known for line in pronunciations[w]]
         _write_atomic(dic, "\n".join(entries) + "\n")
-        _write_atomic(lm, _arpa(usable))
+        _write_atomic(lm, _arpa(usable, discount))
         log.info("pocketsphinx: built a %d-word language model%s from %d sentences in %s",
                  len(known), what, len(usable), folder)
         return lm, dic
@@ -241,12 +248,16 @@ class PocketsphinxTranscriber:
 
 
 def trim(samples: np.ndarray, margin_s: float = 0.2) -> np.ndarray:
-    """16 kHz samples without the quiet before and after the speech (``margin_s`` kept).
+    """16 kHz samples of the speech alone, ``margin_s`` of quiet kept (or added) each side.
 
     A turn committed by voice activity detection carries a pause at each
-    end; long pauses skew the decoder's per-utterance cepstral mean and
-    words at the edges are misheard. Quiet is 10 ms frames 40 dB below the
-    loudest one.
+    end, of a length that depends on timing; long pauses skew the decoder's
+    cepstral mean, and where the decoder's 10 ms frames fall on the speech
+    changes what it hears. So the cut is made at the sample: from
+    ``margin_s`` before the first sample louder than 1% of the peak to
+    ``margin_s`` after the last, padded with zeros where the turn had less,
+    and the same speech gives the same samples however much pause was
+    around it. Quiet 10 ms frames 40 dB below the loudest one are no speech.
     """
     frame = _MODEL_RATE // 100
     count = samples.size // frame
@@ -257,9 +268,14 @@ def trim(samples: np.ndarray, margin_s: float = 0.2) -> np.ndarray:
     loud = np.flatnonzero(energy > max(energy.max() * _QUIET, 1.0))
     if loud.size == 0:
         return samples[:0]
-    margin = round(margin_s * 100)
-    start, stop = max(loud[0] - margin, 0), min(loud[-1] + 1 + margin, count)
-    return samples[start * frame : stop * frame if stop < count else samples.size]
+    span = samples[loud[0] * frame : (loud[-1] + 1) * frame].astype(np.int32)
+    above = np.flatnonzero(np.abs(span) > 0.01 * np.abs(span).max())
+    first, last = loud[0] * frame + above[0], loud[0] * frame + above[-1] + 1
+    margin = round(margin_s * _MODEL_RATE)
+    start, stop = first - margin, last + margin
+    head = np.zeros(max(-start, 0), dtype=samples.dtype)
+    tail = np.zeros(max(stop - samples.size, 0), dtype=samples.dtype)
+    return np.concatenate([head, samples[max(start, 0) : stop], tail])
 
 
 def prepare(samples: np.ndarray, narrowband: bool) -> bytes:
@@ -301,10 +317,10 @@ def _is_word(word: str) -> bool:
     return not (word.startswith(("<", "[")) or word in ("<s>", "</s>", "<sil>"))
 
 
-def _arpa(sentences: list[str]) -> str:
+def _arpa(sentences: list[str], discount: float) -> str:
     from pocketsphinx.lm import ArpaBoLM
 
-    model = ArpaBoLM(text="\n".join(sentences), add_start=True, discount_mass=_DISCOUNT)
+    model = ArpaBoLM(text="\n".join(sentences), add_start=True, discount_mass=discount)
     model.compute()
     out = io.StringIO()
     model.write(out)
