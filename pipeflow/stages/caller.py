@@ -103,10 +103,13 @@ class CallerSource(Stage):
         opts = self.options
         self.ctx.spawn(self._watch(frames), name=f"{self.ctx.name}.watch")
         lines = [CallerLine(text=x) if isinstance(x, str) else x for x in opts.lines]
-        speech = await asyncio.gather(
-            *(synthesize_async(line.text, opts.sample_rate, opts.voice, opts.words_per_minute)
-              for line in lines)
-        )
+        # One after the other, in order: espeak-ng's output for a text depends on
+        # what it spoke before, so lines synthesised in a racing order sounded
+        # different from run to run (and were heard differently).
+        speech = [
+            await synthesize_async(line.text, opts.sample_rate, opts.voice, opts.words_per_minute)
+            for line in lines
+        ]
         size = frame_samples(opts.sample_rate, opts.frame_ms)
         frame_s = size / opts.sample_rate
         clock = get_clock()
