@@ -1,7 +1,7 @@
 """What callers of the order line say, for the offline speech recogniser.
 
 ``SENTENCES`` trains the recogniser's language model (``pipeflow.asr``):
-price questions, orders with quantities for every product name, plural
+price questions, orders with quantities 1 to 20 for every product name, plural
 and synonym of the catalog, phone numbers, delivery addresses, yes and no.
 The local Realtime server's order-line script names it::
 
@@ -58,7 +58,7 @@ def product_names(catalog: Catalog) -> list[tuple[str, str]]:
 
 def sentences(catalog: Catalog = DEFAULT_CATALOG, extra: Iterable[str] = ()) -> list[str]:
     """The order line's caller sentences for ``catalog``, plus ``extra`` ones."""
-    return order_sentences(product_names(catalog)) + list(extra)
+    return order_sentences(product_names(catalog), most=20) + list(extra)
 
 
 SENTENCES = sentences()
