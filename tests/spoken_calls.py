@@ -96,9 +96,14 @@ def plain_order_line(pairs: list[tuple[int, str]]) -> str:
     return " And ".join(f"{_amount(q, p).capitalize()}." for q, p in pairs)
 
 
-def corrections(heard: dict[str, int], wanted: dict[str, int]) -> list[str]:
-    """What a caller says to put a wrong read-back right ("Make that five pizzas.")."""
-    lines = [f"No, make that {_amount(q, p)}." for p, q in wanted.items() if heard.get(p) != q]
+_CORRECT = ("No, make that {}.", "I said {}.", "Make it {}, please.")
+
+
+def corrections(heard: dict[str, int], wanted: dict[str, int], attempt: int = 1) -> list[str]:
+    """What a caller says to put a wrong read-back right ("No, make that five pizzas."),
+    put another way on each try, as a person does when not understood."""
+    way = _CORRECT[(attempt - 1) % len(_CORRECT)]
+    lines = [way.format(_amount(q, p)) for p, q in wanted.items() if heard.get(p) != q]
     lines += [f"Remove the {p}." for p in heard if p not in wanted]
     return lines or ["No."]
 
@@ -250,11 +255,12 @@ class ListeningCaller(CallerSource):
                 attempt += 1
                 self.repeats += 1
                 if fix is not None and not _ASKED_AGAIN.search(reply):
-                    for line in fix(reply)[:-1]:
+                    lines_now = fix(reply, attempt)
+                    for line in lines_now[:-1]:
                         async for frame in say(line):
                             yield frame
                         self._replies()
-                    text = fix(reply)[-1]
+                    text = lines_now[-1]
                 else:
                     text = lines[min(attempt, len(lines) - 1)]
 
@@ -270,21 +276,21 @@ class ListeningCaller(CallerSource):
                         [order_line(pairs, i == 0), order_line(pairs, i == 0),
                          plain_order_line(pairs)],
                         lambda r, w=wanted: heard_items(r) == w,
-                        lambda r, w=wanted: corrections(heard_items(r), w)):
+                        lambda r, n, w=wanted: corrections(heard_items(r), w, n)):
                     yield frame
             async for frame in exchange(
                     ["No, that's all."], lambda r: heard_items(r) == plan.items,
-                    lambda r: [*corrections(heard_items(r), plan.items), "That's all."]):
+                    lambda r, n: [*corrections(heard_items(r), plan.items, n), "That's all."]):
                 yield frame
             async for frame in exchange(
                     [phone_line(plan.phone), phone_line(plan.phone), phone_line(plan.phone, 0)],
                     lambda r: heard_phone(r) == plan.phone,
-                    lambda r: ["No, my " + phone_line(plan.phone, 0)[3:]]):
+                    lambda r, n: ["No, my " + phone_line(plan.phone, 0)[3:]]):
                 yield frame
             async for frame in exchange(
                     [address_line(plan), address_line(plan), address_line(plan, plain=True)],
                     lambda r: heard_address(r) == plan.address,
-                    lambda r: ["No.", address_line(plan, plain=True)]):
+                    lambda r, n: ["No.", address_line(plan, plain=n > 1)]):
                 yield frame
             async for frame in exchange(["Yes, please place the order."],
                                         lambda r: "placed" in r.lower()):
