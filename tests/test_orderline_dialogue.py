@@ -313,3 +313,34 @@ def test_the_cascade_model_answers_with_the_same_engine() -> None:
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
     assert text.startswith("Sorry, I didn't catch that")
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_the_gateway_text_route_meets_the_same_agent(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from starlette.testclient import TestClient
+
+    from pipeflow.server import GatewayOptions, create_app
+
+    for name in ("OPENAI_API_KEY", "OAI_API_KEY", "OAI_REALTIME_URL", "ORDERLINE_DB"):
+        monkeypatch.delenv(name, raising=False)
+    options = GatewayOptions(no_auth=True, output_dir=str(tmp_path),
+                             overrides=["model.speed=0", "model.first_audio_delay_ms=0"])
+    with TestClient(create_app(ROOT / "pipelines" / "call.yaml", options),
+                    base_url="http://127.0.0.1") as client:
+        assert client.post("/api/calls/typed-1/start", json={}).status_code == 201
+
+        def ask(text: str) -> dict[str, Any]:
+            response = client.post("/api/calls/typed-1/text",
+                                   json={"q": text, "wait": True, "timeout_s": 30})
+            assert response.status_code == 200, response.text
+            body: dict[str, Any] = response.json()
+            assert body["answered"], body
+            return body
+
+        reply = ask("Can I get four pizzas and two ice creams?")["reply"]
+        assert "4 pizzas at $10.00 each and 2 ice creams at $3.00 each" in reply
+        assert ask("Remove the ice cream please")["reply"].startswith("Removed 2 ice creams.")
+        assert ask("banana telephone")["reply"].startswith("Sorry, I didn't catch that")
+        body = ask("my phone number is 555 987 6543")
+        assert "Phone number set to five five five, nine eight seven, six five four three" in (
+            body["reply"])
