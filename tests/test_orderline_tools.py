@@ -316,7 +316,11 @@ async def test_summary_hook_reports_the_stored_order(caller: Caller) -> None:
         "order": "not placed (missing: items, phone number, delivery address)"
     }
     await caller("add_to_order", product="pizza", quantity=2)
-    await caller("set_phone", phone="5551234567")
+    await caller("set_phone", phone="five five five one two three four five six seven")
+    assert orderline.summary(caller.userdata) == {
+        "order": "not placed (missing: delivery address)",
+        "so far": "2 pizzas at $10.00 each. Total $20.00.", "phone": "5551234567",
+    }
     await caller("set_address", address="12 Main Street, Springfield")
     placed = await caller("place_order")
     lines = orderline.summary(caller.userdata)

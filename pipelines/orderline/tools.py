@@ -107,8 +107,14 @@ def summary(userdata: dict[str, Any]) -> dict[str, str]:
         order = userdata.get("order")
         missing = ", ".join(order.missing()) if isinstance(order, Order) else "everything"
         lines = {"order": f"not placed (missing: {missing or 'the confirmation'})"}
-        if isinstance(order, Order) and order.lines:
-            lines["so far"] = order.summary_text()
+        if isinstance(order, Order):
+            # What the tools stored so far, so a call that stopped short shows it.
+            if order.lines:
+                lines["so far"] = order.summary_text()
+            if order.phone:
+                lines["phone"] = order.phone
+            if order.address is not None:
+                lines["address"] = order.address.one_line()
         return lines
     return {
         "order id": placed.order_id,
