@@ -163,6 +163,7 @@ CASES: list[tuple[tuple[str, ...], str, list[tuple[str, dict[str, Any]]]]] = [
     # The read-back.
     (ITEMS, "No, that's all. Can you read it back to me?", [SUMMARY]),
     (ITEMS, "that's it", [SUMMARY]),
+    (ORDER, "that's all", [SUMMARY]),  # an empty order: refused, the order is asked for
     # Phone numbers: words, digits, oh, double, triple, groups, a country code.
     (PHONE, "It's five five five, one two three, four five six seven.", [phone("5551234567")]),
     (PHONE, "555 123 4567", [phone("5551234567")]),
@@ -224,6 +225,14 @@ def test_a_short_phone_number_is_refused_and_asked_again(tmp_path: Path) -> None
     assert call.state == "phone" and call.userdata["order"].phone == ""
     assert call.say("five five five one two three four five six seven") == [phone("5551234567")]
     assert call.state == "address" and call.userdata["order"].phone == "5551234567"
+
+
+def test_an_empty_order_is_not_read_back_as_one(tmp_path: Path) -> None:
+    call = TypedCall(tmp_path)
+    assert call.say("that's all, read it back") == [SUMMARY]
+    assert call.replies[-1] == ("The order is empty: nothing has been ordered yet. What would you"
+                                " like to order?")
+    assert call.state == "order"
 
 
 def test_a_line_with_no_number_is_not_taken_for_one(tmp_path: Path) -> None:

@@ -206,6 +206,12 @@ async def test_refusals_of_the_other_tools(caller: Caller) -> None:
     assert caller.userdata["order"].address is None
 
 
+async def test_an_empty_order_is_not_summarised(caller: Caller) -> None:
+    result = await caller("summarize_order")
+    assert result["ok"] is False
+    assert result["reason"] == "The order is empty: nothing has been ordered yet."
+
+
 async def test_set_quantity_changes_a_line_to_the_number_said(caller: Caller) -> None:
     await caller("add_to_order", product="pizza", quantity=2)
     result = await caller("set_quantity", product="pizzas", quantity=5)

@@ -223,6 +223,9 @@ async def set_quantity(
 async def summarize_order(ctx: RunContext) -> dict[str, Any]:
     """Summarise the order: lines, total, phone, address and what is still missing."""
     order = _order(ctx)
+    if not order.lines:
+        return _refuse(OrderError("The order is empty: nothing has been ordered yet."
+                                  " Ask the caller what they would like."), order)
     text = order.summary_text()
     if order.phone:
         text += f" Phone: {speak_phone(order.phone)}."
