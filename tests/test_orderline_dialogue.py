@@ -235,6 +235,21 @@ def test_an_empty_order_is_not_read_back_as_one(tmp_path: Path) -> None:
     assert call.state == "order"
 
 
+def test_placing_without_a_phone_number_asks_for_it_and_takes_it(tmp_path: Path) -> None:
+    call = TypedCall(tmp_path)
+    call.say("two salads")
+    call.say("that's all")
+    call.say("five five five")  # too short: refused, still no phone
+    call.say("deliver to 42 Oak Avenue, Riverside")
+    assert call.state == "confirm"
+    assert call.say("yes") == [("place_order", {})]
+    assert "it has no phone number" in call.replies[-1] and "placed" not in call.userdata
+    assert call.say("555 987 6543") == [phone("5559876543")]
+    assert call.say("yes") == [("place_order", {})]
+    placed = call.userdata["placed"]
+    assert (placed.phone, placed.address) == ("5559876543", "42 Oak Avenue, Riverside")
+
+
 def test_a_line_with_no_number_is_not_taken_for_one(tmp_path: Path) -> None:
     call = TypedCall(tmp_path)
     for line in PHONE:
