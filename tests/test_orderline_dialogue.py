@@ -13,6 +13,7 @@ nothing and asks again.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,10 @@ TOOLS = ToolSet.from_refs(["pipelines.orderline.tools"])
 class TypedCall:
     """A call to the offline order line by text, with the real tools behind it."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, transcriber: Any = None) -> None:
         self.session = ServerSession(SCRIPT, ServerOptions(speed=0, first_audio_delay_ms=0,
-                                                           speech="tones"))
+                                                           speech="tones"),
+                                     transcriber=transcriber)
         self.userdata: dict[str, Any] = {}
         orderline.setup(self.userdata, str(tmp_path))
         self.now = 0.0
@@ -87,6 +89,16 @@ class TypedCall:
         self._send({"type": "conversation.item.create", "item": {
             "type": "message", "role": "user",
             "content": [{"type": "input_text", "text": text}]}})
+        self._send({"type": "response.create"})
+        calls, said = self._drain()
+        self.replies.append(said)
+        return calls
+
+    def speak(self) -> list[tuple[str, dict[str, Any]]]:
+        """Commit a turn of audio (the transcriber says what it held); the calls it caused."""
+        self._send({"type": "input_audio_buffer.append",
+                    "audio": base64.b64encode(b"\x01\x00" * 4800).decode()})
+        self._send({"type": "input_audio_buffer.commit"})
         self._send({"type": "response.create"})
         calls, said = self._drain()
         self.replies.append(said)
@@ -219,7 +231,7 @@ def test_a_short_phone_number_is_refused_and_asked_again(tmp_path: Path) -> None
     call = TypedCall(tmp_path)
     for line in PHONE:
         call.say(line)
-    assert call.state == "phone" and call.session.dialogue.expect == "digits"
+    assert call.state == "phone" and call.session.dialogue.expect == "phone"
     assert call.say("five five five one two three four") == [phone("5551234")]
     assert "3 are missing" in call.replies[-1] and "again" in call.replies[-1]
     assert call.state == "phone" and call.userdata["order"].phone == ""
@@ -368,3 +380,24 @@ def test_the_gateway_text_route_meets_the_same_agent(tmp_path: Path,
         body = ask("my phone number is 555 987 6543")
         assert "Phone number set to five five five, nine eight seven, six five four three" in (
             body["reply"])
+
+
+def test_the_recogniser_is_told_what_the_script_expects_next(tmp_path: Path) -> None:
+    expected: list[str | None] = []
+    words = ["two pizzas", "that's all", "five five five one two three four five six seven",
+             "forty two oak avenue riverside", "yes"]
+
+    class Heard:
+        def transcribe(self, pcm: bytes, sample_rate: int = 24000, *,
+                       expect: str | None = None) -> str:
+            expected.append(expect)
+            return words.pop(0)
+
+    call = TypedCall(tmp_path, transcriber=Heard())
+    call.session.receive_data(json.dumps({"type": "session.update", "session": {
+        "type": "realtime", "audio": {"input": {"turn_detection": None}}}}), call.now)
+    calls = [call.speak() for _ in range(5)]
+    assert expected == ["order", "order", "phone", "address", "confirm"]
+    assert calls[2] == [phone("5551234567")]
+    assert calls[3] == [address("forty two oak avenue riverside")]
+    assert call.userdata["placed"].address == "42 Oak Avenue, Riverside"
