@@ -176,6 +176,8 @@ CASES: list[tuple[tuple[str, ...], str, list[tuple[str, dict[str, Any]]]]] = [
     (ITEMS, "No, that's all. Can you read it back to me?", [SUMMARY]),
     (ITEMS, "that's it", [SUMMARY]),
     (ORDER, "that's all", [SUMMARY]),  # an empty order: refused, the order is asked for
+    (ITEMS, "no", [SUMMARY]),  # "Anything else?" "No."
+    (ITEMS, "no nothing all", [SUMMARY]),
     # Phone numbers: words, digits, oh, double, triple, groups, a country code.
     (PHONE, "It's five five five, one two three, four five six seven.", [phone("5551234567")]),
     (PHONE, "555 123 4567", [phone("5551234567")]),
