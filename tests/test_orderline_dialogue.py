@@ -264,6 +264,15 @@ def test_placing_without_a_phone_number_asks_for_it_and_takes_it(tmp_path: Path)
     assert (placed.phone, placed.address) == ("5559876543", "42 Oak Avenue, Riverside")
 
 
+def test_what_the_shop_cannot_do_is_said_and_nothing_changes(tmp_path: Path) -> None:
+    call = TypedCall(tmp_path)
+    assert call.say("sixty pizzas") == [add("pizza", 60)]
+    assert call.replies[-1] == "Sorry, we only have 50 pizzas in stock. Anything else?"
+    assert call.say("remove the salad") == [("remove_from_order", {"product": "salad"})]
+    assert call.replies[-1].startswith("The order has no salad")
+    assert call.userdata["order"].lines == [] and call.state == "order"
+
+
 def test_a_line_with_no_number_is_not_taken_for_one(tmp_path: Path) -> None:
     call = TypedCall(tmp_path)
     for line in PHONE:
