@@ -233,7 +233,7 @@ def test_a_short_phone_number_is_refused_and_asked_again(tmp_path: Path) -> None
     call = TypedCall(tmp_path)
     for line in PHONE:
         call.say(line)
-    assert call.state == "phone" and call.session.dialogue.expect == "phone"
+    assert call.state == "phone" and call.session.dialogue.expect == "digits"
     assert call.say("five five five one two three four") == [phone("5551234")]
     assert "3 are missing" in call.replies[-1] and "again" in call.replies[-1]
     assert call.state == "phone" and call.userdata["order"].phone == ""
@@ -408,7 +408,7 @@ def test_the_recogniser_is_told_what_the_script_expects_next(tmp_path: Path) -> 
     call.session.receive_data(json.dumps({"type": "session.update", "session": {
         "type": "realtime", "audio": {"input": {"turn_detection": None}}}}), call.now)
     calls = [call.speak() for _ in range(5)]
-    assert expected == ["order", "order", "phone", "address", "confirm"]
+    assert expected == ["order", "order", "digits", "address", "yesno"]
     assert calls[2] == [phone("5551234567")]
     assert calls[3] == [address("forty two oak avenue riverside")]
     assert call.userdata["placed"].address == "42 Oak Avenue, Riverside"

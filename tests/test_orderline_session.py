@@ -81,7 +81,7 @@ def test_the_script_takes_a_phone_number_in_digits_or_words(said: str, tool: str
         assert dialogue.respond().calls
         dialogue.tool_output('{"ok": true, "message": "done"}')
         dialogue.respond()
-    assert dialogue.state == "phone" and dialogue.expect == "phone"
+    assert dialogue.state == "phone" and dialogue.expect == "digits"
     dialogue.hear(said)
     assert [call.name for call in dialogue.respond().calls] == [tool]
 

@@ -160,7 +160,7 @@ def test_the_documented_example_script_plays_as_described() -> None:
     dialogue.respond()
     dialogue.tool_output('{"ok": true, "message": "Two items."}')
     assert dialogue.respond().text == "Two items. What phone number can we reach you on?"
-    assert dialogue.expect == "phone"
+    assert dialogue.expect == "digits"
     dialogue.hear("five five five")
     assert dialogue.respond().calls == [Call("set_phone", {"phone": "555"})]
     dialogue.tool_output('{"ok": false, "reason": "Too short."}')
