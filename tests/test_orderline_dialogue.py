@@ -153,6 +153,10 @@ CASES: list[tuple[tuple[str, ...], str, list[tuple[str, dict[str, Any]]]]] = [
     (ORDER, "fifteen margheritas", [add("pizza", 15)]),
     (ORDER, "two ice-creams", [add("ice cream", 2)]),
     (ORDER, "SIX PIZZAS", [add("pizza", 6)]),
+    (ITEMS, "one more pizza", [add("pizza", 1)]),
+    (ITEMS, "and another salad", [add("salad", 1)]),
+    (ITEMS, "what's the total", [SUMMARY]),
+    (ITEMS, "how much will that be altogether?", [SUMMARY]),
     # Prices of every product, and the menu.
     (ORDER, "Hi! How much is a pizza?", [price("pizza")]),
     (ORDER, "How much is a salad?", [price("salad")]),
@@ -339,6 +343,10 @@ def test_several_items_then_changes_end_in_the_order_said(tmp_path: Path) -> Non
     call.say("no ice cream")
     lines = {line.name: line.quantity for line in call.userdata["order"].lines}
     assert lines == {"pizza": 5, "salad": 3}
+    assert call.say("what's the total") == [SUMMARY]
+    assert call.replies[-1] == "5 pizzas at $10.00 each and 3 salads at $5.00 each. Total $65.00." \
+        " Still needed: phone number and delivery address."
+    assert call.state == "order"  # asking the total is not the end of the order
 
 
 def test_the_cascade_model_answers_with_the_same_engine() -> None:
