@@ -13,6 +13,7 @@ nothing and asks again.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,10 @@ TOOLS = ToolSet.from_refs(["pipelines.orderline.tools"])
 class TypedCall:
     """A call to the offline order line by text, with the real tools behind it."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, transcriber: Any = None) -> None:
         self.session = ServerSession(SCRIPT, ServerOptions(speed=0, first_audio_delay_ms=0,
-                                                           speech="tones"))
+                                                           speech="tones"),
+                                     transcriber=transcriber)
         self.userdata: dict[str, Any] = {}
         orderline.setup(self.userdata, str(tmp_path))
         self.now = 0.0
@@ -92,6 +94,16 @@ class TypedCall:
         self.replies.append(said)
         return calls
 
+    def speak(self) -> list[tuple[str, dict[str, Any]]]:
+        """Commit a turn of audio (the transcriber says what it held); the calls it caused."""
+        self._send({"type": "input_audio_buffer.append",
+                    "audio": base64.b64encode(b"\x01\x00" * 4800).decode()})
+        self._send({"type": "input_audio_buffer.commit"})
+        self._send({"type": "response.create"})
+        calls, said = self._drain()
+        self.replies.append(said)
+        return calls
+
     @property
     def state(self) -> str | None:
         return self.session.dialogue.state
@@ -141,6 +153,10 @@ CASES: list[tuple[tuple[str, ...], str, list[tuple[str, dict[str, Any]]]]] = [
     (ORDER, "fifteen margheritas", [add("pizza", 15)]),
     (ORDER, "two ice-creams", [add("ice cream", 2)]),
     (ORDER, "SIX PIZZAS", [add("pizza", 6)]),
+    (ITEMS, "one more pizza", [add("pizza", 1)]),
+    (ITEMS, "and another salad", [add("salad", 1)]),
+    (ITEMS, "what's the total", [SUMMARY]),
+    (ITEMS, "how much will that be altogether?", [SUMMARY]),
     # Prices of every product, and the menu.
     (ORDER, "Hi! How much is a pizza?", [price("pizza")]),
     (ORDER, "How much is a salad?", [price("salad")]),
@@ -163,6 +179,9 @@ CASES: list[tuple[tuple[str, ...], str, list[tuple[str, dict[str, Any]]]]] = [
     # The read-back.
     (ITEMS, "No, that's all. Can you read it back to me?", [SUMMARY]),
     (ITEMS, "that's it", [SUMMARY]),
+    (ORDER, "that's all", [SUMMARY]),  # an empty order: refused, the order is asked for
+    (ITEMS, "no", [SUMMARY]),  # "Anything else?" "No."
+    (ITEMS, "no nothing all", [SUMMARY]),
     # Phone numbers: words, digits, oh, double, triple, groups, a country code.
     (PHONE, "It's five five five, one two three, four five six seven.", [phone("5551234567")]),
     (PHONE, "555 123 4567", [phone("5551234567")]),
@@ -224,6 +243,38 @@ def test_a_short_phone_number_is_refused_and_asked_again(tmp_path: Path) -> None
     assert call.state == "phone" and call.userdata["order"].phone == ""
     assert call.say("five five five one two three four five six seven") == [phone("5551234567")]
     assert call.state == "address" and call.userdata["order"].phone == "5551234567"
+
+
+def test_an_empty_order_is_not_read_back_as_one(tmp_path: Path) -> None:
+    call = TypedCall(tmp_path)
+    assert call.say("that's all, read it back") == [SUMMARY]
+    assert call.replies[-1] == ("The order is empty: nothing has been ordered yet. What would you"
+                                " like to order?")
+    assert call.state == "order"
+
+
+def test_placing_without_a_phone_number_asks_for_it_and_takes_it(tmp_path: Path) -> None:
+    call = TypedCall(tmp_path)
+    call.say("two salads")
+    call.say("that's all")
+    call.say("five five five")  # too short: refused, still no phone
+    call.say("deliver to 42 Oak Avenue, Riverside")
+    assert call.state == "confirm"
+    assert call.say("yes") == [("place_order", {})]
+    assert "it has no phone number" in call.replies[-1] and "placed" not in call.userdata
+    assert call.say("555 987 6543") == [phone("5559876543")]
+    assert call.say("yes") == [("place_order", {})]
+    placed = call.userdata["placed"]
+    assert (placed.phone, placed.address) == ("5559876543", "42 Oak Avenue, Riverside")
+
+
+def test_what_the_shop_cannot_do_is_said_and_nothing_changes(tmp_path: Path) -> None:
+    call = TypedCall(tmp_path)
+    assert call.say("sixty pizzas") == [add("pizza", 60)]
+    assert call.replies[-1] == "Sorry, we only have 50 pizzas in stock. Anything else?"
+    assert call.say("remove the salad") == [("remove_from_order", {"product": "salad"})]
+    assert call.replies[-1].startswith("The order has no salad")
+    assert call.userdata["order"].lines == [] and call.state == "order"
 
 
 def test_a_line_with_no_number_is_not_taken_for_one(tmp_path: Path) -> None:
@@ -292,6 +343,10 @@ def test_several_items_then_changes_end_in_the_order_said(tmp_path: Path) -> Non
     call.say("no ice cream")
     lines = {line.name: line.quantity for line in call.userdata["order"].lines}
     assert lines == {"pizza": 5, "salad": 3}
+    assert call.say("what's the total") == [SUMMARY]
+    assert call.replies[-1] == "5 pizzas at $10.00 each and 3 salads at $5.00 each. Total $65.00." \
+        " Still needed: phone number and delivery address."
+    assert call.state == "order"  # asking the total is not the end of the order
 
 
 def test_the_cascade_model_answers_with_the_same_engine() -> None:
@@ -313,3 +368,55 @@ def test_the_cascade_model_answers_with_the_same_engine() -> None:
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
     assert text.startswith("Sorry, I didn't catch that")
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_the_gateway_text_route_meets_the_same_agent(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from starlette.testclient import TestClient
+
+    from pipeflow.server import GatewayOptions, create_app
+
+    for name in ("OPENAI_API_KEY", "OAI_API_KEY", "OAI_REALTIME_URL", "ORDERLINE_DB"):
+        monkeypatch.delenv(name, raising=False)
+    options = GatewayOptions(no_auth=True, output_dir=str(tmp_path),
+                             overrides=["model.speed=0", "model.first_audio_delay_ms=0"])
+    with TestClient(create_app(ROOT / "pipelines" / "call.yaml", options),
+                    base_url="http://127.0.0.1") as client:
+        assert client.post("/api/calls/typed-1/start", json={}).status_code == 201
+
+        def ask(text: str) -> dict[str, Any]:
+            response = client.post("/api/calls/typed-1/text",
+                                   json={"q": text, "wait": True, "timeout_s": 30})
+            assert response.status_code == 200, response.text
+            body: dict[str, Any] = response.json()
+            assert body["answered"], body
+            return body
+
+        reply = ask("Can I get four pizzas and two ice creams?")["reply"]
+        assert "4 pizzas at $10.00 each and 2 ice creams at $3.00 each" in reply
+        assert ask("Remove the ice cream please")["reply"].startswith("Removed 2 ice creams.")
+        assert ask("banana telephone")["reply"].startswith("Sorry, I didn't catch that")
+        body = ask("my phone number is 555 987 6543")
+        assert "Phone number set to five five five, nine eight seven, six five four three" in (
+            body["reply"])
+
+
+def test_the_recogniser_is_told_what_the_script_expects_next(tmp_path: Path) -> None:
+    expected: list[str | None] = []
+    words = ["two pizzas", "that's all", "five five five one two three four five six seven",
+             "forty two oak avenue riverside", "yes"]
+
+    class Heard:
+        def transcribe(self, pcm: bytes, sample_rate: int = 24000, *,
+                       expect: str | None = None) -> str:
+            expected.append(expect)
+            return words.pop(0)
+
+    call = TypedCall(tmp_path, transcriber=Heard())
+    call.session.receive_data(json.dumps({"type": "session.update", "session": {
+        "type": "realtime", "audio": {"input": {"turn_detection": None}}}}), call.now)
+    calls = [call.speak() for _ in range(5)]
+    assert expected == ["order", "order", "digits", "address", "yesno"]
+    assert calls[2] == [phone("5551234567")]
+    assert calls[3] == [address("forty two oak avenue riverside")]
+    assert call.userdata["placed"].address == "42 Oak Avenue, Riverside"

@@ -94,8 +94,9 @@ def test_pipeflow_chat_runs_the_call_as_text(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items()
            if k not in ("OPENAI_API_KEY", "OAI_API_KEY", "OAI_REALTIME_URL", "ORDERLINE_DB")}
     env["COLUMNS"] = "200"
-    lines = ["How much is a salad?", "three pizzas please", "two ice creams", "that's all",
-             "555 123 4567", "12 Main Street, Springfield", "yes, place it"]
+    lines = ["How much is a salad?", "Can I get four pizzas and two ice creams?",
+             "Actually, make that five pizzas", "Remove the ice cream please", "that's all",
+             "555 987 6543", "forty two oak avenue riverside", "yes, place it"]
     proc = subprocess.run(
         [sys.executable, "-m", "pipeflow.cli", "chat", "pipelines/call.yaml", "-o", str(tmp_path),
          "--set", "model.speed=0", "--set", "model.first_audio_delay_ms=0"],
@@ -106,9 +107,12 @@ def test_pipeflow_chat_runs_the_call_as_text(tmp_path: Path) -> None:
     out = proc.stdout
     assert "agent Hello, and thank you for calling the corner shop!" in out
     assert 'tool get_product_info({"product":"salad"})' in out
-    assert 'tool add_to_order({"product":"pizza","quantity":3})' in out
-    assert "tool set_phone(" in out and "tool place_order({})" in out
-    assert "total: $36.00" in out
+    assert 'tool add_to_order({"product":"pizza","quantity":4})' in out
+    assert 'tool add_to_order({"product":"ice cream","quantity":2})' in out
+    assert 'tool set_quantity({"product":"pizza","quantity":5})' in out
+    assert 'tool remove_from_order({"product":"ice cream"})' in out
+    assert 'tool set_phone({"phone":"5559876543"})' in out and "tool place_order({})" in out
+    assert "total: $50.00" in out
     rows = sqlite3.connect(tmp_path / "orders.sqlite3").execute(
-        "select total, phone from orders").fetchall()
-    assert rows == [("36.00", "5551234567")]
+        "select total, phone, address from orders").fetchall()
+    assert rows == [("50.00", "5559876543", "42 Oak Avenue, Riverside")]

@@ -206,6 +206,12 @@ async def test_refusals_of_the_other_tools(caller: Caller) -> None:
     assert caller.userdata["order"].address is None
 
 
+async def test_an_empty_order_is_not_summarised(caller: Caller) -> None:
+    result = await caller("summarize_order")
+    assert result["ok"] is False
+    assert result["reason"] == "The order is empty: nothing has been ordered yet."
+
+
 async def test_set_quantity_changes_a_line_to_the_number_said(caller: Caller) -> None:
     await caller("add_to_order", product="pizza", quantity=2)
     result = await caller("set_quantity", product="pizzas", quantity=5)
@@ -316,7 +322,11 @@ async def test_summary_hook_reports_the_stored_order(caller: Caller) -> None:
         "order": "not placed (missing: items, phone number, delivery address)"
     }
     await caller("add_to_order", product="pizza", quantity=2)
-    await caller("set_phone", phone="5551234567")
+    await caller("set_phone", phone="five five five one two three four five six seven")
+    assert orderline.summary(caller.userdata) == {
+        "order": "not placed (missing: delivery address)",
+        "so far": "2 pizzas at $10.00 each. Total $20.00.", "phone": "5551234567",
+    }
     await caller("set_address", address="12 Main Street, Springfield")
     placed = await caller("place_order")
     lines = orderline.summary(caller.userdata)

@@ -137,3 +137,32 @@ def test_docs_describe_every_script_and_fault_field() -> None:
         if field.name != "source" and f"| `{field.name}` |" not in doc
     ]
     assert not missing, f"docs/realtime.md does not describe: {missing}"
+
+
+def test_the_documented_example_script_plays_as_described() -> None:
+    import re
+
+    from pipeflow.realtime.dialogue import Call, Dialogue
+
+    doc = (ROOT / "docs" / "realtime.md").read_text()
+    section = doc[doc.index("## The script format"):]
+    example = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert example is not None
+    text = example.group(1).replace("orderline.catalog:", "pipelines.orderline.catalog:")
+    dialogue = Dialogue(parse_script(text, "realtime.md"))
+    dialogue.respond()  # the greeting
+    dialogue.hear("three salads and four pizzas")
+    assert dialogue.respond().calls == [Call("add_to_order", {"product": "salad", "quantity": 3}),
+                                        Call("add_to_order", {"product": "pizza", "quantity": 4})]
+    dialogue.tool_output('{"ok": true, "message": "Added."}')
+    dialogue.respond()
+    dialogue.hear("that's all")
+    dialogue.respond()
+    dialogue.tool_output('{"ok": true, "message": "Two items."}')
+    assert dialogue.respond().text == "Two items. What phone number can we reach you on?"
+    assert dialogue.expect == "digits"
+    dialogue.hear("five five five")
+    assert dialogue.respond().calls == [Call("set_phone", {"phone": "555"})]
+    dialogue.tool_output('{"ok": false, "reason": "Too short."}')
+    assert dialogue.respond().text == "Sorry. Too short. Could you say the whole number again?"
+    assert dialogue.state == "phone"

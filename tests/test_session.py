@@ -145,8 +145,8 @@ async def test_ask_waits_for_the_answer_after_the_tool_round_trip() -> None:
     async with AgentSession(demo_agent(), transport={"script": DEMO, "speed": 0}) as session:
         start = session.frames_seen
         answer = await session.ask("What is the weather in Paris?", 20)
-        assert answer == (
-            "Let me check the weather for you. Weather in Paris: snowy, 28 °C."  # the city asked about
+        assert answer == (  # the city asked about
+            "Let me check the weather for you. Weather in Paris: snowy, 28 °C."
         )
         frames = session.frames[start:]
         # The answer spans the response that called the tool and the one that used it.

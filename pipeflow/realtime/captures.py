@@ -6,7 +6,7 @@ expression that finds the words and a converter that turns them into the
 value a tool gets:
 
 - ``number``: a count in words or digits ("three", "twenty one", "12",
-  "a"/"an" for 1) -> ``int``;
+  "a"/"an"/"another" for 1, "a dozen") -> ``int``;
 - ``digits``: a digit string as said or typed ("five five five, oh one",
   "double five", "triple nine", "plus four four", "555-0123") -> ``str``
   (a leading ``+`` kept);
@@ -41,9 +41,9 @@ _TENS = ("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ni
 NUMBER_VALUES: dict[str, int] = {
     **{w: i for i, w in enumerate(_UNITS)}, **{w: 10 + i for i, w in enumerate(_TEENS)},
     **{w: 20 + 10 * i for i, w in enumerate(_TENS)}, "a": 1, "an": 1, "fourty": 40,
-    "a couple of": 2, "a dozen": 12, "dozen": 12,
+    "a couple of": 2, "a dozen": 12, "dozen": 12, "another": 1,
 }
-"""Number words and their values ("a" and "an" count one)."""
+"""Number words and their values ("a", "an" and "another" count one)."""
 
 _DIGIT_WORDS = {**{w: str(i) for i, w in enumerate(_UNITS)}, "oh": "0", "o": "0",
                 "nought": "0", "nil": "0"}

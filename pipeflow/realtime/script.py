@@ -43,8 +43,8 @@ answers and the state stays. When the words are not known (audio with no
 transcriber) the next free turn in order answers, and its ``user`` text is
 reported as the transcript (its captures are read from that text).
 Patterns and captures: ``pipeflow.realtime.patterns`` and
-``pipeflow.realtime.captures``; the dialogue engine that plays turns:
-``pipeflow.realtime.dialogue``.
+``pipeflow.realtime.captures``; placeholders: ``pipeflow.realtime.templates``;
+the dialogue engine that plays turns: ``pipeflow.realtime.dialogue``.
 
 Steps run in order. Consecutive ``say`` steps make one spoken message; a
 ``call`` ends the response with a function call (consecutive calls are
@@ -71,6 +71,8 @@ from pipeflow.errors import ConfigError
 from pipeflow.realtime.captures import BUILTIN_TYPES, CaptureType, vocabulary_type
 from pipeflow.realtime.patterns import Found, Pattern, PatternError, compile_pattern, explained
 from pipeflow.realtime.patterns import words_of as _words_of
+from pipeflow.realtime.templates import check_template as _check_template
+from pipeflow.realtime.templates import fill_arguments, render
 from pipeflow.yamlsource import Located, load_yaml
 
 __all__ = [
@@ -85,11 +87,6 @@ __all__ = [
     "parse_script",
     "render",
 ]
-
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
-_NAME = re.compile(r"^(user|result|[A-Za-z_]\w*)((?:\.[A-Za-z0-9_-]+)*)$")
-_ALONE = re.compile(r"^\{([A-Za-z_]\w*)\}$")
-
 
 class Step(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     """One thing the model does: say text, call a tool, or end the script."""
@@ -257,77 +254,6 @@ def _entries(match: str | list[str] | None) -> list[str]:
     return [match] if isinstance(match, str) else list(match or [])
 
 
-def render(template: str, result: str | None, user: str,
-           values: dict[str, Any] | None = None) -> str:
-    """Fill captures, ``{result}``, ``{result.a.0.b}`` and ``{user}`` in a text.
-
-    A field missing from the result (or a result that is not JSON) leaves the
-    placeholder as written, so the transcript shows what went wrong.
-    """
-    parsed: Any = _MISSING
-    values = values or {}
-
-    def fill(match: re.Match[str]) -> str:
-        nonlocal parsed
-        token = match.group(0)
-        if token in ("{{", "}}"):
-            return token[0]
-        name = _NAME.match(match.group(1) or "")
-        if name is None:
-            return token
-        if name.group(1) in values and not name.group(2):
-            return str(values[name.group(1)])
-        if name.group(1) == "user":
-            return user
-        if name.group(1) != "result":
-            return token
-        if not name.group(2):
-            return result or ""
-        if parsed is _MISSING:
-            try:
-                parsed = msgspec.json.decode(result or "")
-            except msgspec.DecodeError:
-                parsed = None
-        value = _lookup(parsed, name.group(2)[1:].split("."))
-        if value is _MISSING:
-            return token
-        return value if isinstance(value, str) else msgspec.json.encode(value).decode()
-
-    return _PLACEHOLDER.sub(fill, template)
-
-
-def fill_arguments(value: Any, result: str | None, user: str, values: dict[str, Any]) -> Any:
-    """A call's arguments with placeholders filled (``render``), recursively.
-
-    A string that is one capture alone (``"{quantity}"``) becomes the
-    captured value itself, with its type (an ``int`` for a number).
-    """
-    if isinstance(value, str):
-        alone = _ALONE.match(value)
-        if alone and alone.group(1) in values:
-            return values[alone.group(1)]
-        return render(value, result, user, values)
-    if isinstance(value, dict):
-        return {k: fill_arguments(v, result, user, values) for k, v in value.items()}
-    if isinstance(value, list):
-        return [fill_arguments(v, result, user, values) for v in value]
-    return value
-
-
-_MISSING: Any = object()
-
-
-def _lookup(value: Any, path: list[str]) -> Any:
-    for key in path:
-        if isinstance(value, dict) and key in value:
-            value = value[key]
-        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
-            value = value[int(key)]
-        else:
-            return _MISSING
-    return value
-
-
 # --- capture types and patterns ----------------------------------------------------
 
 
@@ -481,28 +407,6 @@ def _strings(value: Any, key: str = "") -> list[tuple[str, str]]:
     if isinstance(value, list):
         return [s for v in value for s in _strings(v, key)]
     return []
-
-
-def _check_template(text: str, where: str, label: str,
-                    names: frozenset[str] = frozenset()) -> None:
-    for match in _PLACEHOLDER.finditer(text):
-        inner = match.group(1)
-        if inner is None:
-            continue
-        name = _NAME.match(inner)
-        known = name is not None and (name.group(1) in ("user", "result") or (
-            name.group(1) in names and not name.group(2)))
-        if not known:
-            captures = "".join(f"{{{n}}}, " for n in sorted(names))
-            raise ConfigError(
-                f"script {label}: unknown placeholder {{{inner}}} in {text!r}; use "
-                f"{captures}{{result}}, {{result.field}}, {{user}}, or {{{{ and }}}} for "
-                "braces (a capture must be in every pattern of its turn)", where
-            )
-    stray = _PLACEHOLDER.sub("", text)
-    if "{" in stray or "}" in stray:
-        raise ConfigError(f"script {label}: unbalanced brace in {text!r} (write {{{{ or }}}})",
-                          where)
 
 
 def load_script(path: str | Path) -> Script:

@@ -1,9 +1,10 @@
 """Responses of the local Realtime server: script steps become timed server events.
 
 ``ResponsePlanner`` is the part of ``ServerSession`` that answers
-``response.create`` (and server-VAD turns): it picks the steps (a ``Say``
-text, the steps left after a tool call, the user turn's, the greeting, the
-fallback), and queues every event of the response with its due time: the
+``response.create`` (and server-VAD turns): it takes the response's plan
+(a given ``say`` text, else what the session's ``Dialogue`` does next: the
+steps left after a tool call, the user turn's, the greeting, the fallback)
+and queues every event of the response with its due time: the
 message item with its audio and transcript deltas paced after the
 first-audio delay, the function call items, ``response.done``. Cancelling
 removes what is not sent yet and reports the response ``cancelled``.

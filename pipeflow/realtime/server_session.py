@@ -13,7 +13,10 @@ schedule with their due times (audio deltas at real-time pacing after the
 first-audio delay). ``response.cancel`` and a barge-in remove what is not
 sent yet and answer ``response.done`` with status ``cancelled``.
 
-The model is a script (``pipeflow.realtime.script``); speech is espeak-ng
+The model is a script (``pipeflow.realtime.script``) played by a
+``Dialogue`` (``pipeflow.realtime.dialogue``), which also says what the
+caller is expected to say next: each committed audio goes to the
+transcriber with that expectation (``Transcription.expect``); speech is espeak-ng
 (``pipeflow.audio.tts``); server VAD is the project's ``Segmenter``.
 Wire format: the OpenAI Realtime API, GA names by default, beta names when
 the connection or the client's ``session.update`` is beta.

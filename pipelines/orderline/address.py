@@ -14,8 +14,8 @@ An address heard by a recogniser comes in lower-case words ("forty two oak
 avenue riverside"); ``from_speech`` writes it the way it is typed ("42 Oak
 Avenue Riverside", which parses to "42 Oak Avenue, Riverside"): a house
 number said in words becomes digits ("twelve", "forty two", "one two three"
-digit by digit, "one hundred and five"), and all-lower-case words get
-capitals.
+digit by digit, "twelve thirty four" in pairs, "one thousand two hundred and
+five"), and all-lower-case words get capitals.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ _DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "
 _NUMBER_WORD = re.compile(
     r"(?:zero|oh|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|"
     r"fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|"
-    r"seventy|eighty|ninety|hundred|and)$", re.I)
+    r"seventy|eighty|ninety|hundred|thousand|and)$", re.I)
 
 
 def from_speech(text: str) -> str:
@@ -194,22 +194,63 @@ def from_speech(text: str) -> str:
 
 
 def _house_number(words: list[str]) -> str:
-    """``["forty", "two"]`` -> "42"; digit by digit: ``["one", "two"]`` -> "12"; else ""."""
+    """A house number said in words, as digits ("" when the words are no house number).
+
+    ``forty two`` -> 42; digit by digit: ``one two oh four`` -> 1204; in
+    pairs: ``twelve thirty four`` -> 1234, ``twelve oh five`` -> 1205, ``four
+    fifty`` -> 450; with ``hundred`` and ``thousand``: ``one thousand two
+    hundred and thirty four`` -> 1234, ``twelve hundred`` -> 1200.
+    """
+    words = [w for w in words if w != "and"]
     if len(words) > 1 and all(w in _DIGIT_NAMES for w in words):
-        return "".join("0" if w == "oh" else str(_DIGIT_NAMES.index(w)) for w in words)
+        return "".join(_digit(w) for w in words)
+    value = _thousands(words)
+    return str(value) if value else ""
+
+
+def _thousands(words: list[str]) -> int | None:
+    if "thousand" not in words:
+        return _hundreds(words)
+    at = words.index("thousand")
+    head = _small(words[:at]) if at else 1
+    tail = _hundreds(words[at + 1:]) if words[at + 1:] else 0
+    if head is None or tail is None or not 0 < head < 10 or tail >= 1000:
+        return None
+    return head * 1000 + tail
+
+
+def _hundreds(words: list[str]) -> int | None:
     if "hundred" in words:
         at = words.index("hundred")
-        rest = [w for w in words[at + 1:] if w != "and"]
-        try:
-            hundreds = number_from_words(" ".join(words[:at])) if at else 1
-            tail = number_from_words(" ".join(rest)) if rest else 0
-        except CaptureError:
-            return ""
-        return str(hundreds * 100 + tail) if hundreds < 100 and tail < 100 else ""
+        head = _small(words[:at]) if at else 1
+        tail = _small(words[at + 1:]) if words[at + 1:] else 0
+        return None if head is None or tail is None or not head else head * 100 + tail
+    whole = _small(words)
+    if whole is not None:
+        return whole
+    for split in range(1, len(words)):  # in pairs: "twelve thirty four", "twelve oh five"
+        head, tail = _small(words[:split]), words[split:]
+        if len(tail) == 2 and tail[0] == "oh" and tail[1] in _DIGIT_NAMES:
+            rest: int | None = int(_digit(tail[1]))
+        else:
+            rest = _small(tail)
+            rest = rest if rest is not None and rest >= 10 else None
+        if head and rest is not None:
+            return head * 100 + rest
+    return None
+
+
+def _small(words: list[str]) -> int | None:
+    """A number 0 to 99 said in words, or None."""
     try:
-        return str(number_from_words(" ".join(words)))
+        value = number_from_words(" ".join(words))
     except CaptureError:
-        return ""
+        return None
+    return value if 0 <= value < 100 and words[0] not in ("a", "an") else None
+
+
+def _digit(word: str) -> str:
+    return "0" if word == "oh" else str(_DIGIT_NAMES.index(word))
 
 
 def require_deliverable(text: str) -> Address:

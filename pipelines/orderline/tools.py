@@ -107,8 +107,14 @@ def summary(userdata: dict[str, Any]) -> dict[str, str]:
         order = userdata.get("order")
         missing = ", ".join(order.missing()) if isinstance(order, Order) else "everything"
         lines = {"order": f"not placed (missing: {missing or 'the confirmation'})"}
-        if isinstance(order, Order) and order.lines:
-            lines["so far"] = order.summary_text()
+        if isinstance(order, Order):
+            # What the tools stored so far, so a call that stopped short shows it.
+            if order.lines:
+                lines["so far"] = order.summary_text()
+            if order.phone:
+                lines["phone"] = order.phone
+            if order.address is not None:
+                lines["address"] = order.address.one_line()
         return lines
     return {
         "order id": placed.order_id,
@@ -217,6 +223,9 @@ async def set_quantity(
 async def summarize_order(ctx: RunContext) -> dict[str, Any]:
     """Summarise the order: lines, total, phone, address and what is still missing."""
     order = _order(ctx)
+    if not order.lines:
+        return _refuse(OrderError("The order is empty: nothing has been ordered yet."
+                                  " Ask the caller what they would like."), order)
     text = order.summary_text()
     if order.phone:
         text += f" Phone: {speak_phone(order.phone)}."
