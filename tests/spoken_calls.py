@@ -169,7 +169,6 @@ class _HangUp(Exception):
 class ListeningCaller(CallerSource):
     """A caller that listens to the agent and answers like a person with ``plan_call(seed)``."""
 
-    name = "listening_caller"
     Options = ListeningCallerOptions
     observes = (PlayoutPosition, Transcript)
 
@@ -314,7 +313,6 @@ class ListeningCaller(CallerSource):
 class Ears(Stage):
     """Passes every frame on; hands the agent's final words back to the caller."""
 
-    name = "ears"
     role = "transform"
 
     async def process(self, frames: Frames) -> Frames:
