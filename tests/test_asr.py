@@ -317,6 +317,29 @@ def test_a_decode_does_not_depend_on_what_the_decoder_heard_before(
     assert heard == {fresh.transcribe(*target)}
 
 
+def test_a_few_samples_shift_does_not_change_the_words(tmp_path: Path) -> None:
+    """The demo's address, as its caller speaks it after the earlier lines, is heard
+    the same wherever the turn's cut falls (measured before decoding at several frame
+    offsets: one sample more at the start gave "twenty oak lane street springfield").
+    """
+    need_tts()
+    import yaml
+
+    from pipeflow.stages.caller import _synthesize_apart
+
+    root = Path(__file__).resolve().parents[1]
+    lines = [line if isinstance(line, str) else line["text"]
+             for line in yaml.safe_load((root / "pipelines" / "call.yaml").read_text())
+             ["stages"][0]["lines"]]
+    index = next(i for i, line in enumerate(lines) if "Main Street" in line)
+    speech = _synthesize_apart(lines[: index + 1], 16000, "en-us", 165)[index]
+    at_24k = resample(speech, 16000, 24000)
+    asr = PocketsphinxTranscriber(sentences=SENTENCES, cache_dir=tmp_path)
+    heard = {asr.transcribe(np.concatenate([np.zeros(lead, np.int16), at_24k]).tobytes(), 24000)
+             for lead in (0, 1, 3, 7)}
+    assert heard == {"twelve main street springfield"}
+
+
 def test_an_expected_phone_number_is_heard_against_digits_only(tmp_path: Path) -> None:
     need_tts()
     asr = PocketsphinxTranscriber(sentences=SENTENCES, cache_dir=tmp_path,

@@ -55,6 +55,7 @@ _PAD_S = 0.3
 _QUIET = 10 ** (-40 / 20)  # frames this far below the loudest are not speech
 _NOISE_WIDE = 0.04  # dither level, relative to the speech RMS
 _NOISE_NARROW = 0.1
+_SHIFTS = (0, 53, 107)  # samples: the decoder's 10 ms frame (160) laid at thirds
 _DISCOUNT = 0.1  # probability mass kept for unseen word sequences
 # An expectation's sentences cover its answers in every place (each number
 # before each street...), so a sequence they never have is a misrecognition,
@@ -236,14 +237,27 @@ class PocketsphinxTranscriber:
         if sample_rate != _MODEL_RATE:
             samples = resample(samples, sample_rate, _MODEL_RATE)
         samples = trim(samples)
-        data = prepare(samples, narrowband=sample_rate <= 8000 or _narrowband(samples))
+        narrowband = sample_rate <= 8000 or _narrowband(samples)
         model = expect if expect in self._models else _DEFAULT
+        best: tuple[float, list[str]] | None = None
         with self._decoder(model) as decoder:
-            decoder.start_utt()
-            decoder.process_raw(data, no_search=False, full_utt=True)
-            decoder.end_utt()
-            hyp = decoder.hyp()
-            words = [seg.word for seg in decoder.seg()] if hyp is not None else []
+            # Where the 10 ms frames fall on the speech changes what is heard
+            # (measured: a one-sample shift turned "twelve main street" into
+            # "twenty oak lane street"); the frames are laid at a few offsets
+            # and the best-scoring hypothesis is kept.
+            for shift in _SHIFTS:
+                shifted = np.concatenate([samples[shift:], np.zeros(shift, samples.dtype)])
+                decoder.reinit_feat()
+                decoder.start_utt()
+                decoder.process_raw(prepare(shifted, narrowband), no_search=False, full_utt=True)
+                decoder.end_utt()
+                hyp = decoder.hyp()
+                if hyp is None:
+                    continue
+                words = [seg.word for seg in decoder.seg()]
+                if best is None or hyp.score > best[0]:
+                    best = (hyp.score, words)
+        words = best[1] if best is not None else []
         return " ".join(_clean(w) for w in words if _is_word(w))
 
 
