@@ -25,6 +25,10 @@ from pipelines.orderline.address import AddressError, parse_address, require_del
         ("Damrak 1, 1012 LG Amsterdam", "1", "Damrak", "Amsterdam", "1012 LG"),
         ("12 Main 62704", "12", "Main", "", "62704"),
         ("  12   Elm Road,\n  Shelbyville ", "12", "Elm Road", "Shelbyville", ""),
+        # A street-type word can be the street's name: the street ends at the last one.
+        ("100 Hill Road Madison", "100", "Hill Road", "Madison", ""),
+        ("5 Court Street Salem", "5", "Court Street", "Salem", ""),
+        ("7 Hill Madison", "7", "Hill", "Madison", ""),
     ],
 )
 def test_deliverable_addresses_split_into_parts(

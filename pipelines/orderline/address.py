@@ -284,9 +284,17 @@ def _split_street(part: str, alone: bool) -> tuple[str, str, str] | None:
         rest = words[1:]
         if alone:
             # No commas: the street ends at its street-type word; the rest is the place.
-            for i, word in enumerate(rest):
-                if word.casefold().rstrip(".") in _STREET_TYPES:
-                    return words[0], " ".join(rest[: i + 1]), " ".join(rest[i + 1 :])
+            # A name comes before the type, and a type word can be a name ("Hill
+            # Road", "Court Street"): the street ends at the last of a run of them.
+            kinds = [w.casefold().rstrip(".") in _STREET_TYPES for w in rest]
+            ends = [i for i in range(1, len(rest)) if kinds[i]]
+            if not ends and kinds[0]:
+                ends = [0]
+            if ends:
+                end = ends[0]
+                while end + 1 < len(rest) and kinds[end + 1]:
+                    end += 1
+                return words[0], " ".join(rest[: end + 1]), " ".join(rest[end + 1 :])
             street, tail = _strip_postcode(rest)
             return words[0], street, tail
         return words[0], " ".join(rest), ""
