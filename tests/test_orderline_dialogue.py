@@ -200,6 +200,10 @@ CASES: list[tuple[tuple[str, ...], str, list[tuple[str, dict[str, Any]]]]] = [
     (ADDRESS, "my address is one hundred and five high street leeds",
      [address("one hundred and five high street leeds")]),
     (ORDER, "deliver to 42 Oak Avenue, Riverside", [address("42 Oak Avenue, Riverside")]),
+    # A phone correction when the address is asked for is a phone number.
+    (ADDRESS, "No, my number is five five five, one two three, four five six seven.",
+     [phone("5551234567")]),
+    (ADDRESS, "no the phone number is 555 987 6543", [phone("5559876543")]),
     # Confirm or decline.
     (CONFIRM, "Yes, please place the order.", [("place_order", {})]),
     (CONFIRM, "yes", [("place_order", {})]),
