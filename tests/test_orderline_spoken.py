@@ -22,7 +22,7 @@ from tests.spoken_calls import CallResult, run_call
 pytest.importorskip("pocketsphinx", reason="spoken calls need pocketsphinx")
 
 SEEDS = tuple(range(1, 11))
-MEASURED_RIGHT = 6
+MEASURED_RIGHT = 8
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def _report(calls: list[CallResult]) -> str:
 def test_nine_in_ten_spoken_orders_are_stored_exactly(calls: list[CallResult]) -> None:
     right = sum(call.right for call in calls)
     print(_report(calls))
-    # Goal 9 in 10; measured 6 in 10 on these seeds (docs/asr.md, "Spoken calls").
+    # Goal 9 in 10; measured 8 in 10 on these seeds (docs/asr.md, "Spoken calls").
     assert right >= MEASURED_RIGHT - 1, _report(calls)
 
 
