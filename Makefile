@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench bench-quick docs clean setup browser
+.PHONY: demo test lint bench bench-quick docs clean setup browser soak audit
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,21 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks --quick
+
+## The long reliability runs of docs/reliability.md (SOAK_MINUTES=10 by default).
+SOAK_MINUTES ?= 10
+soak: $(STAMP)
+	$(BIN)/python -m benchmarks.soak leak --sessions 1000 --calls 1000
+	$(BIN)/python -m benchmarks.soak calls --minutes $(SOAK_MINUTES) --concurrent 8
+	-$(MAKE) audit  # reported, not fatal here: it needs PyPI's JSON API
+
+## Known vulnerabilities in the installed packages (needs PyPI's JSON API);
+## pip-audit lives in its own environment, so it is not part of the audited set.
+AUDIT_VENV ?= .venv-audit
+audit: $(STAMP)
+	@test -x $(AUDIT_VENV)/bin/pip-audit || ($(PYTHON) -m venv $(AUDIT_VENV) && $(AUDIT_VENV)/bin/pip install --quiet pip-audit)
+	$(BIN)/python -m pip freeze --exclude-editable > $(AUDIT_VENV)/installed.txt
+	$(AUDIT_VENV)/bin/pip-audit -s pypi -r $(AUDIT_VENV)/installed.txt --no-deps --disable-pip --strict --progress-spinner off
 
 ## Regenerate docs/yaml.md from the option structs.
 docs: $(STAMP)

@@ -437,7 +437,8 @@ def main() -> None:
              "start-up p99 (ms)", "CPU per frame (µs)", "RSS per session (KiB)"],
             scale_rows,
         )
-        ratio_text = scale_ratio_text(limits) + cpu_ratio_text(all_steps, cpu_at_n)
+        ratio_text = (scale_ratio_text(limits) + cpu_ratio_text(all_steps, cpu_at_n)
+                      + "\n\n" + bench_scale.load_text(all_steps))
     else:
         scale_table, ratio_text = "", "Sessions per core not run (--no-scale)."
     show = "import importlib.metadata as m; print(m.version('pipecat-ai'))"

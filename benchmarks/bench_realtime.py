@@ -84,7 +84,7 @@ async def model_server(kind: str) -> AsyncIterator[tuple[str, str]]:
             port = probe.getsockname()[1]
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pipeflow.cli", "realtime-server", "--port", str(port),
-            "--first-audio-delay-ms", "0", "--speed", "0",
+            "--no-auth", "--first-audio-delay-ms", "0", "--speed", "0",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )
         try:

@@ -285,7 +285,7 @@ async def orderline_server(cores: set[int] | None = None) -> AsyncIterator[str]:
             os.sched_setaffinity(0, cores)
 
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pipeflow.cli", "realtime-server", "--port", "0",
+        sys.executable, "-m", "pipeflow.cli", "realtime-server", "--port", "0", "--no-auth",
         "--script", str(ORDERLINE_SCRIPT), cwd=ROOT, env=env, preexec_fn=pin,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )

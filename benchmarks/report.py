@@ -36,6 +36,7 @@ SUITE: dict[str, tuple[str, int, int]] = {
     "audio": ("benchmarks.bench_audio", 120, 40),
     "realtime": ("benchmarks.bench_realtime", 90, 40),
     "latency": ("benchmarks.bench_latency", 90, 40),
+    "cascade": ("benchmarks.bench_cascade", 120, 40),
     "worker": ("benchmarks.bench_worker", 300, 90),
     # Both searches stop starting steps after 900 s; the rest is the last round's steps.
     "scale": ("benchmarks.bench_scale", 1500, 120),
@@ -44,6 +45,7 @@ SUITE: dict[str, tuple[str, int, int]] = {
 ON_THEIR_OWN = {
     "bench_streams": "prints its table and writes nothing here",
     "bench_asr": "writes its own section here when run",
+    "bench_cost": "needs valgrind; writes its own section here when run",
 }
 """Benchmarks outside the suite's list: `make bench` does not run them."""
 SECTION_RE = re.compile(r"<!-- begin ([\w.-]+) -->.*?<!-- end \1 -->", re.S)

@@ -41,8 +41,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Built", "Changes", "build", "new_context", "playout_realtime", "prepare"]
 
-ModelUrl = Callable[[Any], "str | None"]
-"""Given a stage's options, the URL its model connection should use (None: as it is)."""
+ModelUrl = Callable[[Any], "str | tuple[str, str] | None"]
+"""Given a stage's options, the URL its model connection should use, or the URL
+and the key to send there (None: as it is)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -213,4 +214,5 @@ def _pointed(spec: StageSpec, model_url: ModelUrl) -> StageSpec:
     url = model_url(spec.options)
     if url is None:
         return spec
-    return msgspec.structs.replace(spec, options=msgspec.structs.replace(spec.options, url=url))
+    changes = {"url": url} if isinstance(url, str) else {"url": url[0], "api_key": url[1]}
+    return msgspec.structs.replace(spec, options=msgspec.structs.replace(spec.options, **changes))

@@ -282,6 +282,20 @@ class JobContext:
 
     # --- pipelines -------------------------------------------------------------
 
+    def output_folder(self, base: str | Path) -> Path:
+        """This run's folder under ``base``: ``JOB_ID`` for the first attempt,
+        ``JOB_ID.attempt-N`` for attempt N (a job reclaimed from a worker that
+        died runs again), and the next free attempt number where a folder of
+        that name already holds files, so no run's recording is overwritten."""
+        attempt = self.info.get("attempt", 1)
+        attempt = attempt if isinstance(attempt, int) and attempt > 0 else 1
+        while True:
+            name = self.job_id if attempt == 1 else f"{self.job_id}.attempt-{attempt}"
+            folder = Path(base) / name
+            if not folder.is_dir() or not any(folder.iterdir()):
+                return folder
+            attempt += 1
+
     async def run_pipeline(self, path: str | Path, **params: Any) -> RunResult:
         """Build this job's pipeline from a YAML file and run it to the end.
 
@@ -289,8 +303,9 @@ class JobContext:
         overrides that option like ``pipeflow run --set stage.option=value``;
         the job's own ``params`` naming a ``stage.option`` are applied first.
         The pipeline's session id is the job id, its ``output_dir`` gets a
-        sub-folder per job (concurrent jobs never share files) and its
-        stages can reach this context as ``ctx.pipeline.job``.
+        sub-folder per job and attempt (``output_folder``: concurrent jobs
+        never share files, and a rerun never overwrites the first run's) and
+        its stages can reach this context as ``ctx.pipeline.job``.
 
         Returns:
             The run's ``RunResult`` (``.ok``, ``.errors``, ``.duration``...).
@@ -301,7 +316,7 @@ class JobContext:
         merged = {k: v for k, v in self.params.items() if "." in k or "__" in k}
         merged.update(params)
         config = load_config(path, params_to_overrides(merged, where=f"job {self.job_id}"))
-        changes = Changes(output_dir=str(Path(config.output_dir) / self.job_id))
+        changes = Changes(output_dir=str(self.output_folder(config.output_dir)))
         pipeline = Pipeline.from_config(config, changes, session_id=self.job_id, job=self)
         return await pipeline.run(on_frame=self._on_frame)
 

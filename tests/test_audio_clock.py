@@ -66,6 +66,25 @@ async def test_manual_clock_only_moves_when_advanced():
     assert ticks == pytest.approx([0.0, 0.02, 0.04, 0.06, 0.08])
 
 
+async def test_manual_clock_runs_the_rounds_asked_after_each_step():
+    clock = ManualClock()
+    hops: list[int] = []
+
+    async def wakes_then_hops() -> None:
+        await clock.sleep_until(0.02)
+        for hop in range(10):
+            hops.append(hop)
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(wakes_then_hops())
+    await asyncio.sleep(0)
+    await clock.advance(0.02, step=0.02, rounds=3)
+    assert 0 < len(hops) < 10  # woken, then cut short after the rounds asked
+    await clock.advance(0.02, step=0.02)  # the default rounds let it finish
+    await task
+    assert hops == list(range(10))
+
+
 async def test_get_clock_is_per_loop_and_replaceable():
     assert get_clock() is get_clock()
     manual = ManualClock()

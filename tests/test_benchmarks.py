@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks import bench_scale, bench_worker
+from benchmarks import bench_cost, bench_scale, bench_worker
 from benchmarks.__main__ import headline_rows, write_headline
 from benchmarks.bench_latency import Turn, summarise
 from benchmarks.report import write_section
@@ -339,3 +339,21 @@ def test_readme_states_the_measured_machine_and_the_suite_bound() -> None:
     bound = f"at most {suite_bound_s():,} s"
     assert bound in section and bound in results
     assert "in one run" not in results.split("<!-- begin ")[0]
+
+
+@pytest.mark.parametrize("chain", sorted(bench_cost.CHAINS))
+def test_every_counted_chain_runs_to_the_end(chain: str, tmp_path: Path) -> None:
+    """bench_cost's sessions finish on the manual clock (valgrind only counts them)."""
+    for frames in (0, 6):
+        bench_cost._wav(tmp_path, frames)
+        bench_cost.child(chain, 3, frames, tmp_path)
+
+
+def test_headline_judges_the_live_entry_on_counted_instructions() -> None:
+    store = {"cost": {"data": {"instructions": {"audio": 150_000, "audio-push": 165_000,
+                                                "pacer": 20_000}, "ratios": {}}}}
+    row = next(r for r in headline_rows(store) if r[0].startswith("live-call entry"))
+    assert row[2] == "met" and "145,000 vs 150,000" in row[1]
+    store["cost"]["data"]["instructions"]["pacer"] = 10_000  # the chain behind: 155,000
+    row = next(r for r in headline_rows(store) if r[0].startswith("live-call entry"))
+    assert row[2] == "NOT met"

@@ -1,8 +1,10 @@
-"""The ``cascade`` stage end to end, offline: speech in, words, LLM, tools, speech out.
+"""The ``stt``, ``llm`` and ``tts`` stages end to end, offline: speech in, words, LLM,
+tools, speech out.
 
-The caller's audio is espeak-ng speech, heard by pocketsphinx; the LLM is
-the local script engine streaming Chat Completions chunks; the real
-``tools`` stage runs the tool; the answer comes back as agent audio.
+The caller's audio is espeak-ng speech, heard by pocketsphinx (``stt``); the LLM
+is the local script engine streaming Chat Completions chunks (``llm``); the real
+``tools`` stage runs the tool; the answer is spoken by espeak-ng (``tts``), sentence
+by sentence, and comes back as agent audio.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import pytest
 
 from pipeflow.agent import Agent
 from pipeflow.asr.options import TranscriberOptions
+from pipeflow.cascade.retry import RetryPolicy
 from pipeflow.frames import (
     AudioFrame,
     EndOfStream,
     ErrorFrame,
     Frame,
     Interrupt,
+    Metric,
     PlayoutPosition,
     ResponseDone,
     SpeechStarted,
@@ -34,8 +38,10 @@ from pipeflow.frames import (
 )
 from pipeflow.pipeline import Pipeline, PipelineContext
 from pipeflow.stage import Frames, Stage
-from pipeflow.stages.cascade import CascadeTransport
+from pipeflow.stages.llm import ChatModel
+from pipeflow.stages.stt import SpeechToText
 from pipeflow.stages.tools import ToolDispatch
+from pipeflow.stages.tts import TextToSpeech
 from pipeflow.tools import tool
 from tests.speech import need_tts, spoken
 
@@ -81,6 +87,7 @@ class Sink(Stage):
         super().__init__()
         self.seen: list[Frame] = []
         self.audio = asyncio.Event()
+        self.reported = asyncio.Event()  # the played position of a barge-in went back
         self.played_ms = played_ms
         self._item = ""
 
@@ -94,6 +101,7 @@ class Sink(Stage):
                 self.ctx.send_upstream(PlayoutPosition(item_id=self._item,
                                                        played_ms=self.played_ms,
                                                        interrupted=True))
+                self.reported.set()
             yield frame
 
 
@@ -104,11 +112,13 @@ def caller(text: str) -> list[Frame]:
             for i in range(0, len(pcm), step)] + [TurnCommitted()]
 
 
-def cascade(tmp_path: Path, **options: Any) -> CascadeTransport:
+def cascade(tmp_path: Path, **options: Any) -> tuple[SpeechToText, ChatModel, TextToSpeech]:
+    """The three stages over the test script (``options`` are the llm's)."""
     script = tmp_path / "script.yaml"
     script.write_text(SCRIPT)
-    return CascadeTransport(script=str(script),
-                            transcriber=TranscriberOptions(sentences=SENTENCES), **options)
+    options.setdefault("script", str(script))
+    return (SpeechToText(transcriber=TranscriberOptions(sentences=SENTENCES)),
+            ChatModel(**options), TextToSpeech())
 
 
 @pytest.fixture(autouse=True)
@@ -125,10 +135,10 @@ async def test_a_spoken_question_gets_a_tool_call_and_a_spoken_answer(tmp_path: 
             yield frame
         yield EndOfStream()
 
-    stage = cascade(tmp_path)
+    stt, llm, tts = cascade(tmp_path)
     sink = Sink()
     agent = Agent("You sell pizza.", tools=[price])
-    pipeline = Pipeline([Source(frames), stage, ToolDispatch(), sink],
+    pipeline = Pipeline([Source(frames), stt, llm, tts, ToolDispatch(), sink],
                         context=PipelineContext(agent=agent))
     out = [f async for f in pipeline.stream()]
     assert not [f for f in out if isinstance(f, ErrorFrame)], out
@@ -146,14 +156,52 @@ async def test_a_spoken_question_gets_a_tool_call_and_a_spoken_answer(tmp_path: 
     second = b"".join(f.pcm for f in audio if f.item_id == items[1])
     assert len(second) / 2 / 24000 > 1.0  # the spoken answer, not a click
     assert [f.status for f in out if isinstance(f, ResponseDone)] == ["completed"] * 2
+    # Each response ends after its speech: its audio comes before its ResponseDone.
+    first_done = next(i for i, f in enumerate(out) if isinstance(f, ResponseDone))
+    assert max(i for i, f in enumerate(out)
+               if isinstance(f, AudioFrame) and f.item_id == items[0]) < first_done
     # The history the LLM saw: the words, the call and its result, the answer.
-    history = stage.history
+    history = llm.history
     assert history is not None
     roles = [m["role"] for m in history.messages]
     assert roles == ["system", "user", "assistant", "tool", "assistant"]
     assert history.messages[2]["tool_calls"][0]["function"]["name"] == "price"
     assert json.loads(history.messages[3]["content"]) == {"item": "pizza", "price": 9}
+    metrics = {f.name for f in out if isinstance(f, Metric)}
+    assert {"stt_s", "llm_first_token_s", "tts_first_audio_s", "commit_to_first_audio"} <= metrics
     assert type(out[-1]) is EndOfStream
+
+
+async def test_the_first_audio_follows_the_first_sentence(tmp_path: Path) -> None:
+    """With a slow model (50 ms a chunk), speech starts long before the answer is done."""
+    need_tts()
+    long_script = tmp_path / "long.yaml"
+    long_script.write_text(
+        "greeting: \"Welcome to the corner shop. Today we have pizza, salad, pasta and "
+        "ice cream, and our pizza is baked fresh every evening.\"\n")
+    order: list[str] = []
+
+    class Watch(Stage):
+        async def process(self, frames: Frames) -> Frames:
+            async for frame in frames:
+                if isinstance(frame, AudioFrame) and frame.item_id and "audio" not in order:
+                    order.append("audio")
+                if isinstance(frame, Transcript) and frame.final and frame.role == "agent":
+                    order.append("final text")
+                yield frame
+
+    llm = ChatModel(script=str(long_script), response_on_start=True,
+                    offline_chunk_delay_ms=50)
+    out = [f async for f in Pipeline([Source(lambda: _none()), llm, TextToSpeech(),
+                                      Watch()]).stream()]
+    assert not [f for f in out if isinstance(f, ErrorFrame)], out
+    assert order == ["audio", "final text"]
+
+
+async def _none() -> AsyncIterator[Frame]:
+    await asyncio.sleep(0)
+    return
+    yield
 
 
 async def test_barge_in_stops_the_speech_and_keeps_what_was_heard(tmp_path: Path) -> None:
@@ -169,12 +217,11 @@ async def test_barge_in_stops_the_speech_and_keeps_what_was_heard(tmp_path: Path
         await sink.audio.wait()
         yield SpeechStarted(at=1.0)
         yield SpeechStopped(at=1.5)
+        await sink.reported.wait()
         yield EndOfStream()
 
-    stage = CascadeTransport(script=str(long_script), response_on_start=True,
-                             transcriber=TranscriberOptions(sentences=SENTENCES),
-                             offline_chunk_delay_ms=30)
-    pipeline = Pipeline([Source(frames), stage, sink])
+    llm = ChatModel(script=str(long_script), response_on_start=True, offline_chunk_delay_ms=30)
+    pipeline = Pipeline([Source(frames), llm, TextToSpeech(), sink])
     out = [f async for f in pipeline.stream()]
     assert not [f for f in out if isinstance(f, ErrorFrame)], out
     assert [f.status for f in out if isinstance(f, ResponseDone)] == ["cancelled"]
@@ -182,13 +229,54 @@ async def test_barge_in_stops_the_speech_and_keeps_what_was_heard(tmp_path: Path
     # The whole greeting is about 12 s of speech: the barge-in stopped it early.
     agent_s = sum(len(f.pcm) for f in out if isinstance(f, AudioFrame) and f.item_id) / 48000
     assert agent_s < 8.0
-    history = stage.history
+    history = llm.history
     assert history is not None
     said = history.messages[-1]
     assert said["role"] == "assistant"
     # Truncated to the first second heard: a few words of the first sentence.
     assert said["content"] and said["content"].startswith("Welcome")
     assert len(said["content"].split()) < 6
+
+
+async def test_a_barge_in_after_the_text_but_during_the_speech_cancels(tmp_path: Path) -> None:
+    """The LLM is done long before the voice: the response lasts until the speech ends."""
+    need_tts()
+    long_script = tmp_path / "long.yaml"
+    long_script.write_text(
+        "greeting: \"Welcome to the corner shop. Today we have pizza, salad, pasta and "
+        "ice cream. Our pizza is baked fresh every evening. Our salads are large.\"\n")
+    sink = Sink(played_ms=500)
+    texts = asyncio.Event()
+
+    class Watch(Stage):
+        async def process(self, frames: Frames) -> Frames:
+            async for frame in frames:
+                if isinstance(frame, Transcript) and frame.final:
+                    texts.set()
+                yield frame
+
+    async def frames() -> AsyncIterator[Frame]:
+        await texts.wait()
+        await sink.audio.wait()
+        yield SpeechStarted(at=1.0)
+        await sink.reported.wait()
+        yield EndOfStream()
+
+    llm = ChatModel(script=str(long_script), response_on_start=True)
+    out = [f async for f in Pipeline([Source(frames), llm, Watch(), TextToSpeech(),
+                                      sink]).stream()]
+    assert [f.status for f in out if isinstance(f, ResponseDone)] == ["cancelled"]
+    assert any(isinstance(f, Interrupt) for f in out)
+    history = llm.history
+    assert history is not None
+    assert len(history.messages[-1]["content"].split()) < 4  # cut to the half second heard
+
+
+def _limited(seconds: str) -> Any:
+    from tests.test_cascade_chat import reply
+
+    return reply("429 Too Many Requests", b'{"error": {"message": "Rate limit reached"}}',
+                 f"Retry-After: {seconds}")
 
 
 async def test_model_errors_become_error_frames_and_the_call_goes_on(tmp_path: Path) -> None:
@@ -206,7 +294,7 @@ async def test_model_errors_become_error_frames_and_the_call_goes_on(tmp_path: P
                 yield frame
 
     async def frames() -> AsyncIterator[Frame]:
-        for n in range(5):
+        for n in range(6):
             seen.clear()
             yield TextInput(text=f"question {n}")
             await seen.wait()
@@ -216,54 +304,32 @@ async def test_model_errors_become_error_frames_and_the_call_goes_on(tmp_path: P
     incomplete = TEXT.split(b"data: [DONE]")[0].replace(b'"finish_reason":"stop"',
                                                        b'"finish_reason":null')
     async with Server(
-        reply("429 Too Many Requests", b'{"error": {"message": "Rate limit reached"}}',
-              "Retry-After: 3"),
+        reply("401 Unauthorized", b'{"error": {"message": "Incorrect API key provided."}}'),
+        _limited("30"),  # longer than the stage waits: reported at once
         reply("500 Internal Server Error", b'{"error": {"message": "boom"}}'),
         sse(TEXT, cut_at=900),
         sse(incomplete),
         sse(TEXT),
     ) as server:
-        stage = CascadeTransport(base_url=server.url, model="gpt-4o-mini",
-                                 transcriber=TranscriberOptions(sentences=SENTENCES))
-        pipeline = Pipeline([Source(frames), stage, Watch(), sink])
+        llm = ChatModel(base_url=server.url, model="gpt-4o-mini",
+                        retry=RetryPolicy(retries=0))
+        pipeline = Pipeline([Source(frames), llm, Watch(), TextToSpeech(), sink])
         out = [f async for f in pipeline.stream()]
     errors = [f for f in out if isinstance(f, ErrorFrame)]
-    assert [e.code for e in errors] == ["http_429", "http_500", "stream_cut", "stream_cut"]
-    assert "retry after 3 s" in errors[0].message and not any(e.fatal for e in errors)
-    assert "cut the stream mid-answer" in errors[2].message
-    assert "ended before the answer was complete" in errors[3].message
+    assert [e.code for e in errors] == ["http_401", "http_429", "http_500", "stream_cut",
+                                        "stream_cut"]
+    assert "refused the API key" in errors[0].message
+    assert "retry after 30 s" in errors[1].message and not any(e.fatal for e in errors)
+    assert "cut the stream mid-answer" in errors[3].message
+    assert "ended before the answer was complete" in errors[4].message
     # Refused requests never began; the cut ones began and failed; the last one answered.
     assert [f.status for f in out if isinstance(f, ResponseDone)] == [
         "failed", "failed", "completed"]
     finals = [f.text for f in out if isinstance(f, Transcript) and f.final and f.role == "agent"]
     assert finals[-1] == "A pizza costs nine dollars. The crème brûlée is six."
     last = [f for f in out if isinstance(f, AudioFrame) and f.item_id][-1]
-    assert last.item_id == "item_5"
+    assert last.item_id == "item_6"
     assert type(out[-1]) is EndOfStream
-
-
-async def test_a_stream_that_ends_without_finishing_is_an_error(tmp_path: Path) -> None:
-    need_tts()
-    from tests.test_cascade_chat import TEXT, Server, sse
-
-    incomplete = TEXT.split(b"data: [DONE]")[0].replace(b'"finish_reason":"stop"',
-                                                       b'"finish_reason":null')
-    async with Server(sse(incomplete)) as server:
-        stage = CascadeTransport(base_url=server.url,
-                                 transcriber=TranscriberOptions(sentences=SENTENCES))
-        pipeline = Pipeline([Source(lambda: _one(TextInput(text="hi"))), stage, Sink()])
-        out = [f async for f in pipeline.stream()]
-    errors = [f for f in out if isinstance(f, ErrorFrame)]
-    assert [e.code for e in errors] == ["stream_cut"]
-    assert "ended before the answer was complete" in errors[0].message
-    assert [f.status for f in out if isinstance(f, ResponseDone)] == ["failed"]
-    history = stage.history
-    assert history is not None
-    # Only what was spoken before the error stopped the speech is kept (the first
-    # sentence at most; the second was never heard).
-    said = [m["content"] for m in history.messages if m["role"] == "assistant"]
-    assert said in ([], ["A pizza costs nine dollars."])
-    assert history.messages[0] == {"role": "user", "content": "hi"}
 
 
 async def _one(frame: Frame) -> AsyncIterator[Frame]:
@@ -271,22 +337,35 @@ async def _one(frame: Frame) -> AsyncIterator[Frame]:
     yield EndOfStream()
 
 
-async def test_a_short_retry_after_is_waited_out_once(tmp_path: Path) -> None:
+async def test_429_and_5xx_are_retried_with_a_bounded_backoff(tmp_path: Path) -> None:
     need_tts()
     from tests.test_cascade_chat import TEXT, Server, reply, sse
 
-    limited = reply("429 Too Many Requests", b'{"error": {"message": "Rate limit reached"}}',
-                    "Retry-After: 0.2")
-    async with Server(limited, sse(TEXT), limited, limited) as server:
-        stage = CascadeTransport(base_url=server.url, rate_limit_wait_max_s=1.0,
-                                 transcriber=TranscriberOptions(sentences=SENTENCES))
-        out = [f async for f in Pipeline([Source(lambda: _one(TextInput(text="hi"))), stage,
-                                          Sink()]).stream()]
-        assert not [f for f in out if isinstance(f, ErrorFrame)]
+    failing = reply("503 Service Unavailable", b'{"error": {"message": "overloaded"}}')
+    policy = RetryPolicy(retries=2, backoff_s=0.01, max_wait_s=1.0)
+    async with Server(_limited("0.05"), failing, sse(TEXT), failing, failing, failing) as server:
+        llm = ChatModel(base_url=server.url, retry=policy)
+        out = [f async for f in Pipeline([Source(lambda: _one(TextInput(text="hi"))), llm,
+                                          TextToSpeech(), Sink()]).stream()]
+        assert not [f for f in out if isinstance(f, ErrorFrame)], out
         assert [f.status for f in out if isinstance(f, ResponseDone)] == ["completed"]
-        # Twice in a row is reported: one wait per answer, not a loop.
-        stage = CascadeTransport(base_url=server.url, rate_limit_wait_max_s=1.0,
-                                 transcriber=TranscriberOptions(sentences=SENTENCES))
-        out = [f async for f in Pipeline([Source(lambda: _one(TextInput(text="hi"))), stage,
-                                          Sink()]).stream()]
-        assert [f.code for f in out if isinstance(f, ErrorFrame)] == ["http_429"]
+        # Three failures in a row: two retries, then the third is reported; no loop.
+        llm = ChatModel(base_url=server.url, retry=policy)
+        out = [f async for f in Pipeline([Source(lambda: _one(TextInput(text="hi"))), llm,
+                                          TextToSpeech(), Sink()]).stream()]
+        assert [f.code for f in out if isinstance(f, ErrorFrame)] == ["http_503"]
+        assert not server.handlers  # exactly 1 + 2 + 3 requests were made
+
+
+async def test_the_old_cascade_type_says_what_to_write_instead() -> None:
+    import msgspec
+
+    from pipeflow.stages.cascade import CascadeOptions
+
+    with pytest.raises(msgspec.ValidationError) as caught:
+        msgspec.convert({"script": "s.yaml", "response_on_start": True, "voice": "en-gb"},
+                        CascadeOptions)
+    text = str(caught.value)
+    assert "'- type: stt {script: \"s.yaml\"}'" in text
+    assert "'- type: llm {script: \"s.yaml\", response_on_start: true}'" in text
+    assert "'- type: tts {voice: \"en-gb\"}'" in text

@@ -143,10 +143,35 @@ def test_a_new_item_flushes_the_previous_one() -> None:
     assert tail[-1]["mark"]["name"].startswith("item_b:")
 
 
+async def _live_call(app, call_id: str):
+    """The call once the gateway has made it and its session runs."""
+    from pipeflow.server.calls import CallError
+
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                call = app.state.calls.get(call_id)
+            except CallError:
+                call = None
+            if call is not None and call.session is not None:
+                return call
+            await asyncio.sleep(0.01)
+
+
 async def test_fake_twilio_call_places_the_order(tmp_path: Path) -> None:
-    """A caller WAV streamed as 20 ms mu-law media messages: the order is stored."""
+    """A caller's lines streamed as 20 ms mu-law media messages: the order is stored.
+
+    Like a caller, each line waits for the agent's spoken answer to the one
+    before (its final transcript): recognition runs off the gateway's event
+    loop, so a track sent faster than real time would otherwise talk over
+    every answer before its tools ran.
+    """
+    from pipeflow.frames import Transcript
+    from tests.gateway_util import CALLER_LINES
+
     need_tts()
-    ulaw = samples_to_ulaw(caller_samples(8000))
+    lines = [samples_to_ulaw(caller_samples(8000, (line,), lead_s=0.3, tail_s=1.0))
+             for line in CALLER_LINES]
     app = create_app(CALL_YAML, GatewayOptions(no_auth=True, output_dir=str(tmp_path),
                                                 overrides=FAST))
     received: list[dict] = []
@@ -157,10 +182,21 @@ async def test_fake_twilio_call_places_the_order(tmp_path: Path) -> None:
             await ws.send(json.dumps({"event": "connected", "protocol": "Call"}))
             await ws.send(start_message(call_id="CA-fake-1"))
             reader = asyncio.create_task(_read_and_echo_marks(ws, received))
-            for index in range(0, len(ulaw), CHUNK):  # 20 ms each, in order, 8x real time
-                await ws.send(media_message(ulaw[index : index + CHUNK], index // CHUNK))
-                if index // CHUNK % 8 == 7:
-                    await asyncio.sleep(0.02)
+            sequence = 0
+            call = await _live_call(app, "CA-fake-1")
+
+            def answered(frame: object) -> bool:
+                return isinstance(frame, Transcript) and frame.role == "agent" and frame.final
+
+            await call.session.wait_for(answered, timeout=30, after=0)  # the greeting
+            for ulaw in lines:
+                seen = call.session.frames_seen
+                for index in range(0, len(ulaw), CHUNK):  # 20 ms each, in order, 8x real time
+                    await ws.send(media_message(ulaw[index : index + CHUNK], sequence))
+                    sequence += 1
+                    if sequence % 8 == 7:
+                        await asyncio.sleep(0.02)
+                await call.session.wait_for(answered, timeout=30, after=seen)
             call = app.state.calls.get("CA-fake-1")
             session = call.session
             await session.wait_for(

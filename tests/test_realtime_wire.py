@@ -9,9 +9,8 @@ cover audio in and out, text, a tool round trip, a barge-in with truncation
 (client side and server VAD), a cancel, client mistakes answered with
 ``error`` events and an injected server fault.
 
-The cascade (Chat Completions stream chunks, the audio transcription and
-speech endpoints) is to get the same check once it exists (the section at
-the end of this module).
+The cascade's endpoints (Chat Completions stream chunks, the audio
+transcription and speech) get the same check in tests/test_cascade_wire.py.
 """
 
 from __future__ import annotations
@@ -430,7 +429,8 @@ def test_every_event_the_local_server_emits_conforms(shape: Shape) -> None:
 
 
 # --- the cascade ------------------------------------------------------------------
-# The cascade's Chat Completions stream and audio endpoints do not exist yet. When
-# they do, their traffic gets the same check here: each streamed chunk against
-# ``openai.types.chat.ChatCompletionChunk``, the transcription and speech bodies
-# against ``openai.types.audio``, through a logging HTTP proxy like the one above.
+# The cascade's Chat Completions stream and audio endpoints, served on the same port
+# as this Realtime server, get the same check in tests/test_cascade_wire.py: each
+# streamed chunk against ``openai.types.chat.ChatCompletionChunk``, the
+# transcription against ``openai.types.audio``, read by the SDK through a
+# recording transport.

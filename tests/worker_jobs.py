@@ -84,3 +84,9 @@ async def block_in_subtask(ctx: JobContext) -> str:
 
     await ctx.start_task(stage(), name="some-stage")
     return "woke"
+
+
+async def tone_recording(ctx: JobContext) -> dict[str, Any]:
+    """Run the pipeline ``params['pipeline']`` (a paced tone into a jsonl sink)."""
+    result = await ctx.run_pipeline(ctx.params["pipeline"])
+    return {"pid": os.getpid(), "attempt": ctx.info["attempt"], "ok": result.ok}

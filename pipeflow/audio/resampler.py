@@ -13,7 +13,10 @@ Per 20 ms chunk soxr's own work is a few microseconds, and its Python
 wrapper (``resample_chunk``: dtype checks, a new axis, a squeeze) adds
 about a fifth on top. Our input is always a contiguous int16 or float32
 vector, so the stream calls soxr's compiled ``process`` directly when the
-installed soxr exposes it, and the public method otherwise.
+installed soxr exposes it, and the public method otherwise. ``convert``
+takes and returns PCM16 bytes, the form frames carry: the bytes are viewed
+as the (n, 1) column soxr wants and its (m, 1) answer is copied out as is,
+so a frame costs one view, one soxr call and one copy.
 """
 
 from __future__ import annotations
@@ -46,7 +49,9 @@ class StreamResampler:
         ConfigError: a rate that is not a positive whole number of Hz.
     """
 
-    __slots__ = ("_chunk", "_stream", "dither", "in_rate", "out_rate", "quality", "samples_out")
+    __slots__ = (
+        "_chunk", "_column", "_stream", "dither", "in_rate", "out_rate", "quality", "samples_out"
+    )
 
     def __init__(
         self, in_rate: int, out_rate: int, quality: Quality = "HQ", dither: bool = True
@@ -59,6 +64,8 @@ class StreamResampler:
         dtype = "int16" if dither else "float32"
         self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype=dtype, quality=quality)
         self._chunk = _compiled_process(self._stream)
+        compiled = getattr(self._stream, "_process", None)
+        self._column = compiled if dither and callable(compiled) else None
 
     def process(self, samples: np.ndarray, last: bool = False) -> np.ndarray:
         """Convert the next chunk (a 1-D int16 vector); ``last`` also flushes the tail."""
@@ -71,6 +78,15 @@ class StreamResampler:
             out = y.astype(np.int16)
         self.samples_out += out.size
         return out
+
+    def convert(self, pcm: bytes) -> bytes:
+        """Convert the next chunk of PCM16 mono bytes (whole samples) to PCM16 bytes."""
+        column = self._column
+        if column is None:
+            return self.process(np.frombuffer(pcm, "<i2")).tobytes()
+        out = column(np.frombuffer(pcm, "<i2").reshape(-1, 1), False)
+        self.samples_out += out.shape[0]
+        return out.tobytes()
 
     def flush(self) -> np.ndarray:
         """The samples soxr still holds, at end of stream."""

@@ -7,6 +7,10 @@ native 22,050 Hz, and soxr converts them to the requested rate.
 
 espeak-ng keeps global state and is not thread safe, so every call holds one
 process-wide lock and the library is initialised once.
+
+``SpeechCache`` keeps synthesised speech by bytes, not by entries: a server
+that speaks clients' texts must not keep 256 entries of minutes of audio
+each (a 120 KB text is some 300 MB of 24 kHz speech).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import numpy as np
@@ -21,7 +27,11 @@ import soxr
 
 from pipeflow.errors import ConfigError, LocalError
 
-__all__ = ["NATIVE_RATE", "available", "synthesize", "synthesize_async"]
+__all__ = ["CACHE_BYTES", "NATIVE_RATE", "SpeechCache", "available", "speech_cache",
+           "synthesize", "synthesize_async"]
+
+CACHE_BYTES = 16 * 1024 * 1024
+"""Bytes of speech the process-wide cache keeps (about 5 minutes at 24 kHz)."""
 
 NATIVE_RATE = 22050
 """The rate espeak-ng synthesises at (replaced by what espeak_Initialize reports)."""
@@ -167,3 +177,52 @@ async def synthesize_async(
 ) -> np.ndarray:
     """``synthesize`` in a worker thread, so the event loop keeps running."""
     return await asyncio.to_thread(synthesize, text, sample_rate, voice, words_per_minute)
+
+
+class SpeechCache:
+    """A least-recently-used cache of speech bounded by bytes; thread safe.
+
+    Args:
+        max_bytes: most bytes kept; the oldest entries go first. An entry
+            over an eighth of it is made but not kept, so one long text
+            cannot push out every short phrase.
+    """
+
+    def __init__(self, max_bytes: int = CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        """Bytes kept now."""
+        self._entries: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Hashable, make: Callable[[], bytes]) -> bytes:
+        """The bytes kept for ``key``, else ``make()`` (kept when it fits)."""
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                return found
+        value = make()  # outside the lock: synthesis takes its own
+        if len(value) > self.max_bytes // 8:
+            return value
+        with self._lock:
+            if key not in self._entries:
+                self._entries[key] = value
+                self.bytes += len(value)
+            while self.bytes > self.max_bytes:
+                _, old = self._entries.popitem(last=False)
+                self.bytes -= len(old)
+        return value
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        with self._lock:
+            self._entries.clear()
+            self.bytes = 0
+
+
+speech_cache = SpeechCache()
+"""The process-wide cache the local Realtime server's speaker uses."""

@@ -46,11 +46,13 @@ class ChatError(Exception):
         self.retry_after = retry_after
 
 
-def http_error(status: int, body: bytes, headers: dict[str, str], url: str) -> ChatError:
+def http_error(status: int, body: bytes, headers: dict[str, str], url: str,
+               who: str = "the chat model") -> ChatError:
     """The ``ChatError`` of an HTTP error response from ``url``.
 
     Reads OpenAI's ``{"error": {"message", "type", "code"}}`` body when there is
-    one, and ``retry-after`` (seconds) on a 429.
+    one, and ``retry-after`` (seconds) on a 429. ``who`` names the model in the
+    sentence ("the chat model", "the speech-to-text model", "the voice").
     """
     detail = ""
     try:
@@ -72,10 +74,10 @@ def http_error(status: int, body: bytes, headers: dict[str, str], url: str) -> C
         wait = f"; it asks to retry after {retry_after:g} s" if retry_after is not None else ""
         what = f"is rate limiting this key (429){wait}"
     elif status >= 500:
-        what = f"failed on its side ({status}); the turn is skipped, the call goes on"
+        what = f"failed on its side ({status})"
     else:
         what = f"rejected the request ({status})"
-    message = f"the chat model at {url} {what}" + (f": {detail}" if detail else "")
+    message = f"{who} at {url} {what}" + (f": {detail}" if detail else "")
     return ChatError(message, f"http_{status}", status, retry_after)
 
 
@@ -274,6 +276,12 @@ class ChatHistory:
     def spoken(self, item_id: str, sentence: str, end_ms: float) -> None:
         """``sentence`` of ``item_id`` is spoken, its audio ending at ``end_ms``."""
         self._spoken.setdefault(item_id, []).append((sentence, end_ms))
+
+    def spoken_until(self, item_id: str, end_ms: float) -> None:
+        """The sentence of ``item_id`` being spoken goes on until ``end_ms`` (streamed speech)."""
+        said = self._spoken.get(item_id)
+        if said:
+            said[-1] = (said[-1][0], end_ms)
 
     def heard(self, item_id: str, audio_end_ms: float) -> str:
         """The words of ``item_id`` whose audio ends by ``audio_end_ms``.

@@ -8,12 +8,14 @@ call) is rebuilt by replaying it: the answers it gave before are decided
 again, deterministically, then the new one. Serve it with uvicorn, or use it
 in-process through ``httpx.ASGITransport``.
 
-It is not yet mounted on the local Realtime server (that one speaks
-WebSocket only); run it beside it.
+The local Realtime server mounts the same route (with the audio ones of
+``pipeflow.cascade.audio_server``) on its own port.
 """
 
 from __future__ import annotations
 
+import hmac
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,7 +28,7 @@ from starlette.routing import Route
 from pipeflow.cascade.script_llm import ScriptChat
 from pipeflow.realtime.script import DEFAULT_SCRIPT, Script
 
-__all__ = ["chat_completions_app", "replay"]
+__all__ = ["chat_completions_app", "chat_route", "refused", "replay", "timing"]
 
 
 def replay(script: Script, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -43,15 +45,35 @@ def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
                                    "param": param, "code": None}}, status_code=status)
 
 
+def refused(request: Request, api_key: str | None) -> Response | None:
+    """The 401 of a request without ``Authorization: Bearer KEY`` (None: it may pass)."""
+    if not api_key:
+        return None
+    sent = request.headers.get("authorization", "").encode()
+    if hmac.compare_digest(sent, f"Bearer {api_key}".encode()):
+        return None
+    return JSONResponse({"error": {
+        "message": "Incorrect API key provided.", "type": "invalid_request_error",
+        "param": None, "code": "invalid_api_key"}}, status_code=401)
+
+
+def timing(seconds: float) -> dict[str, str]:
+    """A ``Server-Timing`` header: how long the model itself took (for the benchmark)."""
+    return {"Server-Timing": f"model;dur={seconds * 1000:.3f}"}
+
+
 def chat_completions_app(script: Script | None = None, api_key: str = "") -> Starlette:
     """The app; with ``api_key`` set, requests must send ``Authorization: Bearer KEY``."""
+    return Starlette(routes=[chat_route(script, api_key)])
+
+
+def chat_route(script: Script | None = None, api_key: str | None = "") -> Route:
+    """``POST /v1/chat/completions`` over ``script`` (see the module docstring)."""
     played = script or DEFAULT_SCRIPT
 
     async def completions(request: Request) -> Response:
-        if api_key and request.headers.get("authorization") != f"Bearer {api_key}":
-            return JSONResponse({"error": {
-                "message": "Incorrect API key provided.", "type": "invalid_request_error",
-                "param": None, "code": "invalid_api_key"}}, status_code=401)
+        if (refusal := refused(request, api_key)) is not None:
+            return refusal
         try:
             body = msgspec.json.decode(await request.body())
         except msgspec.DecodeError as exc:
@@ -59,17 +81,19 @@ def chat_completions_app(script: Script | None = None, api_key: str = "") -> Sta
         messages = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             return _error(400, "'messages' must be a list of message objects.", "messages")
+        started = time.perf_counter()
         chunks = replay(played, messages)
+        took = timing(time.perf_counter() - started)
         if body.get("stream"):
             async def events() -> AsyncIterator[bytes]:
                 for chunk in chunks:
                     yield b"data: " + msgspec.json.encode(chunk) + b"\n\n"
                 yield b"data: [DONE]\n\n"
 
-            return StreamingResponse(events(), media_type="text/event-stream")
-        return JSONResponse(_whole(chunks))
+            return StreamingResponse(events(), media_type="text/event-stream", headers=took)
+        return JSONResponse(_whole(chunks), headers=took)
 
-    return Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+    return Route("/v1/chat/completions", completions, methods=["POST"])
 
 
 def _whole(chunks: list[dict[str, Any]]) -> dict[str, Any]:

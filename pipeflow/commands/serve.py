@@ -12,7 +12,7 @@ from typing import Any
 
 from pipeflow.errors import ConfigError
 
-__all__ = ["options_from_args", "register", "websocket_impl"]
+__all__ = ["build_server", "options_from_args", "register", "websocket_impl"]
 
 WS_MAX_BYTES = 1_048_576
 """Largest WebSocket message accepted (a Twilio media message is about 300 bytes)."""
@@ -37,6 +37,8 @@ def register(subparsers: Any) -> None:
                    metavar="ORIGIN", help="another web origin (https://app.example.com) "
                    "whose pages may use the gateway; repeatable")
     p.add_argument("--max-calls", type=int, default=100, help="live calls at once (100)")
+    p.add_argument("--max-connections", type=int, default=1000,
+                   help="open connections at once; more get 503 (1000)")
     p.add_argument("--max-body-bytes", type=int, default=1_048_576,
                    help="largest request body (1 MiB)")
     p.add_argument("--idle-timeout", type=float, default=300.0,
@@ -63,7 +65,8 @@ def options_from_args(args: argparse.Namespace) -> Any:
     data = {
         "host": args.host, "port": args.port, "token": args.token,
         "no_auth": args.no_auth, "allowed_origins": list(args.allowed_origins),
-        "max_calls": args.max_calls, "max_body_bytes": args.max_body_bytes,
+        "max_calls": args.max_calls, "max_connections": args.max_connections,
+        "max_body_bytes": args.max_body_bytes,
         "idle_timeout_s": args.idle_timeout, "request_timeout_s": args.request_timeout,
         "public_url": args.public_url,
         "output_dir": args.output, "overrides": list(args.overrides),
@@ -81,22 +84,28 @@ def websocket_impl() -> str:
     return "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "auto"
 
 
-async def cmd_serve(args: argparse.Namespace) -> int:
-    """Serve until interrupted; live calls are ended (and recorded) on the way out."""
+def build_server(app: Any, options: Any, log_level: str = "info") -> Any:
+    """The uvicorn server ``pipeflow serve`` runs: deadlines, bounds, quiet logs.
+
+    A request head or body that stalls ``request_timeout_s`` is dropped,
+    idle keep-alive connections close after ``KEEP_ALIVE_S``, at most
+    ``max_connections`` connections are open (fewer where the descriptor
+    limit is lower), tokens are redacted from uvicorn's logs and "too many
+    open files" is logged once per ten seconds. On the way out the calls are
+    ended (and recorded) before the connections are waited for.
+    """
     import logging
 
     import uvicorn
 
-    from pipeflow.server import create_app
-    from pipeflow.server.deadlines import protocol_with_deadline
-    from pipeflow.server.guard import RedactTokens
+    from pipeflow.server.deadlines import connection_limit, protocol_with_deadline
+    from pipeflow.server.guard import RedactTokens, ThrottleResourceErrors
 
-    options = options_from_args(args)
-    app = create_app(args.file, options)
-    config = uvicorn.Config(app, host=options.host, port=options.port, log_level="info",
+    limit = connection_limit(options.max_connections)
+    config = uvicorn.Config(app, host=options.host, port=options.port, log_level=log_level,
                             ws=websocket_impl(), lifespan="on", ws_max_size=WS_MAX_BYTES,
-                            timeout_keep_alive=KEEP_ALIVE_S,
-                            http=protocol_with_deadline(options.request_timeout_s),
+                            timeout_keep_alive=KEEP_ALIVE_S, limit_concurrency=limit + 1,
+                            http=protocol_with_deadline(options.request_timeout_s, limit),
                             timeout_graceful_shutdown=options.close_timeout_s + 5)
 
     class GatewayServer(uvicorn.Server):
@@ -109,9 +118,22 @@ async def cmd_serve(args: argparse.Namespace) -> int:
             await app.state.calls.end_all("shutdown")
             await super().shutdown(sockets)
 
-    server = GatewayServer(config)
     # uvicorn configured its loggers in Config(): tokens sent as ?token= stay out of them
     for name in ("uvicorn.access", "uvicorn.error"):
         logging.getLogger(name).addFilter(RedactTokens())
-    await server.serve()
+    throttle = ThrottleResourceErrors()
+    for name in ("asyncio", "uvicorn.error", "pipeflow.server"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, ThrottleResourceErrors) for f in logger.filters):
+            logger.addFilter(throttle)
+    return GatewayServer(config)
+
+
+async def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve until interrupted; live calls are ended (and recorded) on the way out."""
+    from pipeflow.server import create_app
+
+    options = options_from_args(args)
+    app = create_app(args.file, options)
+    await build_server(app, options).serve()
     return 0

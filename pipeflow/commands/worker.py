@@ -186,6 +186,9 @@ async def serve(options: Any, watch: list[str] | None = None, json_logs: bool = 
     sys.path.insert(0, os.getcwd())
     if options.pool and not watch:
         return await serve_pool(options, json_logs)
+    from pipeflow.asr.process import decode_in_processes
+
+    decode_in_processes()  # jobs' local servers decode off this process's event loop
     worker = Worker(options)
     if options.entry:
         entry = worker.entry_for("")  # a bad entry point fails here, before any job

@@ -514,11 +514,14 @@ class ConversationEngine:
             # before the cancel arrived. Nothing was lost.
             self._cancels -= 1
             return
-        if self._requested and event.request_id == self._requested:
+        failed = bool(self._requested) and event.request_id == self._requested
+        if failed:
             self._requested = None  # that response will never come
             self.turns.feed(Input.RESPONSE_DONE)
         self._frames.append(self._error(event.message, code=event.code, event_id=event.event_id,
                                         error_type=event.error_type))
+        if failed and self._deferred:  # the requests queued behind it are still owed
+            self._request(self._deferred.pop(0), deferred=True)
 
     def _on_notice(self, event: ModelNotice) -> None:
         self._frames.append(ModelEvent(event=event.event, data=event.data))

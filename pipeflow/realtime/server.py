@@ -3,7 +3,9 @@
 It serves the Realtime WebSocket protocol (GA event names by default, beta
 names for a client that sends ``OpenAI-Beta: realtime=v1``, connects with
 ``?shape=beta`` or sends a beta-shaped ``session.update``) at
-``ws://HOST:PORT/v1/realtime``. Each connection is one ``ServerSession``
+``ws://HOST:PORT/v1/realtime``, and on the same port the cascade's HTTP
+endpoints (``/v1/chat/completions``, ``/v1/audio/transcriptions``,
+``/v1/audio/speech``; see ``_http_too``). Each connection is one ``ServerSession``
 (``pipeflow.realtime.server_session``), a pure object; this module only moves
 its bytes and sleeps until its next event is due. Use it in tests, in demos
 (``pipeflow realtime-server``) and as the ``realtime`` stage's default when
@@ -34,6 +36,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from pipeflow.asr.options import build_transcriber
+from pipeflow.asr.process import (
+    ProcessTranscriber,
+    decoding_in_processes,
+    shared_process_transcriber,
+)
 from pipeflow.errors import LocalError
 from pipeflow.realtime.script import DEFAULT_SCRIPT, Script, load_script
 from pipeflow.realtime.server_faults import FaultBudget, Faults
@@ -70,6 +77,12 @@ def _error_body(message: str, code: str, kind: str = "invalid_request_error") ->
     return msgspec.json.encode(body).decode() + "\n"
 
 
+def _error_event() -> str:
+    return msgspec.json.encode({"type": "error", "event_id": "event_server_error", "error": {
+        "type": "server_error", "code": "server_error", "param": None, "event_id": None,
+        "message": "The server could not handle this event; the session goes on."}}).decode()
+
+
 class LocalRealtimeServer:
     """A Realtime-compatible WebSocket server that plays a script.
 
@@ -89,6 +102,11 @@ class LocalRealtimeServer:
         keep_sessions: keep every connection's session in ``sessions`` after
             it closes (for tests and diagnostics); a long-running server that
             many calls share (the call gateway's) sets it False.
+        decode_in_process: decode the script's transcriber in child processes
+            (``pipeflow.asr.process``), so a long turn never holds this
+            process's event loop; default: what the process is set to
+            (``decode_in_processes``), on in the gateway, the workers and
+            ``pipeflow realtime-server``.
 
     Raises:
         ConfigError: the script file is missing or invalid.
@@ -107,6 +125,7 @@ class LocalRealtimeServer:
         options: ServerOptions | None = None,
         transcriber: Transcriber | None = None,
         keep_sessions: bool = True,
+        decode_in_process: bool | None = None,
     ) -> None:
         if script is None:
             self.script = DEFAULT_SCRIPT
@@ -127,18 +146,23 @@ class LocalRealtimeServer:
         self.port = port
         self.api_key = api_key
         if transcriber is None and self.script.transcriber is not None:
-            transcriber = build_transcriber(self.script.transcriber, self.script.source)
+            if decode_in_process is None:
+                decode_in_process = decoding_in_processes()
+            transcriber = (shared_process_transcriber(self.script.transcriber, self.script.source)
+                           if decode_in_process
+                           else build_transcriber(self.script.transcriber, self.script.source))
         self.transcriber = transcriber
         self.sessions: list[ServerSession] = []
         """Every connection's session, oldest first (only open ones without keep_sessions)."""
         self.keep_sessions = keep_sessions
         self._connections = 0
-        self._transcribing = asyncio.Lock()
+        self._transcribing = asyncio.Semaphore(getattr(transcriber, "concurrency", 1))
         self.refused = 0
         """Connection attempts refused (bad path, key or an injected fault)."""
         self.budget = FaultBudget(self.options.faults)
         self._speaker: Speaker | None = None
         self._server: Server | None = None
+        self._http: Any = None  # the connection class that serves HTTP too
         self._refusals_left = self.options.faults.refuse_connections
         self._live: set[ServerConnection] = set()
         self.close_timeout = _CLOSE_TIMEOUT
@@ -156,6 +180,12 @@ class LocalRealtimeServer:
         """``ws://HOST:PORT/v1``: the ``websocket_base_url`` of the openai SDK."""
         return f"ws://{self.host}:{self.port}/v1"
 
+    @property
+    def http_base_url(self) -> str:
+        """``http://HOST:PORT/v1``: the ``base_url`` of the openai SDK's HTTP client
+        (chat and audio) and of the ``stt``, ``llm`` and ``tts`` stages."""
+        return f"http://{self.host}:{self.port}/v1"
+
     async def start(self) -> None:
         """Listen; ``port`` holds the real port afterwards.
 
@@ -164,6 +194,8 @@ class LocalRealtimeServer:
         """
         script = self.script
         speech = self.options.speech
+        if isinstance(self.transcriber, ProcessTranscriber):
+            await asyncio.to_thread(self.transcriber.warm)  # a bad section fails here, not mid-call
         self._speaker = await asyncio.to_thread(
             Speaker, script.voice, script.words_per_minute, speech
         )
@@ -171,7 +203,7 @@ class LocalRealtimeServer:
             self._server = await serve(
                 self._handle, self.host, self.port, process_request=self._check,
                 compression=None, max_size=_MAX_MESSAGE, close_timeout=self.close_timeout,
-                logger=_ws_log,
+                logger=_ws_log, create_connection=self._http_too(),
             )
         except OSError as exc:
             raise LocalError(
@@ -180,6 +212,17 @@ class LocalRealtimeServer:
         self.port = next(iter(self._server.sockets)).getsockname()[1]
         log.info("local Realtime server listening on %s (script %s)", self.url,
                  script.source or "<built-in>")
+
+    def _http_too(self) -> Any:
+        """Connections that also serve the cascade's HTTP endpoints on this port:
+        ``POST /v1/chat/completions`` (this script), ``/v1/audio/transcriptions``
+        and ``/v1/audio/speech`` (``pipeflow.cascade.audio_server``)."""
+        from pipeflow.cascade.audio_server import local_api_app
+        from pipeflow.cascade.same_port import http_diverting
+
+        self._http = http_diverting(local_api_app(self.script, self.api_key, self.transcriber,
+                                                  self._speaker))
+        return self._http
 
     async def close(self) -> None:
         """Stop listening and close every connection (idempotent).
@@ -191,6 +234,8 @@ class LocalRealtimeServer:
         if server is None:
             return
         server.close(close_connections=False)
+        if self._http is not None:
+            self._http.close_http()
         await asyncio.gather(*(_close(ws, self.close_timeout) for ws in list(self._live)))
         await server.wait_closed()
 
@@ -258,7 +303,12 @@ class LocalRealtimeServer:
         writer = asyncio.create_task(self._write(ws, session, wake))
         try:
             async for message in ws:
-                session.receive_data(message, loop.time())
+                try:
+                    session.receive_data(message, loop.time())
+                except Exception as exc:  # a bug must cost one event, never the connection
+                    log.error("client event of %d bytes not handled (%s: %s); answered with "
+                              "an error event", len(message), type(exc).__name__, exc)
+                    await ws.send(_error_event(), text=True)
                 wake.set()
                 while (job := session.take_transcription()) is not None:
                     session.transcribed(job, await self._transcribe(job), loop.time())
@@ -275,8 +325,9 @@ class LocalRealtimeServer:
 
     async def _transcribe(self, job: Transcription) -> str | None:
         """The words of committed audio, decoded in a worker thread so that other
-        connections' audio keeps flowing; one decode at a time (the transcriber
-        is shared). A decoder that fails leaves the script's words to stand in."""
+        connections' audio keeps flowing; as many decodes at a time as the shared
+        transcriber runs at once (one in a thread, one per decoding process).
+        A decoder that fails leaves the script's words to stand in."""
         assert self.transcriber is not None
         async with self._transcribing:
             try:

@@ -17,8 +17,15 @@ from typing import Any, Literal
 
 import msgspec
 
-__all__ = ["ClientError", "ServerConfig", "apply_update", "audio_format", "detect_shape",
-           "session_object"]
+__all__ = ["MAX_INSTRUCTIONS_CHARS", "MAX_SPOKEN_CHARS", "ClientError", "ServerConfig",
+           "apply_update", "audio_format", "check_spoken", "detect_shape", "session_object"]
+
+MAX_SPOKEN_CHARS = 2000
+"""Longest text a client may have the server speak in one message (about two
+minutes of speech): synthesis runs on the server's event loop, and a 120 KB
+text held it 10 s and took 700 MB."""
+MAX_INSTRUCTIONS_CHARS = 65536
+"""Longest ``session.instructions`` accepted."""
 
 Shape = Literal["ga", "beta"]
 
@@ -49,6 +56,23 @@ class ClientError(Exception):
         self.message = message
         self.code = code
         self.param = param
+
+
+def _check_length(text: str, limit: int, param: str) -> None:
+    if len(text) > limit:
+        raise ClientError(f"Invalid '{param}': string too long. Expected a string with maximum "
+                          f"length {limit}, but got a string with length {len(text)} instead.",
+                          "string_above_max_length", param)
+
+
+def check_spoken(text: str, param: str) -> str:
+    """``text`` when it is short enough to speak (``MAX_SPOKEN_CHARS``).
+
+    Raises:
+        ClientError: (``string_above_max_length``) it is longer.
+    """
+    _check_length(text, MAX_SPOKEN_CHARS, param)
+    return text
 
 
 class ServerConfig(msgspec.Struct, kw_only=True):
@@ -131,6 +155,7 @@ def _apply_common(config: ServerConfig, session: dict[str, Any]) -> set[str]:
     if "instructions" in session:
         config.instructions = _expect(session["instructions"], str, "session.instructions",
                                       "a string")
+        _check_length(config.instructions, MAX_INSTRUCTIONS_CHARS, "session.instructions")
     if "tools" in session:
         tools = _expect(session["tools"], list, "session.tools", "an array")
         for i, spec in enumerate(tools):

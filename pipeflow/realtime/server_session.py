@@ -44,6 +44,7 @@ from pipeflow.realtime.server_config import (
     ServerConfig,
     Shape,
     apply_update,
+    check_spoken,
     detect_shape,
     session_object,
 )
@@ -78,6 +79,10 @@ class ServerOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     prefix_padding_ms override min_silence_ms and preroll_ms)."""
     faults: Faults = msgspec.field(default_factory=Faults)
     """Faults to inject, for tests of clients."""
+    max_turn_audio_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    """Seconds of audio one turn may buffer before its commit: past them the
+    rest of the turn is dropped with one ``input_audio_buffer_too_large``
+    error (memory and decoding time stay bounded)."""
 
 
 class Transcription(msgspec.Struct):
@@ -170,6 +175,7 @@ class ServerSession(ResponsePlanner):
         self._items: dict[str, ev.Item] = {}
         self._audio_ms: dict[str, float] = {}
         self._buffer = bytearray()
+        self._capped = False
         self._input_samples = 0
         self._segmenter: Segmenter | None = None
         self._speech_item: str | None = None
@@ -321,6 +327,10 @@ class ServerSession(ResponsePlanner):
     def _client_error(self, now: float, exc: ProtocolError, data: str | bytes) -> None:
         try:
             obj = msgspec.json.decode(data)
+        except RecursionError:
+            self._error(now, "The message nests objects or arrays too deeply to be a client "
+                        "event.", "invalid_json")
+            return
         except (msgspec.DecodeError, UnicodeDecodeError):
             self._error(now, "The message is not valid JSON: each client event must be one "
                         "JSON object.", "invalid_json")
@@ -351,6 +361,7 @@ class ServerSession(ResponsePlanner):
                 self._commit(now, self._id("item"))
             case ev.InputAudioBufferClear():
                 self._buffer.clear()
+                self._capped = False
                 self._push(now, ev.InputAudioBufferCleared())
             case ev.ConversationItemCreate():
                 self._create_item(event.item, now)
@@ -365,6 +376,8 @@ class ServerSession(ResponsePlanner):
                         "creating a new one.", "conversation_already_has_active_response")
                 meta = (event.response or {}).get("metadata")
                 say = meta.get("say") if isinstance(meta, dict) else None
+                if isinstance(say, str):
+                    check_spoken(say, "response.metadata.say")
                 self._respond(now, say if isinstance(say, str) else None)
             case ev.ResponseCancel():
                 if self._active is None:
@@ -437,7 +450,13 @@ class ServerSession(ResponsePlanner):
         rate = RATES[fmt]
         pts = self._input_samples / rate
         self._input_samples += len(pcm) // 2
-        self._buffer += pcm
+        room = int(self.options.max_turn_audio_s * rate) * 2 - len(self._buffer)
+        if len(pcm) > room and not self._capped:
+            self._capped = True
+            self._error(now, f"The input audio buffer holds over {self.options.max_turn_audio_s:g}"
+                        " s of audio, the most one turn may hold: the rest of this turn is "
+                        "dropped; commit or clear the buffer.", "input_audio_buffer_too_large")
+        self._buffer += pcm[:max(room, 0)]
         if not self.config.server_vad or not pcm:
             return
         for frame in self._vad(rate).feed(pcm, pts):
@@ -469,6 +488,7 @@ class ServerSession(ResponsePlanner):
     def _commit(self, now: float, item_id: str, respond: bool = False) -> None:
         pcm, rate = bytes(self._buffer), RATES[self.config.input_format]
         self._buffer.clear()
+        self._capped = False
         self._push(now, ev.InputAudioBufferCommitted(item_id=item_id,
                                                      previous_item_id=self._last_item))
         item = ev.Item(id=item_id, object="realtime.item", type="message", status="completed",

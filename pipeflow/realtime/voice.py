@@ -13,7 +13,6 @@ of the script turn it chose.
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Literal, Protocol, runtime_checkable
 
@@ -62,11 +61,14 @@ def tones(text: str, sample_rate: int, words_per_minute: int = 175) -> np.ndarra
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int16)
 
 
-@functools.lru_cache(maxsize=256)
 def _speech(text: str, sample_rate: int, voice: str, wpm: int, engine: str) -> bytes:
-    if engine == "espeak":
-        return tts.synthesize(text, sample_rate, voice, wpm).tobytes()
-    return tones(text, sample_rate, wpm).tobytes()
+    """Speech of ``text``, from the process's byte-bounded cache (``tts.speech_cache``)."""
+    def make() -> bytes:
+        if engine == "espeak":
+            return tts.synthesize(text, sample_rate, voice, wpm).tobytes()
+        return tones(text, sample_rate, wpm).tobytes()
+
+    return tts.speech_cache.get((text, sample_rate, voice, wpm, engine), make)
 
 
 class Speaker:

@@ -125,6 +125,7 @@ class Call:
         self._seen = 0
         self._streamed = False
         self._record: dict[str, Any] | None = None
+        self._on_disk = False
         self._ended = asyncio.Event()
         self.audio_out: CallAudioOut | None = None
         """The call's audio sink, for WebSocket and HTTP listeners (None on Twilio calls)."""
@@ -188,7 +189,7 @@ class Call:
         The gateway names no domain fields: this is what the agent says of itself.
         """
         if self._record is not None:
-            return self._record.get("agent")
+            return self.record().get("agent")
         session = self.session
         agent = session.context.agent if session is not None else None
         hook = agent.summary if agent is not None else None
@@ -221,11 +222,24 @@ class Call:
         transcript, the agent's summary with a phone or address) is shown by
         call id only.
         """
-        record = dict(self._record) if self._record is not None else self._build_record()
+        record = self.record() if self._record is not None else self._build_record()
         record["state"] = self.state
         if brief:
             return {key: record[key] for key in BRIEF_FIELDS if key in record}
         return record
+
+    def record(self) -> dict[str, Any]:
+        """The ended call's record: from ``call.json`` when it was written there
+        (a gateway that runs for days keeps only each finished call's brief
+        fields in memory), else the copy kept in memory."""
+        record = self._record or {}
+        if self._on_disk:
+            try:
+                return dict(msgspec.json.decode((self.folder / "call.json").read_bytes()))
+            except (OSError, msgspec.DecodeError) as exc:
+                log.warning("call %s: its record %s cannot be read back (%s); only its brief "
+                            "fields remain", self.id, self.folder / "call.json", exc)
+        return dict(record)
 
     def _build_record(self) -> dict[str, Any]:
         session = self.session
@@ -270,6 +284,9 @@ class Call:
                 msgspec.json.encode(record), indent=2))
         except OSError as exc:
             log.error("call %s: cannot write its record under %s: %s", self.id, self.folder, exc)
+        else:  # read back from the file when asked: memory stays flat over many calls
+            self._record = {key: record[key] for key in BRIEF_FIELDS if key in record}
+            self._on_disk = True
         self._ended.set()
 
     def fail(self, message: str) -> None:

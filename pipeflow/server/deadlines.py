@@ -9,24 +9,38 @@ a few thousand half-sent requests hold as many file descriptors. Two bounds:
 - ``BodyDeadline`` (ASGI middleware) reports a client that stops sending its
   body for ``request_timeout_s`` as gone (``http.disconnect``), so the
   handler stops waiting; the application logs it as one line.
+
+And one bound on how many connections are open at once: past
+``max_connections`` a new connection is answered 503 and closed at once,
+so the process never runs out of file descriptors (when it did, asyncio's
+accept loop logged a traceback per backlog slot per second: 21 MB in 7 s).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import h11
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["BodyDeadline", "DeadlineH11Protocol", "protocol_with_deadline"]
+__all__ = ["BodyDeadline", "DeadlineH11Protocol", "connection_limit", "protocol_with_deadline"]
+
+_BUSY_BODY = (b'{"error":{"status":503,"message":"The gateway has too many open '
+              b'connections; retry."}}\n')
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+         b"retry-after: 5\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%b"
+         % (len(_BUSY_BODY), _BUSY_BODY))
+_FD_RESERVE = 64  # descriptors kept for files, the model server and call sockets
 
 
 class DeadlineH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with a deadline on each request's head."""
 
     head_timeout_s = 10.0
+    max_connections: int | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -34,6 +48,11 @@ class DeadlineH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        limit = self.max_connections
+        if limit is not None and len(self.server_state.connections) > limit:
+            transport.write(_BUSY)
+            transport.close()
+            return
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -63,9 +82,35 @@ class DeadlineH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def protocol_with_deadline(timeout_s: float) -> type[DeadlineH11Protocol]:
-    """The protocol class for ``uvicorn.Config(http=...)`` with this head deadline."""
-    return type("GatewayH11Protocol", (DeadlineH11Protocol,), {"head_timeout_s": timeout_s})
+def protocol_with_deadline(timeout_s: float, max_connections: int | None = None
+                           ) -> type[DeadlineH11Protocol]:
+    """The protocol class for ``uvicorn.Config(http=...)`` with this head deadline
+    and connection bound."""
+    return type("GatewayH11Protocol", (DeadlineH11Protocol,),
+                {"head_timeout_s": timeout_s, "max_connections": max_connections})
+
+
+def connection_limit(wanted: int) -> int:
+    """``wanted``, or fewer where the process's file descriptor limit is lower.
+
+    Raises the soft descriptor limit to the hard one first (as servers do),
+    then keeps ``_FD_RESERVE`` descriptors and two per call connection (its
+    socket and the model's) free.
+    """
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return wanted
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, (soft - _FD_RESERVE) // 2))
 
 
 class BodyDeadline:

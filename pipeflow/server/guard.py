@@ -14,10 +14,12 @@ signature (X-Twilio-Signature).
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import hmac
 import logging
 import re
+import time
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -26,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from pipeflow.server.api import error_response
 from pipeflow.server.options import is_loopback
 
-__all__ = ["BrowserGuard", "RedactTokens", "twilio_signature"]
+__all__ = ["BrowserGuard", "RedactTokens", "ThrottleResourceErrors", "twilio_signature"]
 
 SIMPLE_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data")
 """Content types a page may POST cross-site without asking first (no CORS preflight)."""
@@ -129,3 +131,43 @@ def twilio_signature(auth_token: str, url: str, params: Mapping[str, str]) -> st
     data = url + "".join(key + params[key] for key in sorted(params))
     digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
+
+
+_RESOURCE_MESSAGES = ("out of system resource", "_start_serving", "Too many open files")
+
+
+class ThrottleResourceErrors(logging.Filter):
+    """One line per ``interval_s`` for "too many open files", not a traceback per try.
+
+    asyncio's accept loop logs every failed ``accept()`` with its traceback,
+    once per backlog slot and second, and the retries it schedules log again:
+    a gateway out of file descriptors wrote 284 MB of them. This filter lets
+    one record through per interval, without the traceback, saying how many
+    were left out; other records pass untouched.
+    """
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._next = 0.0
+        self._held = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        exc = record.exc_info[1] if record.exc_info else None
+        if not (any(m in text for m in _RESOURCE_MESSAGES)
+                or (isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE))):
+            return True
+        now = time.monotonic()
+        if now < self._next:
+            self._held += 1
+            return False
+        held, self._held, self._next = self._held, 0, now + self.interval_s
+        record.msg = ("too many open files: new connections wait until some close "
+                      "(%d more such errors in the last %g s; raise 'ulimit -n' or lower "
+                      "--max-connections)")
+        record.args = (held, self.interval_s)
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True

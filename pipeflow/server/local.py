@@ -8,13 +8,18 @@ took 1.5 s each). The gateway starts one server per distinct script and
 pacing when it starts, and points each call's stage at it. Every connection
 is still its own ``ServerSession`` on that server, so calls stay apart; a
 session is forgotten once its connection closes, so a gateway that runs for
-days does not keep every call's events.
+days does not keep every call's events. A script's transcriber decodes in
+child processes (``pipeflow.asr.process``): one caller's long turn must not
+hold the event loop every call and ``/healthz`` share. Each server requires
+a key made when it starts, which only the gateway's calls are given: another
+local process cannot use it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from typing import Any
 
 from pipeflow.realtime.options import RealtimeOptions, resolve_url
@@ -61,13 +66,16 @@ class SharedModelServers:
             for key in sorted(keys - self._servers.keys(), key=repr):
                 script, delay_ms, speed = key
                 server = LocalRealtimeServer(script=script, port=0, speed=speed,
-                                             first_audio_delay_ms=delay_ms, keep_sessions=False)
+                                             first_audio_delay_ms=delay_ms, keep_sessions=False,
+                                             decode_in_process=True,
+                                             api_key=secrets.token_urlsafe(24))
                 await server.start()
                 self._servers[key] = server
                 log.info("calls share the local Realtime server at %s", server.url)
 
-    def url_for(self, options: Any) -> str | None:
-        """The shared server's URL for a stage with these options; None when it needs none.
+    def url_for(self, options: Any) -> tuple[str, str] | None:
+        """The shared server's URL and key for a stage with these options; None when it
+        needs none.
 
         Given to the builder (``Changes.model_url``), so each call's realtime
         stage is built pointing at its server.
@@ -76,7 +84,10 @@ class SharedModelServers:
             KeyError: ``open`` was not called for the stage's key.
         """
         key = local_server_key(options)
-        return None if key is None else str(self._servers[key].url)
+        if key is None:
+            return None
+        server = self._servers[key]
+        return str(server.url), str(server.api_key)
 
     async def close(self) -> None:
         """Stop every server (the gateway is stopping)."""

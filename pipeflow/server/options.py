@@ -64,6 +64,10 @@ class GatewayOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Largest request body accepted (larger ones get 413)."""
     max_calls: Annotated[int, msgspec.Meta(ge=1)] = 100
     """Calls live at the same time; one more gets 503 with Retry-After."""
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    """Connections open at the same time (calls' WebSockets and event streams
+    included); one more is answered 503 and closed at once. Lowered to what
+    the process's file descriptor limit allows."""
     retry_after_s: Annotated[int, msgspec.Meta(ge=1)] = 5
     """Seconds a client is told to wait when the gateway is full."""
     idle_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0

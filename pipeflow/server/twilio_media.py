@@ -181,6 +181,9 @@ class TwilioMediaTranslator:
         except msgspec.DecodeError as exc:
             raise ProtocolError(f"Twilio sent a message that is not a known Media Streams "
                                 f"event: {exc}.") from None
+        except RecursionError:
+            raise ProtocolError("Twilio sent a message nested too deeply to be a Media "
+                                "Streams event.") from None
         match event:
             case _ConnectedIn():
                 return [Connected()]

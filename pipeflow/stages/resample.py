@@ -48,13 +48,14 @@ class _Stream:
 
     def frame(self, samples: Any) -> AudioFrame:
         """An output frame for ``samples``, just produced by the resampler."""
+        return self.pcm_frame(samples.tobytes())
+
+    def pcm_frame(self, pcm: bytes) -> AudioFrame:
+        """An output frame for ``pcm``, just produced by the resampler."""
         resampler = self.resampler
-        start = (resampler.samples_out - samples.size) / resampler.out_rate
+        start = (resampler.samples_out - len(pcm) // 2) / resampler.out_rate
         return AudioFrame(
-            pcm=samples.tobytes(),
-            sample_rate=resampler.out_rate,
-            pts=self.pts + start,
-            item_id=self.item_id,
+            pcm=pcm, sample_rate=resampler.out_rate, pts=self.pts + start, item_id=self.item_id
         )
 
 
@@ -92,7 +93,6 @@ class Resample(Stage):
         target = self.target_rate()
         quality, dither = self.options.quality, self.options.dither
         streams: dict[bool, _Stream] = {}  # keyed by "is agent audio"
-        frombuffer = np.frombuffer
         async for frame in frames:
             if type(frame) is not AudioFrame:
                 if isinstance(frame, EndOfStream):
@@ -119,18 +119,16 @@ class Resample(Stage):
             if rate == target:
                 yield frame
                 continue
-            pcm = frame.pcm
-            if len(pcm) & 1 or frame.channels != 1:
-                samples = _checked(frame)
-            else:
-                samples = frombuffer(pcm, "<i2")
             if stream is None:
                 check_rate(rate, f"resample input frame at pts {frame.pts:.3f} s")
                 resampler = StreamResampler(rate, target, quality, dither)
                 stream = streams[agent] = _Stream(resampler, frame.pts, frame.item_id)
-            out = stream.resampler.process(samples)
-            if out.size:
-                yield stream.frame(out)
+            pcm = frame.pcm
+            if len(pcm) & 1 or frame.channels != 1:
+                pcm = _checked(frame).tobytes()
+            out = stream.resampler.convert(pcm)
+            if out:
+                yield stream.pcm_frame(out)
 
 
 def _checked(frame: AudioFrame) -> np.ndarray:

@@ -76,7 +76,10 @@ def child_main(spec: ChildSpec, conn: Connection) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the supervisor decides
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # stopped before any job: just go
+    from pipeflow.asr.process import decode_in_processes
     from pipeflow.worker.logs import setup_logging
+
+    decode_in_processes()  # jobs' local servers decode off this process's event loop
 
     options = msgspec.convert(spec.options, WorkerOptions)
     setup_logging(options.log_level, json=spec.json_logs)

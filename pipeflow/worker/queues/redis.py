@@ -23,6 +23,7 @@ two workers never both settle the same job.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from typing import Any
@@ -32,7 +33,10 @@ import msgspec
 from pipeflow.errors import ConfigError, RemoteError
 from pipeflow.worker.queues.base import Delivery, Job, JobState, JobStatus, QueueStats
 
-__all__ = ["RedisQueue"]
+__all__ = ["CONNECT_TIMEOUT_S", "RedisQueue"]
+
+CONNECT_TIMEOUT_S = 10.0
+"""Seconds the first command to Redis may take before the queue gives up."""
 
 GROUP = "workers"
 
@@ -225,16 +229,33 @@ class RedisQueue:
         return f"{self.base}:key:{key}"
 
     async def _call(self, what: str, coro: Any) -> Any:
+        """Await one Redis command; every failure becomes a ``RemoteError`` saying what.
+
+        The first command must be answered within ``CONNECT_TIMEOUT_S``: a
+        port that speaks another protocol (HTTP) may never answer at all.
+        """
         import redis.exceptions
 
+        where = _safe_url(self.url)
         try:
-            return await coro
+            if self._group_ready:
+                return await coro
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                return await coro
         except redis.exceptions.ConnectionError as exc:
-            raise RemoteError(
-                f"cannot reach Redis at {_safe_url(self.url)} to {what}: {exc}"
-            ) from exc
+            raise RemoteError(f"cannot reach Redis at {where} to {what}: {exc}") from exc
         except redis.exceptions.ResponseError as exc:
             raise RemoteError(f"Redis refused to {what}: {exc}") from exc
+        except (redis.exceptions.InvalidResponse, redis.exceptions.DataError) as exc:
+            raise RemoteError(f"the server at {where} does not speak the Redis protocol "
+                              f"({exc}); check the queue URL") from exc
+        except (TimeoutError, redis.exceptions.TimeoutError) as exc:
+            raise RemoteError(f"no answer from Redis at {where} to {what} within "
+                              f"{CONNECT_TIMEOUT_S:g} s; is a Redis server listening "
+                              "there?") from exc
+        except redis.exceptions.RedisError as exc:
+            raise RemoteError(f"Redis at {where} failed to {what}: "
+                              f"{type(exc).__name__}: {exc}") from exc
 
     async def _ensure_group(self) -> None:
         if self._group_ready:

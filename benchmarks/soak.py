@@ -1,0 +1,312 @@
+"""Soak and leak runs behind docs/reliability.md (``make soak``).
+
+Two runs, each printing one JSON line of figures (and a readable summary):
+
+- ``leak``: N sequential ``AgentSession`` s of pipelines/call.yaml, then N
+  sequential calls through the gateway's HTTP API, all in this process.
+  Memory (RSS), tasks and open descriptors are read after a warm-up and at
+  the end; the goal is under 5 MB of growth and nothing left behind.
+- ``calls``: ``pipeflow serve`` in its own process on loopback, and
+  ``--concurrent`` callers on its WebSocket, each sending synthesised caller
+  speech paced at real time in 20 ms frames and reading the agent's audio,
+  one call after another for ``--minutes``. The agent audio arrives as it
+  plays on the call's playout clock; a chunk's lateness is its arrival
+  after the time its run of audio says it was due (first chunk of the run +
+  the audio before it). Errors are error frames, refused requests and
+  sockets closed before the call ended.
+
+    .venv/bin/python -m benchmarks.soak leak --sessions 1000 --calls 1000
+    .venv/bin/python -m benchmarks.soak calls --minutes 10 --concurrent 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+CALL_YAML = ROOT / "pipelines" / "call.yaml"
+FAST = ["model.speed=0", "model.first_audio_delay_ms=0"]
+SESSION_FAST = [*FAST, "wav_sink.realtime=false"]  # agent audio counted as played at once
+CALLER_LINES = (
+    "How much is a pizza?",
+    "Two pizzas and one salad, please.",
+    "And one ice cream.",
+    "No, that is all.",
+    "Five five five, one two three, four five six seven.",
+    "Twelve Main Street, Springfield.",
+    "Yes, please place the order.",
+)
+FRAME_MS = 20
+RUN_GAP_S = 0.25  # agent audio this far apart starts a new run (a new answer)
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _state() -> dict[str, float]:
+    gc.collect()
+    return {"rss_mb": _rss() / 1e6, "tasks": len(asyncio.all_tasks()), "fds": _fds()}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- leak ----------------------------------------------------------------------------
+
+
+async def _sessions(count: int, warm_up: int, out: Path) -> dict[str, Any]:
+    from pipeflow.session import AgentSession
+
+    before: dict[str, float] = {}
+    began = time.perf_counter()
+    for i in range(count):
+        session = AgentSession.from_file(CALL_YAML, overrides=SESSION_FAST, session_id=f"s{i}",
+                                         output_dir=str(out / "sessions"))
+        async with session:
+            reply = await session.ask("How much is a pizza?")
+            if "$10.00" not in reply:
+                raise AssertionError(f"session {i}: unexpected reply {reply!r}")
+        if i == warm_up - 1:
+            before = _state()
+    after = _state()
+    return {"run": "sessions", "count": count, "warm_up": warm_up, "before": before,
+            "after": after, "seconds": round(time.perf_counter() - began, 1)}
+
+
+async def _gateway_calls(count: int, warm_up: int, out: Path) -> dict[str, Any]:
+    import uvicorn
+
+    from pipeflow.server import GatewayOptions, create_app
+
+    port = _free_port()
+    app = create_app(CALL_YAML, GatewayOptions(no_auth=True, output_dir=str(out / "calls"),
+                                                overrides=FAST))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    before: dict[str, float] = {}
+    began = time.perf_counter()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            for i in range(count):
+                call = f"c{i}"
+                for path, body in ((f"/api/calls/{call}/start", None),
+                                   (f"/api/calls/{call}/text",
+                                    {"q": "How much is a pizza?", "wait": True}),
+                                   (f"/api/calls/{call}/end", None)):
+                    response = await client.post(path, json=body)
+                    if response.status_code >= 300:
+                        raise AssertionError(f"{path}: {response.status_code} {response.text}")
+                if i == warm_up - 1:
+                    before = _state()
+            after = _state()
+    finally:
+        server.should_exit = True
+        await task
+    return {"run": "gateway_calls", "count": count, "warm_up": warm_up, "before": before,
+            "after": after, "seconds": round(time.perf_counter() - began, 1)}
+
+
+async def leak(args: argparse.Namespace) -> list[dict[str, Any]]:
+    out = Path(args.output)
+    results = []
+    if args.sessions:
+        results.append(await _sessions(args.sessions, args.warm_up, out))
+    if args.calls:
+        results.append(await _gateway_calls(args.calls, args.warm_up, out))
+    for r in results:
+        b, a = r["before"], r["after"]
+        r["growth_mb"] = round(a["rss_mb"] - b["rss_mb"], 2)
+        print(f"{r['count']} sequential {r['run'].replace('_', ' ')}: RSS {b['rss_mb']:.1f} -> "
+              f"{a['rss_mb']:.1f} MB after {r['warm_up']} warm-up ({r['growth_mb']:+.2f} MB), "
+              f"tasks {b['tasks']} -> {a['tasks']}, fds {b['fds']} -> {a['fds']}, "
+              f"{r['seconds']} s", flush=True)
+    return results
+
+
+# -- calls ---------------------------------------------------------------------------
+
+
+def _caller_track(rate: int = 16000) -> bytes:
+    from pipeflow.audio import tts
+
+    gap = np.zeros(int(1.6 * rate), np.int16)
+    parts = [np.zeros(rate // 2, np.int16)]
+    for line in CALLER_LINES:
+        parts += [tts.synthesize(line, rate), gap]
+    return np.concatenate(parts).tobytes()
+
+
+class Tally:
+    """What every caller saw."""
+
+    def __init__(self) -> None:
+        self.lateness: list[float] = []
+        self.errors: list[str] = []
+        self.calls = 0
+        self.agent_audio_s = 0.0
+        self.tool_calls = 0
+
+
+async def _one_call(base: str, ws_base: str, call: str, track: bytes, until: float,
+                    tally: Tally) -> None:
+    from websockets.asyncio.client import connect
+
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        started = await client.post(f"/api/calls/{call}/start", json={"sample_rate": 16000})
+        if started.status_code != 201:
+            tally.errors.append(f"{call}: start {started.status_code} {started.text[:200]}")
+            return
+        ended = asyncio.Event()
+        async with connect(f"{ws_base}/api/calls/{call}/stream?sample_rate=16000",
+                           max_size=2**22) as ws:
+
+            async def read() -> None:
+                run_start = run_audio = last = None
+                async for message in ws:
+                    now = time.monotonic()
+                    if isinstance(message, bytes):
+                        seconds = len(message) / 2 / 24000
+                        if last is None or now - last > RUN_GAP_S + seconds:
+                            run_start, run_audio = now, 0.0
+                        else:
+                            tally.lateness.append(max(0.0, now - (run_start + run_audio)))
+                        run_audio += seconds
+                        last = now
+                        tally.agent_audio_s += seconds
+                        continue
+                    event = json.loads(message)
+                    kind = event.get("type")
+                    if kind == "error" or (kind == "error_frame") or event.get("fatal"):
+                        tally.errors.append(f"{call}: {message[:200]}")
+                    elif kind == "tool_call":
+                        tally.tool_calls += 1
+                    elif kind == "ended":
+                        ended.set()
+                        return
+
+            reader = asyncio.create_task(read())
+            step = 16000 * 2 * FRAME_MS // 1000
+            t0 = time.monotonic()
+            for n, offset in enumerate(range(0, len(track), step)):
+                if time.monotonic() > until or reader.done():
+                    break
+                await ws.send(track[offset:offset + step])
+                delay = t0 + (n + 1) * FRAME_MS / 1000 - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await ws.send(json.dumps({"type": "end"}))
+            try:
+                async with asyncio.timeout(30):
+                    await ended.wait()
+            except TimeoutError:
+                tally.errors.append(f"{call}: no 'ended' within 30 s of the end")
+            reader.cancel()
+    tally.calls += 1
+
+
+async def calls(args: argparse.Namespace) -> list[dict[str, Any]]:
+    port = _free_port()
+    out = Path(args.output) / "soak-calls"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log = open(Path(args.output) / "soak-serve.log", "wb")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeflow.cli", "serve", str(CALL_YAML), "--no-auth",
+         "--port", str(port), "-o", str(out), "--max-calls", str(args.concurrent * 2)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base, ws_base = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
+    tally = Tally()
+    began = time.monotonic()
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+            for _ in range(600):
+                try:
+                    if (await client.get("/healthz")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        track = await asyncio.to_thread(_caller_track)
+        until = time.monotonic() + args.minutes * 60
+
+        async def caller(index: int) -> None:
+            n = 0
+            while time.monotonic() < until:
+                try:
+                    await _one_call(base, ws_base, f"soak-{index}-{n}", track, until, tally)
+                except Exception as exc:  # counted: one failure must not hide the rest
+                    tally.errors.append(f"soak-{index}-{n}: {type(exc).__name__}: {exc}")
+                n += 1
+
+        await asyncio.gather(*(caller(i) for i in range(args.concurrent)))
+    finally:
+        server.terminate()
+        code = server.wait(60)
+        log.close()
+    late = np.array(tally.lateness or [0.0]) * 1000
+    result = {"run": "soak_calls", "minutes": args.minutes, "concurrent": args.concurrent,
+              "calls": tally.calls, "agent_audio_s": round(tally.agent_audio_s, 1),
+              "chunks": len(tally.lateness), "tool_calls": tally.tool_calls,
+              "lateness_ms": {"p50": round(float(np.percentile(late, 50)), 1),
+                              "p99": round(float(np.percentile(late, 99)), 1),
+                              "max": round(float(late.max()), 1)},
+              "errors": len(tally.errors), "first_errors": tally.errors[:5],
+              "server_exit": code, "seconds": round(time.monotonic() - began, 1)}
+    print(f"{args.minutes:g} min soak, {args.concurrent} concurrent paced calls: "
+          f"{tally.calls} calls, {tally.agent_audio_s:.0f} s of agent audio in "
+          f"{len(tally.lateness)} chunks, lateness p50 {result['lateness_ms']['p50']} ms, "
+          f"p99 {result['lateness_ms']['p99']} ms, max {result['lateness_ms']['max']} ms; "
+          f"{len(tally.errors)} errors; gateway exit {code}", flush=True)
+    return [result]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", default=os.environ.get("SOAK_OUT", "out/soak"),
+                        help="folder for recordings and the gateway's log (out/soak)")
+    sub = parser.add_subparsers(dest="run", required=True)
+    p = sub.add_parser("leak", help="sequential sessions and gateway calls in one process")
+    p.add_argument("--sessions", type=int, default=1000)
+    p.add_argument("--calls", type=int, default=1000)
+    p.add_argument("--warm-up", type=int, default=100)
+    p = sub.add_parser("calls", help="concurrent paced calls through the gateway")
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--concurrent", type=int, default=8)
+    args = parser.parse_args(argv)
+    Path(args.output).mkdir(parents=True, exist_ok=True)
+    results = asyncio.run(leak(args) if args.run == "leak" else calls(args))
+    for r in results:
+        print(json.dumps(r))
+    if args.run == "leak":
+        return 0 if all(r["growth_mb"] < 5 and r["after"]["tasks"] <= r["before"]["tasks"]
+                        and r["after"]["fds"] <= r["before"]["fds"] for r in results) else 1
+    return 0 if all(r["errors"] == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""``pipelines/call-cascade.yaml`` run unchanged by the worker and by the call gateway.
+
+The worker takes it as a job's entry from its queue; the gateway serves it to
+a fake Twilio caller whose speech streams in as mu-law media. Both store the
+same order as ``pipelines/call.yaml``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeflow.worker import Worker, WorkerOptions
+from pipeflow.worker.queues.base import Job
+from pipeflow.worker.queues.memory import MemoryQueue
+from tests.speech import need_tts
+
+ROOT = Path(__file__).resolve().parent.parent
+CASCADE_YAML = ROOT / "pipelines" / "call-cascade.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENAI_API_KEY", "OAI_API_KEY", "ORDERLINE_DB"):
+        monkeypatch.delenv(name, raising=False)
+
+
+async def stored(path: Path) -> list:  # type: ignore[type-arg]
+    from pipelines.orderline.storage import SqliteOrderRepository
+
+    return await SqliteOrderRepository(path).list()
+
+
+async def test_the_worker_runs_the_cascade_call_from_its_queue(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    need_tts()
+    monkeypatch.setenv("PIPEFLOW_OUTPUT", str(tmp_path))
+    queue = MemoryQueue()
+    job = await queue.submit(Job(entry=str(CASCADE_YAML), params={
+        "caller.speed": 3, "wav_sink.realtime": False}))
+    worker = Worker(WorkerOptions(max_jobs=1), queue, poll_interval=0.05)
+    await asyncio.wait_for(worker.run(until_idle=True), 240)
+    status = await queue.status(job.id)
+    assert status is not None and status.state == "completed", status
+    orders = await stored(tmp_path / job.id / "orders.sqlite3")
+    assert len(orders) == 1
+    assert orders[0].items_text() == "2 pizzas, 1 salad, 1 ice cream"
+    assert orders[0].phone == "5551234567" and "Main Street" in orders[0].address
+
+
+async def test_the_gateway_serves_the_cascade_call_to_a_twilio_caller(tmp_path: Path) -> None:
+    need_tts()
+    from pipeflow.audio.g711 import samples_to_ulaw
+    from pipeflow.server import GatewayOptions, create_app
+    from tests.gateway_util import caller_samples, serving
+    from tests.test_gateway_twilio import (
+        CHUNK,
+        SID,
+        _post_voice,
+        _read_and_echo_marks,
+        connect,
+        media_message,
+        start_message,
+    )
+
+    ulaw = samples_to_ulaw(caller_samples(8000))
+    app = create_app(CASCADE_YAML, GatewayOptions(no_auth=True, output_dir=str(tmp_path)))
+    received: list[dict] = []  # type: ignore[type-arg]
+    async with serving(app) as base:
+        await asyncio.to_thread(_post_voice, base)
+        async with connect(base.replace("http", "ws") + "/twilio/media") as ws:
+            await ws.send(json.dumps({"event": "connected", "protocol": "Call"}))
+            await ws.send(start_message(call_id="CA-cascade-1"))
+            reader = asyncio.create_task(_read_and_echo_marks(ws, received))
+            for index in range(0, len(ulaw), CHUNK):  # 20 ms each, 8x real time
+                await ws.send(media_message(ulaw[index : index + CHUNK], index // CHUNK))
+                if index // CHUNK % 8 == 7:
+                    await asyncio.sleep(0.02)
+            call = app.state.calls.get("CA-cascade-1")
+            await call.session.wait_for(
+                lambda f: getattr(f, "name", "") == "place_order" and hasattr(f, "output"),
+                timeout=60, after=0)
+            await ws.send(json.dumps({"event": "stop", "streamSid": SID}))
+            await asyncio.wait_for(reader, 30)
+        await call.wait_ended()
+    orders = await stored(tmp_path / "CA-cascade-1" / "orders.sqlite3")
+    assert len(orders) == 1
+    assert orders[0].items_text() == "2 pizzas, 1 salad, 1 ice cream"
+    assert orders[0].phone == "5551234567" and "Main Street" in orders[0].address
+    assert {"media", "mark"} <= {m["event"] for m in received}
+
+
+async def test_the_cascade_call_over_http_to_the_local_server(tmp_path: Path) -> None:
+    """All three stages pointed at one local server (chat, transcriptions, speech):
+    the same order, through the HTTP clients a real provider gets."""
+    need_tts()
+    import os
+    import sqlite3
+    import sys
+
+    from pipeflow.realtime.server import LocalRealtimeServer
+
+    script = ROOT / "pipelines" / "orderline" / "script.yaml"
+    async with LocalRealtimeServer(script, api_key="sk-local") as server:
+        url = server.http_base_url
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("OPENAI_API_KEY", "OAI_API_KEY", "ORDERLINE_DB")}
+        env["LOCAL_KEY"] = "sk-local"
+        sets = ["caller.speed=3", "wav_sink.realtime=false"]
+        for stage in ("stt", "model", "tts"):
+            sets += [f"{stage}.base_url={url}", f"{stage}.api_key_env=LOCAL_KEY"]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pipeflow.cli", "run", str(CASCADE_YAML), "-o", str(tmp_path),
+            *[arg for s in sets for arg in ("--set", s)], cwd=ROOT, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        output, _ = await asyncio.wait_for(proc.communicate(), 240)
+    assert proc.returncode == 0, output.decode()[-3000:]
+    rows = sqlite3.connect(tmp_path / "orders.sqlite3").execute(
+        "select phone, address, lines from orders").fetchall()
+    assert len(rows) == 1, output.decode()[-3000:]
+    phone, address, lines = rows[0]
+    assert phone == "5551234567" and address == "12 Main Street, Springfield"
+    items = {line["name"]: line["quantity"] for line in json.loads(lines)}
+    assert items == {"pizza": 2, "salad": 1, "ice cream": 1}
+    frames = (tmp_path / "frames.jsonl").read_text()
+    assert '"type":"error"' not in frames
