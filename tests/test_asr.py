@@ -424,3 +424,12 @@ def test_address_names_are_known_and_sound_apart(names: tuple[str, ...]) -> None
                 close.append((a, b))
     assert close == []
     assert len(places.STREET_NAMES) >= 150
+
+
+def test_options_with_expectations_key_a_cache() -> None:
+    """A section with expectations (a dict) hashes by content: one shared transcriber each."""
+    first = TranscriberOptions(expectations={"digits": "orderline.asr:PHONE_SENTENCES"})
+    again = TranscriberOptions(expectations={"digits": "orderline.asr:PHONE_SENTENCES"})
+    other = TranscriberOptions(expectations={"yesno": "orderline.asr:CONFIRM_SENTENCES"})
+    assert hash(first) == hash(again) and {first: 1}[again] == 1
+    assert first != other

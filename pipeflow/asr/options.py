@@ -50,6 +50,11 @@ class TranscriberOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     ``module:NAME`` reference like ``sentences_from``, or a list. Each gets a
     language model of its own, used when the dialogue expects that name."""
 
+    def __hash__(self) -> int:
+        # Frozen, but the expectations are a dict: hashed by content, so the
+        # options can key a cache of transcribers (one per section).
+        return hash(msgspec.json.encode(self))
+
 
 def build_transcriber(options: TranscriberOptions, where: str = "script") -> object:
     """The transcriber a script's ``transcriber`` section describes (built once per options).
