@@ -41,6 +41,7 @@ SUITE: dict[str, tuple[str, int, int]] = {
     # Both searches stop starting steps after 900 s; the rest is the last round's steps.
     "scale": ("benchmarks.bench_scale", 1500, 120),
     "pipecat": ("benchmarks.bench_pipecat", 1500, 150),
+    "turns": ("benchmarks.bench_turns", 600, 90),
 }
 ON_THEIR_OWN = {
     "bench_streams": "prints its table and writes nothing here",

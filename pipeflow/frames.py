@@ -31,12 +31,15 @@ __all__ = [
     "Interrupt",
     "Metric",
     "ModelEvent",
+    "PausePlayout",
     "PlayoutPosition",
     "ResponseDone",
     "ResponseStarted",
+    "ResumePlayout",
     "Say",
     "SessionEnded",
     "SessionStarted",
+    "SpeechConfirmed",
     "SpeechStarted",
     "SpeechStopped",
     "TextInput",
@@ -121,10 +124,23 @@ class Transcript(Frame, tag="transcript"):
 
 
 class SpeechStarted(Frame, tag="speech_started"):
-    """The caller started speaking at stream time ``at`` (seconds)."""
+    """The caller started speaking at stream time ``at`` (seconds).
+
+    ``tentative``: a ``SpeechConfirmed`` or a ``SpeechStopped`` follows, so
+    an agent that is talking only pauses until the speech proves meant (a
+    backchannel or a cough must not cut it off).
+    """
 
     at: float = 0.0
     item_id: str = ""
+    tentative: bool = False
+
+
+class SpeechConfirmed(Frame, tag="speech_confirmed"):
+    """The tentative speech that began at ``at`` is meant: the caller takes the floor."""
+
+    at: float = 0.0
+    words: str = ""
 
 
 class SpeechStopped(Frame, tag="speech_stopped"):
@@ -163,6 +179,20 @@ class Interrupt(Frame, tag="interrupt"):
     urgent: ClassVar[bool] = True
     kind: ClassVar[str] = "system"
     reason: str = "barge_in"
+
+
+class PausePlayout(Frame, tag="pause_playout"):
+    """Hold the agent's audio where it is (the caller may be barging in)."""
+
+    urgent: ClassVar[bool] = True
+    kind: ClassVar[str] = "system"
+
+
+class ResumePlayout(Frame, tag="resume_playout"):
+    """Play the held audio on from where it was paused (it was not an interruption)."""
+
+    urgent: ClassVar[bool] = True
+    kind: ClassVar[str] = "system"
 
 
 class PlayoutPosition(Frame, tag="playout_position"):

@@ -124,7 +124,7 @@ def test_the_callers_config_is_never_changed(tmp_path: Path) -> None:
     assert all(a is b for a, b in zip(options, (s.options for s in config.stages), strict=True))
     # ...while what was built has every change.
     assert [st.name for st in built.stages] == [
-        "push", "resample", "vad", "realtime", "tools", "callbacks", "null"]
+        "push", "resample", "vad", "end_of_turn", "realtime", "tools", "callbacks", "null"]
     model = next(st for st in built.stages if st.name == "realtime")
     assert model.options.url == "ws://127.0.0.1:9/v1/realtime"
     assert built.context.output_dir == str(tmp_path / "call")

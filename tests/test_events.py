@@ -165,7 +165,8 @@ async def test_webhook_posts_events_with_retries(webhook_server) -> None:  # typ
     await run_stage(stage, frames)
     names = [b["body"]["name"] for b in _Hook.bodies]
     assert names == ["user_speech_started", "response_done"]
-    assert _Hook.bodies[0]["body"]["frame"] == {"type": "speech_started", "at": 1.5, "item_id": ""}
+    assert _Hook.bodies[0]["body"]["frame"] == {"type": "speech_started", "at": 1.5, "item_id": "",
+                                                "tentative": False}
     assert _Hook.bodies[0]["auth"] == "Bearer t0k"
 
 

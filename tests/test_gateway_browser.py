@@ -39,7 +39,7 @@ async def test_a_browser_call_takes_an_order(tmp_path: Path) -> None:
     need_tts()
     from playwright.async_api import async_playwright
 
-    wav = write_wav(tmp_path / "caller.wav", caller_samples(16000, gap_s=0.9, lead_s=1.0,
+    wav = write_wav(tmp_path / "caller.wav", caller_samples(16000, gap_s=2.0, lead_s=1.0,
                                                             tail_s=2.0), 16000)
     out = tmp_path / "calls"
     app = create_app(CALL_YAML, GatewayOptions(no_auth=True, output_dir=str(out), overrides=FAST))
@@ -60,6 +60,10 @@ async def test_a_browser_call_takes_an_order(tmp_path: Path) -> None:
             page = await browser.new_page()
             problems: list[str] = []
             page.on("pageerror", lambda error: problems.append(str(error)))
+            reports: list[int] = []  # the page's played reports (what it played)
+            page.on("websocket", lambda ws: ws.on("framesent", lambda payload: reports.append(
+                json.loads(payload)["samples"]) if isinstance(payload, str)
+                and '"played"' in payload else None))
             await page.goto(f"{base}/?call={CALL_ID}&aec=0")
             await page.click("#start")
             await page.wait_for_function(
@@ -80,6 +84,7 @@ async def test_a_browser_call_takes_an_order(tmp_path: Path) -> None:
         finally:
             await browser.close()
     assert problems == []
+    assert reports and reports == sorted(reports) and reports[-1] > 24000  # > 1 s played
     assert transcript.startswith("Agent: Hello, and thank you for calling")
     assert "You: how much is a pizza" in transcript  # what the offline recogniser heard
     assert "Agent: Pizza: $10.00" in transcript

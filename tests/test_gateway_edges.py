@@ -82,18 +82,19 @@ async def test_call_audio_plays_on_the_clock_and_a_barge_in_reports_what_was_hea
         push.push(AudioFrame(pcm=MS_100, sample_rate=24000, pts=index / 10, item_id="item_1"))
     await settle()
     await clock.advance(0.25, step=0.01)
-    assert [round(f.pts, 2) for f in heard] == [0.0, 0.1, 0.2]  # released as each starts
+    # Released in 20 ms pieces as each starts (a pause or a cut lands within 20 ms).
+    assert [round(f.pts, 2) for f in heard] == [round(0.02 * i, 2) for i in range(13)]
     push.push(Interrupt())
     await settle()
     assert upstream.positions == [PlayoutPosition(item_id="item_1", played_ms=250,
                                                   interrupted=True)]
     await clock.advance(1.0, step=0.05)
-    assert len(heard) == 3  # nothing more plays after the cut
+    assert len(heard) == 13  # nothing more plays after the cut
     push.end()
     await asyncio.wait_for(runner, 5)
     await asyncio.wait_for(listener, 5)  # the listener ends with the call
     recorded = read_wav(tmp_path / "heard.wav")
-    assert recorded.sample_rate == 24000 and recorded.pcm == MS_100 * 3
+    assert recorded.sample_rate == 24000 and recorded.pcm == (MS_100 * 3)[: 13 * 960]
     assert any(isinstance(f, Interrupt) for f in out)
 
 
@@ -121,8 +122,9 @@ async def test_an_item_played_to_its_end_is_reported_and_the_first_listener_gets
     push.end()
     await asyncio.wait_for(runner, 5)
     await asyncio.wait_for(asyncio.gather(*readers), 5)
-    assert [f.item_id for f in first] == ["hello"] * 3 + ["answer"]  # the greeting it missed
-    assert [f.item_id for f in second] == ["answer"]  # later listeners: live audio only
+    # In 20 ms pieces: the greeting it missed, then the answer.
+    assert [f.item_id for f in first] == ["hello"] * 15 + ["answer"] * 5
+    assert [f.item_id for f in second] == ["answer"] * 5  # later listeners: live audio only
     assert sink.recorded() == (b"", 24000)  # not asked to record
 
 

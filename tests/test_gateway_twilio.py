@@ -170,7 +170,9 @@ async def test_fake_twilio_call_places_the_order(tmp_path: Path) -> None:
     from tests.gateway_util import CALLER_LINES
 
     need_tts()
-    lines = [samples_to_ulaw(caller_samples(8000, (line,), lead_s=0.3, tail_s=1.0))
+    # Each line's silence outlasts the end of turn's max_delay_ms (1.5 s): the turn is
+    # judged on stream time, which stops when the media does.
+    lines = [samples_to_ulaw(caller_samples(8000, (line,), lead_s=0.3, tail_s=2.0))
              for line in CALLER_LINES]
     app = create_app(CALL_YAML, GatewayOptions(no_auth=True, output_dir=str(tmp_path),
                                                 overrides=FAST))
@@ -236,21 +238,28 @@ async def test_fake_twilio_call_places_the_order(tmp_path: Path) -> None:
 
 
 def _mark_positions(messages: list[dict]) -> dict[str, set[int]]:
-    """Milliseconds of each item's audio sent before each of its marks (8 bytes a ms)."""
+    """Milliseconds of each item's audio sent before each of its marks (8 bytes a ms).
+
+    After a ``clear`` (a pause) the same item may be sent again from a mark it had
+    reached: those marks count from that earlier mark.
+    """
     positions: dict[str, set[int]] = {}
     item, sent, pending = "", 0, 0
+    bases: dict[str, set[int]] = {}
+    cleared = ""
     for message in messages:
         if message["event"] == "media":
             pending += len(base64.b64decode(message["media"]["payload"]))
         elif message["event"] == "clear":
-            item, sent, pending = "", 0, 0
+            cleared, item, sent, pending = item, "", 0, 0
         elif message["event"] == "mark":
             name = message["mark"]["name"].rsplit(":", 1)[0]
             if name != item:
+                bases[name] = ({0} | positions.get(name, set())) if name == cleared else {0}
                 item, sent = name, 0
             sent += pending
             pending = 0
-            positions.setdefault(item, set()).add(round(sent / 8))
+            positions.setdefault(item, set()).update(b + round(sent / 8) for b in bases[item])
     return positions
 
 

@@ -7,6 +7,10 @@ released and the error is under one frame. Played time is counted per model
 item, so a sink can tell the Realtime transport how much of an answer the
 caller heard (to truncate the model's item).
 
+``pause`` holds everything not yet released (the chunk playing finishes:
+it was handed over whole); ``resume`` plays it on from there, so the
+caller hears the answer continue where it stopped.
+
 Items are reported *done* once they are closed (a response ended, another
 item began, or the stream ended) and their last audio has finished.
 """
@@ -62,6 +66,7 @@ class Playout:
     queue: deque[Chunk] = field(default_factory=deque)
     end: float = 0.0  # when the last queued audio ends
     items: dict[str, _Item] = field(default_factory=dict)
+    paused_at: float | None = None  # held since then; None: playing
 
     def add(self, pcm: bytes, item_id: str, now: float) -> None:
         """Queue audio behind what is already queued (or at ``now`` when idle)."""
@@ -69,8 +74,14 @@ class Playout:
             if other_id != item_id:
                 other.closed = True
         start = max(now, self.end)
-        self.end = start + len(pcm) / (2 * self.sample_rate)
-        self.queue.append(Chunk(pcm, item_id, start, self.end))
+        step = 2 * max(1, self.sample_rate // 50)  # 20 ms pieces: a pause or a cut
+        rate = 2 * self.sample_rate  # lands within 20 ms, whatever size audio comes in
+        for offset in range(0, len(pcm), step):
+            piece = pcm[offset : offset + step] if len(pcm) > step else pcm
+            end = start + len(piece) / rate
+            self.queue.append(Chunk(piece, item_id, start, end))
+            start = end
+        self.end = start
         item = self.items.setdefault(item_id, _Item())
         item.end = self.end
 
@@ -85,6 +96,8 @@ class Playout:
         chunks: list[Chunk] = []
         events: list[Started | Done] = []
         queue = self.queue
+        if self.paused_at is not None:
+            now = min(now, self.paused_at)
         while queue and queue[0].start <= now:
             chunk = queue.popleft()
             item = self.items[chunk.item_id]
@@ -118,10 +131,39 @@ class Playout:
         self.queue.clear()
         self.items.clear()
         self.end = min(self.end, now)
+        self.paused_at = None
         return chunks, done
 
+    def pause(self, now: float) -> None:
+        """Hold what has not started by ``now`` (release what is due first)."""
+        if self.paused_at is None:
+            self.paused_at = now
+
+    def resume(self, now: float) -> None:
+        """Play the held audio on: its first chunk starts at ``now`` (or when the
+        chunk playing at the pause ends)."""
+        if self.paused_at is None:
+            return
+        self.paused_at = None
+        if not self.queue:
+            return
+        playing = [i.current.end for i in self.items.values() if i.current is not None]
+        start = max([now, *[end for end in playing if end > self.queue[0].start - 1e-9]])
+        shift = start - self.queue[0].start
+        if shift <= 0:
+            return
+        held = {chunk.item_id for chunk in self.queue}
+        for chunk in self.queue:
+            chunk.start += shift
+            chunk.end += shift
+        for item_id in held:
+            self.items[item_id].end += shift
+        self.end += shift
+
     def next_wake(self) -> float | None:
-        """When ``release`` next has something to do (``None``: nothing queued)."""
+        """When ``release`` next has something to do (``None``: nothing queued or paused)."""
+        if self.paused_at is not None:
+            return None
         times = [self.queue[0].start] if self.queue else []
         times += [item.end for item in self.items.values() if item.closed]
         return min(times) if times else None

@@ -33,7 +33,13 @@ answer is done or the drain deadline passed; or the connection is lost).
 The turn machine (``pipeflow.turns``) decides what each input does to the
 floor; the engine carries out its actions (a cancel only while a response
 is in progress; an ``Interrupt`` only while agent audio may be playing) and
-keeps what the table does not: the response asked for and not yet begun,
+keeps what the table does not: tentative speech over the agent (a
+``SpeechStarted`` with ``tentative``: playback pauses, the caller's audio
+is held back from the model, the frame itself waits; ``SpeechConfirmed``
+makes it a barge-in, a ``SpeechStopped`` first makes it nothing: playback
+resumes where it paused, the frames, the held audio and the next commit
+are dropped), the response
+asked for and not yet begun,
 requests made while busy (answered one after another, plain ones merged),
 the muted tail of a cancelled response, tool calls and their results (sent
 back together once the response that made them is done), and how much
@@ -104,10 +110,13 @@ from pipeflow.frames import (
     Interrupt,
     Metric,
     ModelEvent,
+    PausePlayout,
     PlayoutPosition,
     ResponseDone,
     ResponseStarted,
+    ResumePlayout,
     Say,
+    SpeechConfirmed,
     SpeechStarted,
     SpeechStopped,
     TextInput,
@@ -174,6 +183,9 @@ class ConversationEngine:
         self._now = 0.0
         self._appended = False  # caller audio appended since the last commit
         self._ending = False  # the input ended: finish the answer, then stop
+        self._tentative: SpeechStarted | None = None  # caller speech over the agent, not yet meant
+        self._held: list[Command] = []  # caller audio of tentative speech, held back
+        self._dismissed = False  # tentative speech came to nothing: skip its commit
         self._drained = False  # ...and the drain deadline passed
         self._next_request = 0
         self._commands: list[Command] = []
@@ -327,11 +339,21 @@ class ConversationEngine:
 
     def _on_audio_in(self, frame: AudioFrame) -> None:
         if not frame.item_id:  # caller audio; agent audio passes through
-            self._commands.append(AppendAudio(pcm=frame.pcm, sample_rate=frame.sample_rate))
-            self._appended = True
+            append = AppendAudio(pcm=frame.pcm, sample_rate=frame.sample_rate)
+            if self._tentative is not None:
+                self._held.append(append)  # sent if the speech proves meant
+            else:
+                self._commands.append(append)
+                self._appended = True
         self._frames.append(frame)
 
     def _on_committed(self, frame: TurnCommitted) -> None:
+        dismissed, self._dismissed = self._dismissed, False
+        if self._tentative is not None:  # a commit ends the tentative speech: it was a turn
+            self._confirm()
+        elif dismissed:
+            self._frames.append(frame)  # a backchannel or a cough: nothing to answer
+            return
         if not self.options.model_turns and self._appended:
             self._commit()
         self._frames.append(frame)
@@ -347,10 +369,44 @@ class ConversationEngine:
         self._frames.append(frame)
 
     def _on_speech_started(self, frame: SpeechStarted) -> None:
+        self._dismissed = False
+        if self._tentative is not None:
+            return  # the VAD heard more of the same tentative speech
+        if frame.tentative and (self.turns.busy or self._unplayed or self._active is not None):
+            # The agent holds the floor: pause it until the speech proves meant. The
+            # frame goes downstream only then (a cough is nobody's turn).
+            self._tentative = frame
+            self._frames.append(PausePlayout())
+            return
         self._apply(self.turns.feed(Input.SPEECH_STARTED), "barge_in")
         self._frames.append(frame)
 
+    def _on_speech_confirmed(self, frame: SpeechConfirmed) -> None:
+        if self._tentative is not None:
+            self._confirm()
+        self._frames.append(frame)
+
+    def _confirm(self) -> None:
+        """Tentative speech is meant: barge in, and send the caller's held audio."""
+        started, self._tentative = self._tentative, None
+        before = len(self._frames)
+        self._apply(self.turns.feed(Input.SPEECH_STARTED), "barge_in")
+        if not any(type(f) is Interrupt for f in self._frames[before:]):
+            self._frames.append(ResumePlayout())  # nothing to cut: let what comes play
+        if started is not None:
+            self._frames.append(started)
+        if self._held:
+            self._commands.extend(self._held)
+            self._held.clear()
+            self._appended = True
+
     def _on_speech_stopped(self, frame: SpeechStopped) -> None:
+        if self._tentative is not None:  # it came to nothing: the agent plays on
+            self._tentative = None
+            self._dismissed = True
+            self._held.clear()
+            self._frames.append(ResumePlayout())
+            return
         self.turns.feed(Input.SPEECH_STOPPED)
         self._frames.append(frame)
 
@@ -569,6 +625,7 @@ _FRAME_HANDLERS: dict[type, _Handler] = {
     TextInput: E._on_text,
     Say: E._on_say,
     SpeechStarted: E._on_speech_started,
+    SpeechConfirmed: E._on_speech_confirmed,
     SpeechStopped: E._on_speech_stopped,
     Interrupt: E._on_interrupt,
     ToolResult: E._on_result,

@@ -204,7 +204,9 @@ def openapi_document() -> dict[str, Any]:
                 "description": (
                     "Client to gateway: binary PCM16 mono at `sample_rate`; JSON "
                     "`{\"type\": \"text\", \"q\"}`, `commit`, `cancel`, `end`, or "
-                    "`{\"type\": \"config\", \"sample_rate\"}`. Gateway to client: binary "
+                    "`{\"type\": \"config\", \"sample_rate\"}`, "
+                    "`{\"type\": \"played\", \"samples\"}` (agent audio played so far). "
+                    "Gateway to client: binary "
                     "agent audio (PCM16 mono, 24 kHz); JSON `{\"type\": \"call\"}` first, "
                     "every frame as JSON, `{\"type\": \"agent\"}` after tool results, "
                     "`{\"type\": \"ended\"}` last. Refusals close with 4000 + the HTTP status."),

@@ -6,7 +6,10 @@ The protocol (also in the OpenAPI description and docs/deployment.md):
   rate given by the ``sample_rate`` query parameter (else the call's rate).
 - client -> gateway, text: JSON ``{"type": "text", "q": "..."}``,
   ``{"type": "commit"}``, ``{"type": "cancel"}``, ``{"type": "end"}`` or
-  ``{"type": "config", "sample_rate": 16000}``.
+  ``{"type": "config", "sample_rate": 16000}``, and from a client that plays
+  the agent audio, ``{"type": "played", "samples": N}``: the samples of agent
+  audio received on this socket that have finished playing (a barge-in then
+  truncates the agent's item to what the client played).
 - gateway -> client, binary: agent audio, PCM16 mono at 24 kHz, each chunk
   as it starts playing on the call's playout clock (the call's audio sink,
   ``pipeflow.server.edges.CallAudioOut``); the first client also gets what
@@ -43,6 +46,7 @@ from pipeflow.server.calls import (
     CallRegistry,
     check_rate_param,
 )
+from pipeflow.server.edges import PlayedAudio
 from pipeflow.session import AgentSession
 
 __all__ = ["ClientMessage", "close_quietly", "routes"]
@@ -76,7 +80,14 @@ class ConfigMessage(_Message, tag="config"):
     sample_rate: Annotated[int, msgspec.Meta(ge=MIN_RATE, le=MAX_RATE)]
 
 
-ClientMessage = TextMessage | CommitMessage | CancelMessage | EndMessage | ConfigMessage
+class PlayedMessage(_Message, tag="played"):
+    """The client has played this many samples of the agent audio it received."""
+
+    samples: Annotated[int, msgspec.Meta(ge=0)]
+
+
+ClientMessage = (TextMessage | CommitMessage | CancelMessage | EndMessage | ConfigMessage
+                 | PlayedMessage)
 _decoder = msgspec.json.Decoder(ClientMessage)
 
 
@@ -101,9 +112,10 @@ async def call_stream(websocket: WebSocket) -> None:
     await websocket.accept()
     await websocket.send_text(msgspec.json.encode({"type": "call", "call": call.summary()})
                               .decode())
-    sender = asyncio.create_task(_send_frames(websocket, registry, call, session))
+    played = PlayedAudio()
+    sender = asyncio.create_task(_send_frames(websocket, registry, call, session, played))
     try:
-        hung_up = await _receive(websocket, registry, call, session, rate)
+        hung_up = await _receive(websocket, registry, call, session, rate, played)
         if hung_up:  # let the sender say "ended" and close
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(sender), 5.0)
@@ -116,7 +128,7 @@ async def call_stream(websocket: WebSocket) -> None:
 
 
 async def _receive(websocket: WebSocket, registry: CallRegistry, call: Call,
-                   session: AgentSession, rate: int) -> bool:
+                   session: AgentSession, rate: int, played: PlayedAudio) -> bool:
     """Caller audio and commands until the client leaves (False) or hangs up (True)."""
     while True:
         message = await websocket.receive()
@@ -142,6 +154,8 @@ async def _receive(websocket: WebSocket, registry: CallRegistry, call: Call,
                     await call.running_session().cancel_response()
                 case ConfigMessage(sample_rate=new_rate):
                     rate = new_rate
+                case PlayedMessage(samples=samples):
+                    played.played(samples)
                 case EndMessage():
                     await registry.end(call.id)
                     return True
@@ -155,18 +169,18 @@ def _decode(text: str) -> Any:
     except msgspec.DecodeError as exc:
         raise CallError(
             f"Message not understood ({exc}); send JSON with a type of text, commit, cancel, "
-            "end or config, or binary PCM16 audio."
+            "end, config or played, or binary PCM16 audio."
         ) from None
 
 
 async def _send_frames(websocket: WebSocket, registry: CallRegistry, call: Call,
-                       session: AgentSession) -> None:
+                       session: AgentSession, played: PlayedAudio) -> None:
     """Forward agent audio (binary) and events (JSON) until the session ends."""
     out: asyncio.Queue[Frame | None] = asyncio.Queue(maxsize=64)
     feeders = [asyncio.create_task(_feed(session.subscribe(call.backlog_start(), audio=False),
                                          out))]
     if call.audio_out is not None:
-        feeders.append(asyncio.create_task(_feed(call.audio_out.listen(), out)))
+        feeders.append(asyncio.create_task(_feed(call.audio_out.listen(played), out)))
     try:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
             ended = 0

@@ -31,8 +31,10 @@ from pipeflow.frames import (
     Frame,
     Interrupt,
     Metric,
+    PausePlayout,
     PlayoutPosition,
     ResponseDone,
+    ResumePlayout,
     encode_json,
 )
 from pipeflow.stage import Frames, Stage
@@ -75,7 +77,7 @@ class AudioSink(Stage):
     role = "sink"
     duplex = True
     is_duplex = _DuplexWhenRealtime()  # type: ignore[assignment]
-    consumes = (AudioFrame, Interrupt, ResponseDone)
+    consumes = (AudioFrame, Interrupt, ResponseDone, PausePlayout, ResumePlayout)
     produces = (Metric, PlayoutPosition)
 
     def __init__(self, options: msgspec.Struct | None = None, /, **kwargs: Any) -> None:
@@ -130,6 +132,16 @@ class AudioSink(Stage):
                 elif isinstance(frame, Interrupt):
                     self._interrupt(clock.now() if realtime else self._virtual_now())
                     yield frame
+                elif type(frame) is PausePlayout or type(frame) is ResumePlayout:
+                    if realtime and self._playout is not None:
+                        if type(frame) is PausePlayout:
+                            for out in self._release(clock.now()):
+                                yield out
+                            self._playout.pause(clock.now())
+                        else:
+                            self._playout.resume(clock.now())
+                        self._wakeup.set()
+                    yield frame
                 elif isinstance(frame, ResponseDone):
                     yield frame
                     if self._playout is not None:
@@ -142,6 +154,8 @@ class AudioSink(Stage):
                                 yield out
                 elif isinstance(frame, EndOfStream):
                     if frame is not self._drained:
+                        if self._playout is not None:
+                            self._playout.resume(clock.now() if realtime else self._virtual_now())
                         if self._playout is not None and self.options.drain:
                             await self._flush_resampler(realtime)
                             self._playout.close()

@@ -56,7 +56,10 @@ async function startCall() {
   state.ws = ws;
   ws.onmessage = (event) => {
     if (typeof event.data === "string") onEvent(JSON.parse(event.data));
-    else state.player.play(new Int16Array(event.data));
+    else state.player.play(new Int16Array(event.data), (samples) => {
+      // Report what played, so a barge-in cuts the agent's item where the caller was.
+      if (ws.readyState === 1) ws.send(JSON.stringify({ type: "played", samples }));
+    });
   };
   ws.onclose = (event) => {
     stopMic();
@@ -226,9 +229,10 @@ class Player {
     this.ctx = new AudioContext({ sampleRate: AGENT_RATE });
     this.next = 0;
     this.sources = new Set();
+    this.received = 0; // samples received on the socket, in order
   }
 
-  play(samples) {
+  play(samples, onPlayed) {
     if (!samples.length) return;
     const buffer = this.ctx.createBuffer(1, samples.length, AGENT_RATE);
     const data = buffer.getChannelData(0);
@@ -240,7 +244,12 @@ class Player {
     source.start(at);
     this.next = at + buffer.duration;
     this.sources.add(source);
-    source.onended = () => this.sources.delete(source);
+    this.received += samples.length;
+    const upTo = this.received;
+    source.onended = () => {
+      // A stopped (cut) chunk did not play to its end: it is not reported.
+      if (this.sources.delete(source) && onPlayed) onPlayed(upTo);
+    };
   }
 
   stop() {

@@ -1,0 +1,56 @@
+"""Options of turn taking: end-of-turn delays and what counts as an interruption."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from pipeflow.asr.options import TranscriberOptions
+from pipeflow.errors import ConfigError
+from pipeflow.turn_detect.lexicon import BACKCHANNELS
+
+__all__ = ["TurnOptions"]
+
+_Ms = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class TurnOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Options of the ``end_of_turn`` stage (see docs/turns.md)."""
+
+    min_delay_ms: _Ms = 400
+    """Silence after the last word before a turn that is surely over is committed."""
+    max_delay_ms: _Ms = 1500
+    """Silence after which a turn is committed whatever the model says."""
+    model: str = "prosody"
+    """The end-of-turn model: prosody (offline, CPU) or ``package.module:Class``."""
+    window_s: Annotated[float, msgspec.Meta(gt=0)] = 4.0
+    """How much of the turn (its end) the model and the recogniser see."""
+    recogniser: TranscriberOptions | None = None
+    """Recognise the turn so far at each pause (pocketsphinx, off the event loop);
+    null: no words, prosody only."""
+    interrupt_min_ms: _Ms = 900
+    """Speech over the agent must last this long before it interrupts."""
+    interrupt_min_words: _Ms = 0
+    """With a recogniser: content words (not backchannels, fillers or function words)
+    that make speech over the agent an interruption, even one shorter than
+    ``interrupt_min_ms`` ("Stop."); 0: the duration alone decides."""
+    interrupt_voicing: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.7
+    """Voiced frames (peak autocorrelation in the pitch range at least this) count as
+    speech of an interruption even where the VAD hears none (speech under noise);
+    0: only the VAD's speech counts."""
+    interrupt_sure_ms: _Ms = 1500
+    """Speech this long interrupts whatever the words."""
+    resume_after_ms: _Ms = 400
+    """The longest the agent stays paused after an unconfirmed burst ends (a cough, a
+    "mhmm") before it is judged on what was heard; the turn's commit judges it sooner."""
+    backchannels: tuple[str, ...] = BACKCHANNELS
+    """What a listener says to show they follow; never an interruption on its own."""
+
+    def __post_init__(self) -> None:
+        if self.max_delay_ms < self.min_delay_ms:
+            raise ConfigError(f"end_of_turn option max_delay_ms ({self.max_delay_ms}) must be "
+                              f"at least min_delay_ms ({self.min_delay_ms}).")
+        if self.interrupt_sure_ms < self.interrupt_min_ms:
+            raise ConfigError(f"end_of_turn option interrupt_sure_ms ({self.interrupt_sure_ms})"
+                              f" must be at least interrupt_min_ms ({self.interrupt_min_ms}).")
