@@ -287,3 +287,149 @@ def test_a_bad_transcriber_section_is_a_config_error(section: str, message: str)
     with pytest.raises(ConfigError, match=re.escape(message)):
         script = parse_script(f"transcriber: {section}\n", "shop.yaml")
         build_transcriber(script.transcriber, script.source)  # type: ignore[arg-type]
+
+
+# --- history, expectations, the address words ------------------------------------------
+
+from pipeflow.asr.pocketsphinx import _read_dictionary  # noqa: E402
+from pipelines.orderline import places  # noqa: E402
+from pipelines.orderline.asr import PHONE_SENTENCES  # noqa: E402
+
+
+def test_a_decode_does_not_depend_on_what_the_decoder_heard_before(
+    tmp_path: Path, recordings: dict[str, tuple[bytes, bytes]]
+) -> None:
+    """The same audio gives the same words after any other utterance (one pooled decoder).
+
+    Measured without the reset: the phone-audio "my phone number is..." came
+    out as "...four five it to one" after some utterances, "...five seven"
+    after others.
+    """
+    asr = PocketsphinxTranscriber(sentences=SENTENCES, cache_dir=tmp_path)
+    clips = [(recordings[u.text][0], 24000) for u in UTTERANCES]
+    clips += [(recordings[u.text][1], 8000) for u in UTTERANCES]
+    target = clips[len(UTTERANCES) + 8]
+    heard = set()
+    for prior in (clips[0], clips[8], clips[17], clips[24], clips[29]):
+        asr.transcribe(*prior)
+        heard.add(asr.transcribe(*target))
+    fresh = PocketsphinxTranscriber(sentences=SENTENCES, cache_dir=tmp_path)
+    assert heard == {fresh.transcribe(*target)}
+
+
+def test_a_few_samples_shift_does_not_change_the_words(tmp_path: Path) -> None:
+    """The demo's address, as its caller speaks it after the earlier lines, is heard
+    the same wherever the turn's cut falls (measured before decoding at several frame
+    offsets: one sample more at the start gave "twenty oak lane street springfield").
+    """
+    need_tts()
+    import yaml
+
+    from pipeflow.stages.caller import _synthesize_apart
+
+    root = Path(__file__).resolve().parents[1]
+    lines = [line if isinstance(line, str) else line["text"]
+             for line in yaml.safe_load((root / "pipelines" / "call.yaml").read_text())
+             ["stages"][0]["lines"]]
+    index = next(i for i, line in enumerate(lines) if "Main Street" in line)
+    speech = _synthesize_apart(lines[: index + 1], 16000, "en-us", 165)[index]
+    at_24k = resample(speech, 16000, 24000)
+    asr = PocketsphinxTranscriber(sentences=SENTENCES, cache_dir=tmp_path)
+    heard = {asr.transcribe(np.concatenate([np.zeros(lead, np.int16), at_24k]).tobytes(), 24000)
+             for lead in (0, 1, 3, 7)}
+    assert heard == {"twelve main street springfield"}
+
+
+def test_an_expected_phone_number_is_heard_against_digits_only(tmp_path: Path) -> None:
+    need_tts()
+    asr = PocketsphinxTranscriber(sentences=SENTENCES, cache_dir=tmp_path,
+                                  expectations={"digits": PHONE_SENTENCES})
+    assert asr.expectations == ("digits",)
+    pcm = tts.synthesize("It's five five five, one two three, four five six seven.",
+                         24000, "en-us", 165).tobytes()
+    heard = asr.transcribe(pcm, 24000, expect="digits")
+    assert heard == "it's five five five one two three four five six seven"
+    digit_words = {w for s in PHONE_SENTENCES for w in s.split()}
+    assert set(heard.split()) <= digit_words
+    assert not digit_words & {"salem", "street", "pizza", "springfield"}
+    # an expectation with no model of its own is the default model
+    assert asr.transcribe(pcm, 24000, expect="order") == asr.transcribe(pcm, 24000)
+
+
+def test_expectations_come_from_the_script_section(tmp_path: Path) -> None:
+    options = TranscriberOptions(sentences=["one pizza"], expectations={
+        "digits": "pipelines.orderline.asr:PHONE_SENTENCES", "yesno": ["yes", "no"]})
+    asr = build_transcriber(options, "shop.yaml")
+    assert asr.expectations == ("digits", "yesno")  # type: ignore[attr-defined]
+    assert build_transcriber(options, "shop.yaml") is asr
+    with pytest.raises(ConfigError, match="'yesno' has no sentences"):
+        build_transcriber(TranscriberOptions(sentences=["one"], expectations={"yesno": []}))
+    with pytest.raises(ConfigError, match="must name a list of strings"):
+        build_transcriber(TranscriberOptions(sentences=["one"], expectations={
+            "x": "pipelines.orderline.asr:UTTERANCES"}))
+    with pytest.raises(ConfigError, match="'address' has no sentences"):
+        PocketsphinxTranscriber(sentences=["one"], cache_dir=tmp_path,
+                                expectations={"address": ["", "  "]})
+
+
+@pytest.mark.parametrize(("digits", "style", "words"), [
+    ("5551234", 0, "five five five one two three four"),
+    ("5550012227", 1, "five five five oh oh one two two two seven"),
+    ("5550012227", 2, "triple five double oh one triple two seven"),
+    ("5550012227", 3, "double five five double zero one double two two seven"),
+])
+def test_digits_are_spoken_as_callers_say_them(digits: str, style: int, words: str) -> None:
+    assert corpus.spoken_digits(digits, style) == words
+    with pytest.raises(ValueError, match="digits 0-9"):
+        corpus.spoken_digits("55a")
+
+
+def test_house_numbers_are_said_in_every_usual_way() -> None:
+    assert places.house_number_words(12) == ["twelve"]
+    assert places.house_number_words(1234) == [
+        "one thousand two hundred and thirty four", "one thousand two hundred thirty four",
+        "twelve thirty four", "one two three four"]
+    assert "one oh five" in places.house_number_words(105)
+    assert "twelve hundred" in places.house_number_words(1200)
+    with pytest.raises(ValueError, match="1 to 9999"):
+        places.house_number_words(10000)
+
+
+def _phones(words: dict[str, list[str]], word: str) -> list[tuple[str, ...]]:
+    return [tuple(line.split()[1:]) for line in words[word]]
+
+
+def _distance(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+@pytest.mark.parametrize("names", [places.STREET_NAMES, places.TOWNS])
+def test_address_names_are_known_and_sound_apart(names: tuple[str, ...]) -> None:
+    import pocketsphinx
+
+    words = _read_dictionary(Path(pocketsphinx.get_model_path()) / "en-us" /
+                             "cmudict-en-us.dict")
+    assert [n for n in names if n not in words] == []
+    close = []
+    for i, a in enumerate(names):
+        for b in names[:i]:
+            d = min(_distance(x, y) for x in _phones(words, a) for y in _phones(words, b))
+            short = min(len(_phones(words, a)[0]), len(_phones(words, b)[0])) <= 5
+            if d <= 1 or (short and d <= 2):
+                close.append((a, b))
+    assert close == []
+    assert len(places.STREET_NAMES) >= 150
+
+
+def test_options_with_expectations_key_a_cache() -> None:
+    """A section with expectations (a dict) hashes by content: one shared transcriber each."""
+    first = TranscriberOptions(expectations={"digits": "orderline.asr:PHONE_SENTENCES"})
+    again = TranscriberOptions(expectations={"digits": "orderline.asr:PHONE_SENTENCES"})
+    other = TranscriberOptions(expectations={"yesno": "orderline.asr:CONFIRM_SENTENCES"})
+    assert hash(first) == hash(again) and {first: 1}[again] == 1
+    assert first != other

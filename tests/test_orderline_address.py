@@ -25,6 +25,10 @@ from pipelines.orderline.address import AddressError, parse_address, require_del
         ("Damrak 1, 1012 LG Amsterdam", "1", "Damrak", "Amsterdam", "1012 LG"),
         ("12 Main 62704", "12", "Main", "", "62704"),
         ("  12   Elm Road,\n  Shelbyville ", "12", "Elm Road", "Shelbyville", ""),
+        # A street-type word can be the street's name: the street ends at the last one.
+        ("100 Hill Road Madison", "100", "Hill Road", "Madison", ""),
+        ("5 Court Street Salem", "5", "Court Street", "Salem", ""),
+        ("7 Hill Madison", "7", "Hill", "Madison", ""),
     ],
 )
 def test_deliverable_addresses_split_into_parts(
@@ -98,3 +102,51 @@ def test_number_street_and_city_are_always_found(
     assert (address.house_number, address.street, address.city, address.postcode) == (
         house, street, city, postcode
     )
+
+
+def _said(n: int, form: int) -> str:
+    """House number ``n`` as people say it: in full, without "and", in pairs, digit by digit."""
+    from pipeflow.asr.corpus import number_words
+
+    full = number_words(n)
+    if form == 1:
+        return full.replace(" and ", " ")
+    if form == 2 and n >= 100:
+        head, tail = divmod(n, 100)
+        if tail == 0:
+            return f"{number_words(head)} hundred"
+        spoken_tail = f"oh {number_words(tail)}" if tail < 10 else number_words(tail)
+        return f"{number_words(head)} {spoken_tail}"
+    if form == 3 and n >= 10:
+        return " ".join("oh" if d == "0" else number_words(int(d)) for d in str(n))
+    return full
+
+
+@given(st.integers(1, 9999), st.integers(0, 3),
+       st.sampled_from(["oak avenue riverside", "main street springfield", "elm road salem"]))
+def test_a_house_number_said_any_way_is_written_in_digits(n: int, form: int, rest: str) -> None:
+    from pipelines.orderline.address import from_speech, require_deliverable
+
+    address = require_deliverable(from_speech(f"{_said(n, form)} {rest}"))
+    assert address.house_number == str(n)
+    assert address.one_line().startswith(f"{n} ") and ", " in address.one_line()
+
+
+@pytest.mark.parametrize(("said", "written"), [
+    ("forty two oak avenue riverside", "42 Oak Avenue, Riverside"),
+    ("Twelve Main Street, Springfield", "12 Main Street, Springfield"),
+    ("twelve thirty four elm road salem", "1234 Elm Road, Salem"),
+    ("one hundred and five high street leeds", "105 High Street, Leeds"),
+    ("12 Main Street, Springfield", "12 Main Street, Springfield"),
+])
+def test_a_spoken_address_reads_as_typed(said: str, written: str) -> None:
+    from pipelines.orderline.address import from_speech, require_deliverable
+
+    assert require_deliverable(from_speech(said)).one_line() == written
+
+
+def test_words_that_are_no_house_number_stay_words() -> None:
+    from pipelines.orderline.address import from_speech
+
+    assert from_speech("oak avenue riverside") == "Oak Avenue Riverside"
+    assert from_speech("a main street") == "A Main Street"  # "a" is no house number

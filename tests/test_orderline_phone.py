@@ -19,17 +19,18 @@ from pipelines.orderline.phone import PhoneError, normalize_phone, speak_phone
         ("+1 (555) 123-4567", "+15551234567"),
         ("+44 20 7946 0958", "+442079460958"),
         ("0044 20 7946 0958", "+442079460958"),
-        ("020 7946 0958", "02079460958"),
+        ("1 555 123 4567", "+15551234567"),  # 1 and 10 digits: the country code
+        ("one five five five one two three four five six seven", "+15551234567"),
         ("five five five one two three four five six seven", "5551234567"),
         ("Five, five, five - one two three - four five six seven.", "5551234567"),
         ("double five five one two three four five six seven", "5551234567"),
         ("triple five, one two three, four five six seven", "5551234567"),
-        ("five five five one oh oh seven", "5551007"),
-        ("zero two oh seven nine four six oh nine five eight", "02079460958"),
+        ("five five five one oh oh seven one two three", "5551007123"),
+        ("plus four four two oh seven nine four six oh nine five eight", "+442079460958"),
         ("plus one five five five 123 4567", "+15551234567"),
         ("555 one two three 45 six 7", "5551234567"),
-        ("five-five-five-one-two-three-four", "5551234"),
-        ("double 5 5 1 2 3 4", "555 1234".replace(" ", "")),
+        ("five-five-five-one-two-three-four-five-six-seven", "5551234567"),
+        ("double 5 5 1 2 3 4 5 6 7", "5551234567"),
     ],
 )
 def test_formats_and_spoken_digits_normalise(said: str, number: str) -> None:
@@ -41,9 +42,13 @@ def test_formats_and_spoken_digits_normalise(said: str, number: str) -> None:
     [
         ("", "No phone number was given"),
         ("  - ", "No phone number was given"),
-        ("555 123", "only 6 digits; a phone number has at least 7"),
-        ("+1 555 12", "only 6 digits; a phone number with a country code has at least 8"),
-        ("1234567890123456", "16 digits; a phone number has at most 15"),
+        ("555 123", "only 6 digits; 4 are missing"),
+        ("five five five one two three four five six", "only 9 digits; 1 is missing"),
+        ("555 1234", "only 7 digits; 3 are missing. A phone number has 10 digits"),
+        ("+1 555 12", "only 6 digits after the country code's plus; at least 2 more"),
+        ("020 7946 0958", "11 digits, 1 too many"),
+        ("1234567890123456", "16 digits, 6 too many"),
+        ("+1234567890123456", "16 digits; a phone number has at most 15"),
         ("555-CALL-NOW", "'call' where a digit should be"),
         ("five five five twelve", "'twelve' where a digit should be"),
         ("555 123 4567 #", "contains '#'"),
@@ -61,7 +66,7 @@ def test_unusable_numbers_are_refused_with_a_reason(said: str, message: str) -> 
 
 _WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 _NOISE = st.sampled_from([" ", "-", ".", " - ", "  ", "(", ")", ", ", "/", "\t"])
-_VALID = st.text("0123456789", min_size=7, max_size=15).filter(lambda d: not d.startswith("00"))
+_VALID = st.text("0123456789", min_size=10, max_size=10).filter(lambda d: not d.startswith("00"))
 
 
 @given(digits=_VALID, international=st.booleans(), data=st.data())
@@ -95,4 +100,5 @@ def test_read_back_words_normalise_to_the_same_number(digits: str) -> None:
 def test_speak_phone_groups_digits_for_reading_back() -> None:
     assert speak_phone("5551234567") == "five five five, one two three, four five six seven"
     assert speak_phone("5551234") == "five five five, one two three four"
+    assert speak_phone("+15551234567").startswith("plus one five five, five one two,")
     assert speak_phone("+442079460958").startswith("plus four four two, zero seven nine,")

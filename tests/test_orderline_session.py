@@ -71,17 +71,19 @@ async def test_text_turns_through_the_session_store_the_order(tmp_path: Path) ->
     ],
 )
 def test_the_script_takes_a_phone_number_in_digits_or_words(said: str, tool: str) -> None:
+    from pipeflow.realtime.dialogue import Dialogue
     from pipeflow.realtime.script import load_script
 
-    script = load_script(ROOT / "pipelines" / "orderline" / "script.yaml")
-    used: set[int] = set()
+    dialogue = Dialogue(load_script(ROOT / "pipelines" / "orderline" / "script.yaml"))
+    dialogue.respond()  # the greeting
     for line in ("how much is a pizza", "one pizza", "that's all"):
-        turn = script.choose(line, used)
-        assert turn is not None
-        used.add(turn)
-    chosen = script.choose(said, used)
-    assert chosen is not None
-    assert [step.call for step in script.turns[chosen].steps if step.call] == [tool]
+        dialogue.hear(line)
+        assert dialogue.respond().calls
+        dialogue.tool_output('{"ok": true, "message": "done"}')
+        dialogue.respond()
+    assert dialogue.state == "phone" and dialogue.expect == "digits"
+    dialogue.hear(said)
+    assert [call.name for call in dialogue.respond().calls] == [tool]
 
 
 def test_pipeflow_chat_runs_the_call_as_text(tmp_path: Path) -> None:
@@ -92,8 +94,9 @@ def test_pipeflow_chat_runs_the_call_as_text(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items()
            if k not in ("OPENAI_API_KEY", "OAI_API_KEY", "OAI_REALTIME_URL", "ORDERLINE_DB")}
     env["COLUMNS"] = "200"
-    lines = ["How much is a salad?", "three pizzas please", "two ice creams", "that's all",
-             "555 123 4567", "12 Main Street, Springfield", "yes, place it"]
+    lines = ["How much is a salad?", "Can I get four pizzas and two ice creams?",
+             "Actually, make that five pizzas", "Remove the ice cream please", "that's all",
+             "555 987 6543", "forty two oak avenue riverside", "yes, place it"]
     proc = subprocess.run(
         [sys.executable, "-m", "pipeflow.cli", "chat", "pipelines/call.yaml", "-o", str(tmp_path),
          "--set", "model.speed=0", "--set", "model.first_audio_delay_ms=0"],
@@ -104,9 +107,12 @@ def test_pipeflow_chat_runs_the_call_as_text(tmp_path: Path) -> None:
     out = proc.stdout
     assert "agent Hello, and thank you for calling the corner shop!" in out
     assert 'tool get_product_info({"product":"salad"})' in out
-    assert 'tool add_to_order({"product":"pizza","quantity":3})' in out
-    assert "tool set_phone(" in out and "tool place_order({})" in out
-    assert "total: $36.00" in out
+    assert 'tool add_to_order({"product":"pizza","quantity":4})' in out
+    assert 'tool add_to_order({"product":"ice cream","quantity":2})' in out
+    assert 'tool set_quantity({"product":"pizza","quantity":5})' in out
+    assert 'tool remove_from_order({"product":"ice cream"})' in out
+    assert 'tool set_phone({"phone":"5559876543"})' in out and "tool place_order({})" in out
+    assert "total: $50.00" in out
     rows = sqlite3.connect(tmp_path / "orders.sqlite3").execute(
-        "select total, phone from orders").fetchall()
-    assert rows == [("36.00", "5551234567")]
+        "select total, phone, address from orders").fetchall()
+    assert rows == [("50.00", "5559876543", "42 Oak Avenue, Riverside")]

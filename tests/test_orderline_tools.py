@@ -63,7 +63,7 @@ def stored_rows(path: Path) -> list[tuple[Any, ...]]:
 def test_the_module_offers_the_order_line_tools() -> None:
     assert TOOLS.names() == [
         "list_products", "get_product_info", "add_to_order", "remove_from_order",
-        "summarize_order", "set_phone", "set_address", "place_order",
+        "set_quantity", "summarize_order", "set_phone", "set_address", "place_order",
     ]
     for schema in TOOLS.to_openai_format():
         assert "ctx" not in schema["parameters"]["properties"]
@@ -192,7 +192,8 @@ async def test_refusals_of_the_other_tools(caller: Caller) -> None:
     cases = [
         ("get_product_info", {"product": "sushi"}, "Sorry, we don't have 'sushi'."),
         ("remove_from_order", {"product": "pizza"}, "The order has no pizza"),
-        ("set_phone", {"phone": "555 12"}, "That phone number has only 5 digits"),
+        ("set_phone", {"phone": "555 12"}, "That phone number has only 5 digits; 5 are missing"),
+        ("set_phone", {"phone": "555 1234"}, "That phone number has only 7 digits; 3 are"),
         ("set_phone", {"phone": "call me maybe"}, "The phone number has 'call'"),
         ("set_address", {"address": "Main Street"}, "The address 'Main Street' is missing the"
          " house number and city or postcode."),
@@ -203,6 +204,42 @@ async def test_refusals_of_the_other_tools(caller: Caller) -> None:
         assert result["message"].startswith(message), result["message"]
     assert caller.userdata["order"].phone == ""
     assert caller.userdata["order"].address is None
+
+
+async def test_an_empty_order_is_not_summarised(caller: Caller) -> None:
+    result = await caller("summarize_order")
+    assert result["ok"] is False
+    assert result["reason"] == "The order is empty: nothing has been ordered yet."
+
+
+async def test_set_quantity_changes_a_line_to_the_number_said(caller: Caller) -> None:
+    await caller("add_to_order", product="pizza", quantity=2)
+    result = await caller("set_quantity", product="pizzas", quantity=5)
+    assert result["ok"] and result["message"].startswith("Now 5 pizzas.")
+    assert caller.userdata["order"].lines[0].quantity == 5
+    result = await caller("set_quantity", product="pizza", quantity=1)
+    assert caller.userdata["order"].lines[0].quantity == 1
+    result = await caller("set_quantity", product="salad", quantity=3)  # a new line
+    assert [line.quantity for line in caller.userdata["order"].lines] == [1, 3]
+    result = await caller("set_quantity", product="salad", quantity=0)
+    assert result["message"].startswith("Removed the salad.")
+    assert [line.sku for line in caller.userdata["order"].lines] == ["pizza"]
+    result = await caller("set_quantity", product="pizza", quantity=999)
+    assert result["ok"] is False and caller.userdata["order"].lines[0].quantity == 1
+
+
+async def test_a_refusal_has_a_reason_to_say_to_the_caller(caller: Caller) -> None:
+    result = await caller("set_phone", phone="555 1234")
+    assert "Ask the caller" in result["message"]
+    assert result["reason"] == ("That phone number has only 7 digits; 3 are missing. A phone "
+                                "number has 10 digits with the area code.")
+
+
+async def test_an_address_in_spoken_words_is_stored_as_written(caller: Caller) -> None:
+    result = await caller("set_address", address="forty two oak avenue riverside")
+    assert result["ok"] and result["address"] == "42 Oak Avenue, Riverside"
+    result = await caller("set_address", address="Twelve Main Street, Springfield")
+    assert result["address"] == "12 Main Street, Springfield"
 
 
 async def test_place_order_says_what_is_missing(caller: Caller, tmp_path: Path) -> None:
@@ -285,7 +322,11 @@ async def test_summary_hook_reports_the_stored_order(caller: Caller) -> None:
         "order": "not placed (missing: items, phone number, delivery address)"
     }
     await caller("add_to_order", product="pizza", quantity=2)
-    await caller("set_phone", phone="5551234567")
+    await caller("set_phone", phone="five five five one two three four five six seven")
+    assert orderline.summary(caller.userdata) == {
+        "order": "not placed (missing: delivery address)",
+        "so far": "2 pizzas at $10.00 each. Total $20.00.", "phone": "5551234567",
+    }
     await caller("set_address", address="12 Main Street, Springfield")
     placed = await caller("place_order")
     lines = orderline.summary(caller.userdata)

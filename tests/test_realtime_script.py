@@ -22,8 +22,11 @@ def test_demo_script_loads_and_uses_every_step_kind() -> None:
     assert {"say", "call", "end"} <= {
         "say" if s.say else "call" if s.call else "end" for s in steps
     }
-    assert script.choose("is it raining? what's the weather", set()) == 0
-    assert script.choose("please add these", set()) == 1
+    weather = script.match("is it raining? what's the weather in Oslo", set(), "start")
+    assert weather is not None and weather.found[0].values == {"city": "Oslo"}
+    sums = script.match("please add 4 and 5", set(), "start")
+    assert sums is not None and sums.found[0].values == {"a": 4, "b": 5}
+    assert script.choose("please add these", set(), "start") is None  # no numbers: fallback
 
 
 @pytest.mark.parametrize(
@@ -38,6 +41,24 @@ def test_demo_script_loads_and_uses_every_step_kind() -> None:
         ("greting: hi\n", ":1:1", "did you mean 'greeting'?"),
         ("turns:\n  - match: ['(']\n    steps: [{say: hi}]\n", ":2:13",
          "not a valid regular expression"),
+        ("turns:\n  - match: ['{n:nuber}']\n    steps: [{say: hi}]\n", ":2:13",
+         "unknown capture type 'nuber' in {n:nuber}; the types are digits, number, text"),
+        ("turns:\n  - match: '{n:number} {n:text}'\n    steps: [{say: hi}]\n", ":2:5",
+         "the capture {n} is named twice"),
+        ("turns:\n  - match: ['{n:number}', 'hi']\n    steps: [{say: '{n}'}]\n", ":3:14",
+         "unknown placeholder {n}"),
+        ("turns:\n  - match: '{n:number}'\n    steps:\n      - call: f\n"
+         "        arguments: {x: '{m}'}\n", ":5:21", "unknown placeholder {m}"),
+        ("states: {a: {}}\nturns:\n  - then: b\n    steps: [{say: hi}]\n", ":3:5",
+         "'then' names the state 'b', which is not in 'states'; the states are 'a'"),
+        ("turns:\n  - when: [a]\n    steps: [{say: hi}]\n", ":2:12",
+         "'when' names the state 'a', which is not in 'states'; the states are none"),
+        ("vocabularies: {food: no_such_module_x:NAMES}\n", ":1:16", "no_such_module_x"),
+        ("vocabularies: {number: pipelines.orderline.catalog:spoken_names}\n", ":1:16",
+         "a vocabulary needs a name of its own"),
+        ("vocabularies: {food: pipelines.orderline.catalog:DEFAULT_CATALOG}\n", ":1:16",
+         "must name a mapping of spoken names to values or a list of names"),
+        ("states: {a: {fallback: [{say: '{x}'}]}}\n", ":1:26", "unknown placeholder {x}"),
         ("turns:\n  - steps:\n      - say: 'total {total}'\n", ":3:9",
          "unknown placeholder {total}"),
         ("turns:\n  - steps:\n      - say: 'a } b'\n", ":3:9", "unbalanced brace"),
@@ -116,3 +137,32 @@ def test_docs_describe_every_script_and_fault_field() -> None:
         if field.name != "source" and f"| `{field.name}` |" not in doc
     ]
     assert not missing, f"docs/realtime.md does not describe: {missing}"
+
+
+def test_the_documented_example_script_plays_as_described() -> None:
+    import re
+
+    from pipeflow.realtime.dialogue import Call, Dialogue
+
+    doc = (ROOT / "docs" / "realtime.md").read_text()
+    section = doc[doc.index("## The script format"):]
+    example = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert example is not None
+    text = example.group(1).replace("orderline.catalog:", "pipelines.orderline.catalog:")
+    dialogue = Dialogue(parse_script(text, "realtime.md"))
+    dialogue.respond()  # the greeting
+    dialogue.hear("three salads and four pizzas")
+    assert dialogue.respond().calls == [Call("add_to_order", {"product": "salad", "quantity": 3}),
+                                        Call("add_to_order", {"product": "pizza", "quantity": 4})]
+    dialogue.tool_output('{"ok": true, "message": "Added."}')
+    dialogue.respond()
+    dialogue.hear("that's all")
+    dialogue.respond()
+    dialogue.tool_output('{"ok": true, "message": "Two items."}')
+    assert dialogue.respond().text == "Two items. What phone number can we reach you on?"
+    assert dialogue.expect == "digits"
+    dialogue.hear("five five five")
+    assert dialogue.respond().calls == [Call("set_phone", {"phone": "555"})]
+    dialogue.tool_output('{"ok": false, "reason": "Too short."}')
+    assert dialogue.respond().text == "Sorry. Too short. Could you say the whole number again?"
+    assert dialogue.state == "phone"

@@ -328,7 +328,8 @@ class _SlowTranscriber:
         self.words, self.seconds = words, seconds
         self.threads: list[str] = []
 
-    def transcribe(self, pcm16_24k: bytes) -> str:
+    def transcribe(self, pcm: bytes, sample_rate: int = 24000, *,
+                   expect: str | None = None) -> str:
         import threading
         import time
 

@@ -371,11 +371,12 @@ def test_g711_input_and_output() -> None:
 
 
 def test_a_transcriber_chooses_the_turn_by_the_callers_words() -> None:
-    heard: list[int] = []
+    heard: list[tuple[int, int, str | None]] = []
 
     class Words:
-        def transcribe(self, pcm16_24k: bytes) -> str:
-            heard.append(len(pcm16_24k))
+        def transcribe(self, pcm: bytes, sample_rate: int = 24000, *,
+                       expect: str | None = None) -> str:
+            heard.append((len(pcm), sample_rate, expect))
             return "I want to order something"
 
     wire = vad_wire(transcriber=Words())
@@ -389,7 +390,7 @@ def test_a_transcriber_chooses_the_turn_by_the_callers_words() -> None:
     assert completed["transcript"] == "I want to order something"
     transcript = of_type(events, "response.output_audio_transcript.done")[0]["transcript"]
     assert transcript == "Sure, what would you like?"  # the 'order' turn, not the first one
-    assert heard == [9600]
+    assert heard == [(9600, 24000, None)]  # the test script has no states to expect
 
 
 # --- faults -----------------------------------------------------------------------------

@@ -184,6 +184,7 @@ def test_from_refs_module_and_function() -> None:
     assert ToolSet.from_refs(["pipeflow.examples.weather"]).names() == [
         "get_weather",
         "add_numbers",
+        "calculate",
         "search_web",
     ]
     one = ToolSet.from_refs(["pipelines.example_tools:add_numbers"])

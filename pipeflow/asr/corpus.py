@@ -24,11 +24,14 @@ from collections.abc import Iterable, Mapping, Sequence
 __all__ = [
     "CITIES",
     "STREETS",
+    "address_sentences",
+    "digit_sentences",
     "expand",
     "normalize",
     "number_words",
     "order_sentences",
     "phone_numbers",
+    "spoken_digits",
 ]
 
 _ONES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
@@ -224,3 +227,110 @@ def order_sentences(
     for i, template in enumerate(templates):
         sentences += expand(template, slots, limit=limit, seed=i)
     return [s for s in dict.fromkeys(sentences) if s]
+
+
+def spoken_digits(digits: str, style: int = 0) -> str:
+    """A digit string as a caller says it: ``"5551234"`` -> "five five five one two three four".
+
+    ``style`` picks a way of saying it: 0 plain, 1 "oh" for zero, 2 "double"
+    and "triple" for runs (and "oh"), 3 "zero" for zero and "double" for runs.
+
+    Raises:
+        ValueError: ``digits`` holds something other than the digits 0-9.
+    """
+    if not digits.isascii() or not digits.isdigit():
+        raise ValueError(f"spoken_digits takes the digits 0-9, got {digits!r}")
+    zero = "oh" if style in (1, 2) else "zero"
+    words: list[str] = []
+    i = 0
+    while i < len(digits):
+        run = 1
+        while style >= 2 and i + run < len(digits) and digits[i + run] == digits[i] and run < 3:
+            run += 1
+        word = zero if digits[i] == "0" else _ONES[int(digits[i])]
+        if run == 3 and style == 2:
+            words.append(f"triple {word}")
+        elif run >= 2:
+            words.append(f"double {word}")
+            run = 2
+        else:
+            words.append(word)
+        i += run
+    return " ".join(words)
+
+
+def digit_sentences(count: int = 3000, seed: int = 0) -> list[str]:
+    """What callers say when asked for a phone number, and nothing else.
+
+    Ten-digit numbers (some seven or eleven) in 3-3-4 groups, said plain,
+    with "oh", with "double"/"triple" runs, after "my number is", "it's"...
+    and a few answers that are not numbers ("sorry", "can you repeat that"),
+    so such an answer is not forced into digits. No other domain words: a
+    number is heard against digit sequences only.
+    """
+    rng = random.Random(seed)
+    leads = ("", "", "", "my number is", "my phone number is", "it's", "it is",
+             "the number is", "you can reach me at", "sure it's", "yes it's", "no it's",
+             "no my number is", "sure", "yes", "okay")
+    ends = ("", "", "", "", "please", "thanks", "thank you")
+    out = []
+    for i in range(count):
+        length = (10, 10, 10, 10, 7, 11)[i % 6]
+        digits = "".join(str(rng.randrange(10)) for _ in range(length))
+        if i % 5 == 0:
+            digits = "555" + digits[3:]
+        if length == 11:
+            digits = "1" + digits[1:]
+        style = i % 4
+        bounds = {7: (3,), 10: (3, 6), 11: (1, 4, 7)}[length]
+        cuts = [0, *bounds, length] if i % 3 else [0, length]
+        groups = [spoken_digits(digits[a:b], style) for a, b in itertools.pairwise(cuts)]
+        out.append(" ".join([leads[i % len(leads)], *groups, ends[i % len(ends)]]).strip())
+    out += ["sorry", "sorry what", "what", "can you repeat that", "i don't know",
+            "hold on", "one moment", "just a second"]
+    return [s for s in dict.fromkeys(normalize(s) for s in out) if s]
+
+
+def address_sentences(
+    houses: Sequence[str],
+    streets: Sequence[str],
+    types: Sequence[str],
+    towns: Sequence[str],
+    seed: int = 0,
+) -> list[str]:
+    """What callers say when asked for a delivery address, and nothing else.
+
+    Each house number form is said once, with a street, a street type and
+    (mostly) a town in turn, so every number, every street after a number's
+    last word, every type after every street and every town after every
+    type occurs: the model knows each of them in its place.
+
+    Args:
+        houses: house numbers as said ("twelve", "one twenty three"); one
+            given more than once is said more often (with other words).
+        streets: street names ("main").
+        types: street types ("street", "avenue").
+        towns: town names ("springfield").
+        seed: seed of the pairing.
+    """
+    rng = random.Random(seed)
+    leads = ("", "", "", "", "the address is", "deliver it to", "it's", "my address is",
+             "no it's", "no the address is", "sure it's", "it's at")
+    endings = [w.split()[-1] for w in houses]
+    plan = [(house, streets[i % len(streets)], types[i % len(types)], towns[i % len(towns)])
+            for i, house in enumerate(houses)]
+    for last in dict.fromkeys(endings):  # every street after every last number word
+        for street in streets:
+            plan.append((last, street, rng.choice(types), rng.choice(towns)))
+    for street in streets:  # every type after every street, every town after every type
+        for kind in types:
+            plan.append((rng.choice(houses), street, kind, rng.choice(towns)))
+    for kind in types:
+        for town in towns:
+            plan.append((rng.choice(houses), rng.choice(streets), kind, town))
+    out = []
+    for i, (house, street, kind, town) in enumerate(plan):
+        place = "" if i % 7 == 3 else (f"in {town}" if i % 7 == 5 else town)
+        out.append(" ".join([leads[i % len(leads)], house, street, kind, place]).strip())
+    out += ["sorry", "sorry what", "what", "can you repeat that", "i don't know", "hold on"]
+    return [s for s in dict.fromkeys(normalize(s) for s in out) if s]

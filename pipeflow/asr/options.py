@@ -8,6 +8,12 @@ offline, so ``match`` steps branch on what was really said::
       sentences_from: orderline.asr:SENTENCES   # a list, or a function returning one
       sentences: ["can i pay by card"]          # more, written inline
       vocabulary: [calzone]                     # words said on their own
+      expectations:                             # a model of its own per expectation
+        phone: orderline.asr:PHONE_SENTENCES    # (a reference, or the sentences inline)
+        address: orderline.asr:ADDRESS_SENTENCES
+
+A dialogue state that says ``expect: phone`` has the caller's next turn
+decoded with the ``phone`` model (see docs/asr.md).
 """
 
 from __future__ import annotations
@@ -39,6 +45,15 @@ class TranscriberOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     """Words the caller may say on their own (each one becomes a sentence)."""
     sample_rate: Literal[16000] = 16000
     """Rate the recogniser decodes at (its acoustic model's)."""
+    expectations: dict[str, str | list[str]] = {}
+    """Expectation name -> the sentences callers say when it is expected: a
+    ``module:NAME`` reference like ``sentences_from``, or a list. Each gets a
+    language model of its own, used when the dialogue expects that name."""
+
+    def __hash__(self) -> int:
+        # Frozen, but the expectations are a dict: hashed by content, so the
+        # options can key a cache of transcribers (one per section).
+        return hash(msgspec.json.encode(self))
 
 
 def build_transcriber(options: TranscriberOptions, where: str = "script") -> object:
@@ -49,24 +64,33 @@ def build_transcriber(options: TranscriberOptions, where: str = "script") -> obj
         where: the script file, for error messages.
 
     Raises:
-        ConfigError: ``sentences_from`` does not name a list of strings (or a
-            function returning one), or no sentence can be used.
+        ConfigError: ``sentences_from`` or an expectation does not name a list
+            of strings (or a function returning one), or no sentence can be used.
         LocalError: pocketsphinx is missing or cannot load its models.
     """
-    return _build(options, where)
+    return _build(msgspec.json.encode(options), where)
 
 
 @functools.lru_cache(maxsize=8)
-def _build(options: TranscriberOptions, where: str) -> object:
+def _build(encoded: bytes, where: str) -> object:
     from pipeflow.asr.pocketsphinx import PocketsphinxTranscriber
 
+    options = msgspec.json.decode(encoded, type=TranscriberOptions)
     sentences = list(options.sentences)
     if options.sentences_from:
         sentences += _sentences_from(options.sentences_from, where)
     if not sentences and not options.vocabulary:
         raise ConfigError("a transcriber needs 'sentences_from', 'sentences' or 'vocabulary': "
                           "the words callers say", f"{where}: transcriber")
-    return PocketsphinxTranscriber(options.vocabulary, sentences, options.sample_rate)
+    expectations = {}
+    for name, given in options.expectations.items():
+        found = _sentences_from(given, where) if isinstance(given, str) else list(given)
+        if not found:
+            raise ConfigError(f"the expectation {name!r} has no sentences",
+                              f"{where}: transcriber.expectations")
+        expectations[name] = found
+    return PocketsphinxTranscriber(options.vocabulary, sentences, options.sample_rate,
+                                   expectations=expectations)
 
 
 def _sentences_from(ref: str, where: str) -> list[str]:

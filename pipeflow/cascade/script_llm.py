@@ -1,15 +1,15 @@
 """The offline chat model: the local server's script engine as Chat Completions chunks.
 
-``ScriptChat`` answers a message list the way the local Realtime server's
-script would answer the same conversation (``Script.choose`` picks the turn
-for the caller's words, ``render`` fills ``{result}`` and ``{user}``), and
-writes the answer as the ``chat.completion.chunk`` objects OpenAI streams:
-content deltas word by word, then tool calls (id and name first, the
-arguments in pieces), then the ``finish_reason``. The cascade parses them
-with the same ``ChatStream`` it uses for a real provider.
+``ScriptChat`` answers a message list with the same ``Dialogue`` the local
+Realtime server plays (turn choice, typed captures, dialogue states, the
+fallback), so a typed or cascaded call meets the same agent as a Realtime
+one, and writes the answer as the ``chat.completion.chunk`` objects OpenAI
+streams: content deltas word by word, then tool calls (id and name first,
+the arguments in pieces), then the ``finish_reason``. The cascade parses
+them with the same ``ChatStream`` it uses for a real provider.
 
-It is stateful per conversation (turns used, steps left after a tool
-call), like a ``ServerSession``: one ``ScriptChat`` per call.
+It is stateful per conversation (the dialogue state, turns used, steps left
+after a tool call), like a ``ServerSession``: one ``ScriptChat`` per call.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any
 
 import msgspec
 
-from pipeflow.realtime.script import DEFAULT_SCRIPT, Script, Step, render
+from pipeflow.realtime.dialogue import Call, Dialogue
+from pipeflow.realtime.script import DEFAULT_SCRIPT, Script
 
 __all__ = ["ScriptChat"]
 
@@ -33,62 +34,29 @@ class ScriptChat:
     def __init__(self, script: Script | None = None, model: str = "pipeflow-script") -> None:
         self.script = script or DEFAULT_SCRIPT
         self.model = model
+        self.dialogue = Dialogue(self.script)
         self._seen = 0  # messages already read
-        self._used: set[int] = set()
-        self._ended = False
-        self._words = ""
-        self._result: str | None = None
-        self._continuation: list[Step] | None = None
-        self._pending: tuple[str, int | None] | None = None
-        self._responses = 0
 
-    def _read(self, messages: list[dict[str, Any]]) -> None:
+    def _read(self, messages: list[dict[str, Any]]) -> bool:
+        """Feed the new messages to the dialogue; whether the last ones are tool outputs."""
+        outputs_in = False
         for message in messages[self._seen:]:
             role = message.get("role")
             if role == "user":
-                words = str(message.get("content") or "")
-                turn = None if self._ended else self.script.choose(words, self._used)
-                if turn is not None and not self.script.turns[turn].repeat:
-                    self._used.add(turn)
-                self._pending = (words, turn)
-                self._continuation = None
+                self.dialogue.hear(str(message.get("content") or ""))
+                outputs_in = False
             elif role == "tool":
-                self._result = str(message.get("content") or "")
+                self.dialogue.tool_output(str(message.get("content") or ""))
+                outputs_in = True
         self._seen = len(messages)
-
-    def _steps(self) -> list[Step]:
-        cont, self._continuation = self._continuation, None
-        if cont is not None:
-            return cont
-        pending, self._pending = self._pending, None
-        if pending is None and self._responses == 0 and self.script.greeting:
-            return [Step(say=self.script.greeting)]
-        if pending is None:
-            return list(self.script.fallback)
-        self._words, turn = pending
-        if turn is None:
-            return list(self.script.fallback)
-        return list(self.script.turns[turn].steps)
+        return outputs_in
 
     def complete(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The chunks of the answer to ``messages`` (the whole conversation so far)."""
-        self._read(messages)
-        steps = self._steps()
-        self._responses += 1
-        says: list[str] = []
-        calls: list[Step] = []
-        rest = list(steps)
-        while rest and rest[0].say is not None:
-            says.append(render(rest.pop(0).say or "", self._result, self._words))
-        while rest and rest[0].call is not None:
-            calls.append(rest.pop(0))
-        if rest and rest[0].end and not calls:
-            self._ended = True
-            rest = []
-        self._continuation = rest if calls else None
-        return self._chunks(" ".join(says), calls)
+        plan = self.dialogue.respond(self._read(messages))
+        return self._chunks(plan.text, plan.calls)
 
-    def _chunks(self, text: str, calls: list[Step]) -> list[dict[str, Any]]:
+    def _chunks(self, text: str, calls: list[Call]) -> list[dict[str, Any]]:
         cid = f"chatcmpl-pf{next(_ids)}"
         created = int(time.time())
 
@@ -104,11 +72,11 @@ class ScriptChat:
         for i, word in enumerate(words):
             out.append(chunk({"content": word if i == 0 else " " + word}))
         for index, step in enumerate(calls):
-            arguments = msgspec.json.encode(step.arguments or {}).decode()
+            arguments = msgspec.json.encode(step.arguments).decode()
             call_id = f"call_pf{next(_ids)}"
             out.append(chunk({"tool_calls": [{
                 "index": index, "id": call_id, "type": "function",
-                "function": {"name": step.call, "arguments": ""}}]}))
+                "function": {"name": step.name, "arguments": ""}}]}))
             for start in range(0, len(arguments), 8):
                 out.append(chunk({"tool_calls": [{
                     "index": index, "function": {"arguments": arguments[start:start + 8]}}]}))

@@ -1,7 +1,7 @@
 """Examples that ship with pipeflow, so the README's code runs from any folder.
 
 ``pipeflow.examples.weather`` has the example tools (``get_weather``,
-``add_numbers``, ``search_web``); ``DEMO_SCRIPT`` is the local Realtime
+``add_numbers``, ``calculate``, ``search_web``); ``DEMO_SCRIPT`` is the local Realtime
 server's script that calls them (``script: pipeflow:demo`` in a pipeline file).
 """
 

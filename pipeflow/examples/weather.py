@@ -44,7 +44,33 @@ def add_numbers(a: float, b: float) -> float:
         a: the first number.
         b: the second number.
     """
-    return a + b
+    return _plain(a + b)
+
+
+@tool
+def calculate(a: float, operation: Literal["plus", "minus", "times", "divided by"],
+              b: float) -> float:
+    """Calculate a plus, minus, times or divided by b.
+
+    Args:
+        a: the first number.
+        operation: what to do with the two numbers.
+        b: the second number.
+    """
+    if operation == "plus":
+        return _plain(a + b)
+    if operation == "minus":
+        return _plain(a - b)
+    if operation == "times":
+        return _plain(a * b)
+    if b == 0:
+        raise ToolError("Dividing by zero has no answer; tell the caller so.")
+    return _plain(round(a / b, 6))
+
+
+def _plain(value: float) -> float:
+    """A whole number as an int (16, not 16.0), so it is said the way a person says it."""
+    return int(value) if float(value).is_integer() else value
 
 
 @tool(timeout_s=5.0)

@@ -1,9 +1,10 @@
 """Responses of the local Realtime server: script steps become timed server events.
 
 ``ResponsePlanner`` is the part of ``ServerSession`` that answers
-``response.create`` (and server-VAD turns): it picks the steps (a ``Say``
-text, the steps left after a tool call, the user turn's, the greeting, the
-fallback), and queues every event of the response with its due time: the
+``response.create`` (and server-VAD turns): it takes the response's plan
+(a given ``say`` text, else what the session's ``Dialogue`` does next: the
+steps left after a tool call, the user turn's, the greeting, the fallback)
+and queues every event of the response with its due time: the
 message item with its audio and transcript deltas paced after the
 first-audio delay, the function call items, ``response.done``. Cancelling
 removes what is not sent yet and reports the response ``cancelled``.
@@ -26,11 +27,12 @@ import msgspec
 
 from pipeflow.audio import g711
 from pipeflow.realtime import events as ev
-from pipeflow.realtime.script import Script, Step, render
+from pipeflow.realtime.dialogue import Call, Dialogue, Plan
+from pipeflow.realtime.script import Script
 from pipeflow.realtime.server_config import ServerConfig, Shape, audio_format
 from pipeflow.realtime.voice import Speaker
 
-__all__ = ["RATES", "Entry", "ResponsePlanner", "Running", "Timed", "UserInput"]
+__all__ = ["RATES", "Entry", "ResponsePlanner", "Running", "Timed"]
 
 RATES = {"pcm16": 24000, "g711_ulaw": 8000, "g711_alaw": 8000}
 """Sample rate of each audio format."""
@@ -91,13 +93,6 @@ class Running(msgspec.Struct, kw_only=True):
     items: list[ev.Item] = msgspec.field(default_factory=list)
 
 
-class UserInput(msgspec.Struct):
-    """A user input waiting for its answer: the words and the script turn chosen."""
-
-    words: str
-    turn: int | None
-
-
 class ResponsePlanner:
     """Plans responses; mixed into ``ServerSession``, which owns the state and the schedule."""
 
@@ -113,13 +108,8 @@ class ResponsePlanner:
     _responses: int
     _items: dict[str, ev.Item]
     _audio_ms: dict[str, float]
-    _pending: UserInput | None
-    _used: set[int]
-    _ended: bool
-    _words: str
-    _continuation: list[Step] | None
+    dialogue: Dialogue
     _waiting: dict[str, str | None]
-    _result: str | None
     _conversation: str
 
     # provided by ServerSession
@@ -142,30 +132,13 @@ class ResponsePlanner:
     def _finish_item(self, due: float, item: ev.Item, response: str = "") -> None:
         raise NotImplementedError
 
-    def _take(self, turn: int | None) -> None:
-        raise NotImplementedError
-
-    def _steps(self, say: str | None) -> tuple[list[Step], bool]:
-        """The steps of the next response, and whether their texts are templates."""
+    def _plan(self, say: str | None) -> Plan:
+        """The next response: a given text, else the dialogue's next step."""
         if say is not None:
-            return [Step(say=say)], False
-        cont, self._continuation = self._continuation, None
+            return Plan(text=say)
         outputs_in = all(v is not None for v in self._waiting.values())
-        if cont is not None and (outputs_in or self._pending is None):
-            self._waiting.clear()
-            return cont, True
-        pending, self._pending = self._pending, None
-        if pending is None and self._responses == 0 and self.script.greeting:
-            return [Step(say=self.script.greeting)], True
-        if pending is None:
-            turn = None if self._ended else self.script.choose(None, self._used)
-            self._take(turn)
-            pending = UserInput("", turn)
-        self._words = pending.words
         self._waiting.clear()
-        if pending.turn is None:
-            return list(self.script.fallback), True
-        return list(self.script.turns[pending.turn].steps), True
+        return self.dialogue.respond(outputs_in)
 
     def _respond(self, now: float, say: str | None) -> None:
         """Start a response: leading ``say`` steps as one message, then the calls.
@@ -173,30 +146,18 @@ class ResponsePlanner:
         Steps after a call wait for the next ``response.create``; ``end``
         after the says ends the script.
         """
-        steps, templated = self._steps(say)
+        plan = self._plan(say)
         running = Running(id=self._id("resp"))
         self._active = running
         self._responses += 1
         rid = running.id
         self._push(now, ev.ResponseCreated(response=self._response(rid)), rid, "created")
-        says: list[str] = []
-        calls: list[Step] = []
-        rest = list(steps)
-        while rest and rest[0].say is not None:
-            text = rest.pop(0).say or ""
-            says.append(render(text, self._result, self._words) if templated else text)
-        while rest and rest[0].call is not None:
-            calls.append(rest.pop(0))
-        if rest and rest[0].end and not calls:
-            self._ended = True
-            rest = []
         end = now + self.delay_s
-        if says:
-            end = self._message(running, " ".join(says), now, end)
-        for step in calls:
-            self._call(running, step, end)
-        self._continuation = rest if calls else None
-        tokens = sum(len(s.split()) for s in says) + 4 * len(calls)
+        if plan.text:
+            end = self._message(running, plan.text, now, end)
+        for call in plan.calls:
+            self._call(running, call, end)
+        tokens = len(plan.text.split()) + 4 * len(plan.calls)
         running.tokens = tokens
         done = self._response(rid, "completed", running.items, _usage(tokens))
         self._push(end, ev.ResponseDone(response=done), rid, "response_done")
@@ -301,12 +262,12 @@ class ResponsePlanner:
                 data = encode(chunk) if encode else chunk
                 yield due, audio_cls(**ids, delta=data), "delta", sent_ms
 
-    def _call(self, running: Running, step: Step, due: float) -> None:
+    def _call(self, running: Running, call: Call, due: float) -> None:
         """Queue a function call item; its output is awaited before the next steps."""
         rid, index = running.id, len(running.items)
         item_id, call_id = self._id("item"), self._id("call")
-        name = step.call or ""
-        arguments = msgspec.json.encode(step.arguments or {}).decode()
+        name = call.name
+        arguments = msgspec.json.encode(call.arguments).decode()
         item = ev.Item(id=item_id, object="realtime.item", type="function_call",
                        status="in_progress", name=name, call_id=call_id, arguments="")
         self._push(due, ev.OutputItemAdded(response_id=rid, output_index=index, item=item), rid,
@@ -331,7 +292,7 @@ class ResponsePlanner:
         running = self._active
         assert running is not None  # callers check
         self._active = None
-        self._continuation = None
+        self.dialogue.cancel()
         self.cancelled.append(running.id)
         dropped = self._drop(running.id)
         rid = running.id

@@ -13,7 +13,10 @@ schedule with their due times (audio deltas at real-time pacing after the
 first-audio delay). ``response.cancel`` and a barge-in remove what is not
 sent yet and answer ``response.done`` with status ``cancelled``.
 
-The model is a script (``pipeflow.realtime.script``); speech is espeak-ng
+The model is a script (``pipeflow.realtime.script``) played by a
+``Dialogue`` (``pipeflow.realtime.dialogue``), which also says what the
+caller is expected to say next: each committed audio goes to the
+transcriber with that expectation (``Transcription.expect``); speech is espeak-ng
 (``pipeflow.audio.tts``); server VAD is the project's ``Segmenter``.
 Wire format: the OpenAI Realtime API, GA names by default, beta names when
 the connection or the client's ``session.update`` is beta.
@@ -34,7 +37,8 @@ from pipeflow.audio.vad import Segmenter, VadOptions
 from pipeflow.errors import ProtocolError
 from pipeflow.frames import SpeechStarted, SpeechStopped
 from pipeflow.realtime import events as ev
-from pipeflow.realtime.script import DEFAULT_SCRIPT, Script, Step
+from pipeflow.realtime.dialogue import Dialogue
+from pipeflow.realtime.script import DEFAULT_SCRIPT, Script
 from pipeflow.realtime.server_config import (
     ClientError,
     ServerConfig,
@@ -51,7 +55,6 @@ from pipeflow.realtime.server_responses import (
     ResponsePlanner,
     Running,
     Timed,
-    UserInput,
 )
 from pipeflow.realtime.voice import Speaker, Transcriber
 
@@ -90,13 +93,16 @@ class Transcription(msgspec.Struct):
     item_id: str
     respond: bool
     """Create a response once the words are in (server VAD's ``create_response``)."""
+    expect: str | None = None
+    """What the script expects the caller to say (its state's ``expect``), for the
+    recogniser to listen for."""
 
     def run(self, transcriber: Transcriber) -> str | None:
         """The words heard (blocking: a server runs it in a worker thread)."""
         pcm = self.pcm
         if self.rate != 24000:
             pcm = resample(np.frombuffer(pcm, dtype=np.int16), self.rate, 24000).tobytes()
-        return transcriber.transcribe(pcm)
+        return transcriber.transcribe(pcm, 24000, expect=self.expect)
 
 
 class ServerSession(ResponsePlanner):
@@ -109,7 +115,8 @@ class ServerSession(ResponsePlanner):
         model: the model name reported in the session.
         number: this session's number on its server (part of every id).
         budget: fault counters shared by a server's sessions.
-        transcriber: turns committed audio into words (else the script's ``user`` text).
+        transcriber: turns committed audio into words (else the script's ``user`` text);
+            it is told what the script expects next (``Transcription.expect``).
         speaker: speech synthesis (one shared cache per process by default).
         defer_transcription: leave the transcriber's work to the caller
             (``take_transcription`` / ``transcribed``) instead of running it
@@ -117,6 +124,7 @@ class ServerSession(ResponsePlanner):
             that a server's event loop must not spend blocked.
 
     Attributes:
+        dialogue: the script engine playing this conversation.
         received: every client event decoded, in order (for tests).
         transcripts: the user transcript of each committed input.
         truncated: item id -> ``audio_end_ms`` of each truncation.
@@ -171,13 +179,8 @@ class ServerSession(ResponsePlanner):
         self._input_samples = 0
         self._segmenter: Segmenter | None = None
         self._speech_item: str | None = None
-        self._pending: UserInput | None = None
-        self._used: set[int] = set()
-        self._ended = False
-        self._words = ""
-        self._continuation: list[Step] | None = None
+        self.dialogue = Dialogue(self.script)
         self._waiting: dict[str, str | None] = {}
-        self._result: str | None = None
         self._conversation = f"conv_{number}"
 
     # -- the sans-I/O interface ---------------------------------------------------
@@ -423,12 +426,10 @@ class ServerSession(ResponsePlanner):
                 raise ClientError(f"Invalid 'item.call_id': no function call {call_id!r} is "
                                   "waiting for its output.", "invalid_value", "item.call_id")
             self._waiting[call_id] = item.output or ""
-            self._result = item.output or ""
+            self.dialogue.tool_output(item.output or "")
         elif item.type == "message" and item.role == "user":
             words = " ".join(part.text or part.transcript or "" for part in item.content or [])
-            turn = None if self._ended else self.script.choose(words, self._used)
-            self._take(turn)
-            self._pending = UserInput(words, turn)
+            self.dialogue.hear(words)
         elif item.type not in ("message", "function_call"):
             raise ClientError(f"Invalid value: {item.type!r}. Supported values are: 'message', "
                               "'function_call', 'function_call_output'.", "invalid_value",
@@ -437,10 +438,6 @@ class ServerSession(ResponsePlanner):
                                          object="realtime.item", status="completed")
         self._announce(now, stored)
         self._finish_item(now, stored)
-
-    def _take(self, turn: int | None) -> None:
-        if turn is not None:
-            self._used.add(turn)
 
     # -- input audio and server VAD -----------------------------------------------------
 
@@ -498,7 +495,7 @@ class ServerSession(ResponsePlanner):
                        role="user", content=[ev.ContentPart(type="input_audio")])
         self._announce(now, item)
         self._finish_item(now, item)
-        job = Transcription(pcm, rate, item_id, respond)
+        job = Transcription(pcm, rate, item_id, respond, self.dialogue.expect)
         if self.transcriber is None:
             self.transcribed(job, None, now)
         elif self.defer_transcription:
@@ -517,14 +514,10 @@ class ServerSession(ResponsePlanner):
 
     def transcribed(self, job: Transcription, words: str | None, now: float) -> None:
         """The words of ``job`` (None: unheard, the script's ``user`` text stands in)."""
-        turn = None if self._ended else self.script.choose(words, self._used)
-        self._take(turn)
-        if words is None:
-            words = self.script.turns[turn].user if turn is not None else ""
+        words = self.dialogue.hear(words)
         self.transcripts.append(words)
         self._push(now, ev.InputTranscriptionCompleted(
             item_id=job.item_id, transcript=words, usage=self._transcription_usage(job, words)))
-        self._pending = UserInput(words, turn)
         if job.respond and not self._active:
             self._respond(now, None)
 

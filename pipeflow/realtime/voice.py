@@ -30,8 +30,14 @@ log = logging.getLogger("pipeflow.realtime.server")
 class Transcriber(Protocol):
     """Turns a caller's committed audio into words (e.g. a pocketsphinx wrapper)."""
 
-    def transcribe(self, pcm16_24k: bytes) -> str:
-        """The words in ``pcm16_24k`` (PCM16 little-endian mono at 24 kHz)."""
+    def transcribe(self, pcm: bytes, sample_rate: int = 24000, *,
+                   expect: str | None = None) -> str:
+        """The words in ``pcm`` (PCM16 little-endian mono at ``sample_rate``).
+
+        ``expect`` names what the script expects the caller to say next
+        (``digits``, ``address``...; None: anything), so a recogniser can
+        listen for it; one that cannot simply ignores it.
+        """
         ...
 
 

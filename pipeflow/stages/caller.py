@@ -13,6 +13,10 @@ recorded to a WAV file so a call can be replayed with the ``wav`` source.
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -22,7 +26,7 @@ import numpy as np
 
 from pipeflow.audio.clock import get_clock
 from pipeflow.audio.pcm import check_rate, frame_samples
-from pipeflow.audio.tts import synthesize_async
+from pipeflow.audio.tts import synthesize
 from pipeflow.audio.wav import WavWriter
 from pipeflow.frames import AudioFrame, EndOfStream, PlayoutPosition
 from pipeflow.stage import Frames, Stage
@@ -103,10 +107,9 @@ class CallerSource(Stage):
         opts = self.options
         self.ctx.spawn(self._watch(frames), name=f"{self.ctx.name}.watch")
         lines = [CallerLine(text=x) if isinstance(x, str) else x for x in opts.lines]
-        speech = await asyncio.gather(
-            *(synthesize_async(line.text, opts.sample_rate, opts.voice, opts.words_per_minute)
-              for line in lines)
-        )
+        speech = await asyncio.to_thread(
+            _synthesize_apart, [line.text for line in lines], opts.sample_rate, opts.voice,
+            opts.words_per_minute)
         size = frame_samples(opts.sample_rate, opts.frame_ms)
         frame_s = size / opts.sample_rate
         clock = get_clock()
@@ -181,6 +184,36 @@ class CallerSource(Stage):
                 since_played += frame_s
         if not tail:
             self.ctx.log.warning("the agent did not finish answering within %.0f s", timeout)
+
+
+_SPEAK = """
+import io, json, sys
+import numpy as np
+from pipeflow.audio import tts
+texts, rate, voice, wpm = json.loads(sys.stdin.read())
+out = io.BytesIO()
+np.savez(out, *[tts.synthesize(t, rate, voice, wpm) for t in texts])
+sys.stdout.buffer.write(out.getvalue())
+"""
+
+
+def _synthesize_apart(texts: list[str], rate: int, voice: str, wpm: int) -> list[np.ndarray]:
+    """The caller's lines, spoken in order by an espeak-ng of their own.
+
+    espeak-ng's output for a text depends on everything the process spoke
+    before (the agent's replies included), so the same caller sounded
+    different from run to run and was heard differently ("twelve main
+    street" as "two elm lane street"). A fresh process speaks the lines in
+    order: the same lines, the same audio. Where no process can be started,
+    they are spoken here.
+    """
+    try:
+        done = subprocess.run([sys.executable, "-c", _SPEAK], capture_output=True, timeout=120,
+                              input=json.dumps([texts, rate, voice, wpm]).encode(), check=True)
+        with np.load(io.BytesIO(done.stdout)) as arrays:
+            return [arrays[f"arr_{i}"] for i in range(len(texts))]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return [synthesize(text, rate, voice, wpm) for text in texts]
 
 
 def _fixed(seconds: float, frame_s: float) -> Iterator[None]:

@@ -9,6 +9,13 @@ street words; a postcode is a US ZIP, a UK or Canadian postcode, a Dutch
 "1234 AB" or a 4-5 digit number; street-type words ("street", "road"...)
 end the street when there are no commas. ``missing()`` names what is absent
 so the agent can ask for exactly that.
+
+An address heard by a recogniser comes in lower-case words ("forty two oak
+avenue riverside"); ``from_speech`` writes it the way it is typed ("42 Oak
+Avenue Riverside", which parses to "42 Oak Avenue, Riverside"): a house
+number said in words becomes digits ("twelve", "forty two", "one two three"
+digit by digit, "twelve thirty four" in pairs, "one thousand two hundred and
+five"), and all-lower-case words get capitals.
 """
 
 from __future__ import annotations
@@ -18,11 +25,14 @@ import unicodedata
 
 import msgspec
 
+from pipeflow.realtime.captures import CaptureError, number_from_words
+
 __all__ = [
     "MAX_ADDRESS_CHARS",
     "Address",
     "AddressError",
     "clean_address_text",
+    "from_speech",
     "parse_address",
     "require_deliverable",
 ]
@@ -154,6 +164,95 @@ def clean_address_text(text: str) -> str:
     return cleaned
 
 
+_DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+                "oh")
+_NUMBER_WORD = re.compile(
+    r"(?:zero|oh|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|"
+    r"fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|"
+    r"seventy|eighty|ninety|hundred|thousand|and)$", re.I)
+
+
+def from_speech(text: str) -> str:
+    """An address as a recogniser writes it, as it would be typed.
+
+    ``"forty two oak avenue riverside"`` -> ``"42 Oak Avenue Riverside"``;
+    text that already has digits or capitals keeps them.
+    """
+    words = text.split()
+    count = 0
+    while count < len(words) and _NUMBER_WORD.match(words[count].strip(",")):
+        count += 1
+    while count and words[count - 1].casefold().strip(",") == "and":
+        count -= 1
+    if count and count < len(words):
+        number = _house_number([w.strip(",").casefold() for w in words[:count]])
+        if number:
+            words = [number, *words[count:]]
+    if text == text.casefold():
+        words = [w if any(c.isdigit() for c in w) else w.capitalize() for w in words]
+    return " ".join(words)
+
+
+def _house_number(words: list[str]) -> str:
+    """A house number said in words, as digits ("" when the words are no house number).
+
+    ``forty two`` -> 42; digit by digit: ``one two oh four`` -> 1204; in
+    pairs: ``twelve thirty four`` -> 1234, ``twelve oh five`` -> 1205, ``four
+    fifty`` -> 450; with ``hundred`` and ``thousand``: ``one thousand two
+    hundred and thirty four`` -> 1234, ``twelve hundred`` -> 1200.
+    """
+    words = [w for w in words if w != "and"]
+    if len(words) > 1 and all(w in _DIGIT_NAMES for w in words):
+        return "".join(_digit(w) for w in words)
+    value = _thousands(words)
+    return str(value) if value else ""
+
+
+def _thousands(words: list[str]) -> int | None:
+    if "thousand" not in words:
+        return _hundreds(words)
+    at = words.index("thousand")
+    head = _small(words[:at]) if at else 1
+    tail = _hundreds(words[at + 1:]) if words[at + 1:] else 0
+    if head is None or tail is None or not 0 < head < 10 or tail >= 1000:
+        return None
+    return head * 1000 + tail
+
+
+def _hundreds(words: list[str]) -> int | None:
+    if "hundred" in words:
+        at = words.index("hundred")
+        head = _small(words[:at]) if at else 1
+        tail = _small(words[at + 1:]) if words[at + 1:] else 0
+        return None if head is None or tail is None or not head else head * 100 + tail
+    whole = _small(words)
+    if whole is not None:
+        return whole
+    for split in range(1, len(words)):  # in pairs: "twelve thirty four", "twelve oh five"
+        head, tail = _small(words[:split]), words[split:]
+        if len(tail) == 2 and tail[0] == "oh" and tail[1] in _DIGIT_NAMES:
+            rest: int | None = int(_digit(tail[1]))
+        else:
+            rest = _small(tail)
+            rest = rest if rest is not None and rest >= 10 else None
+        if head and rest is not None:
+            return head * 100 + rest
+    return None
+
+
+def _small(words: list[str]) -> int | None:
+    """A number 0 to 99 said in words, or None."""
+    try:
+        value = number_from_words(" ".join(words))
+    except CaptureError:
+        return None
+    return value if 0 <= value < 100 and words[0] not in ("a", "an") else None
+
+
+def _digit(word: str) -> str:
+    return "0" if word == "oh" else str(_DIGIT_NAMES.index(word))
+
+
 def require_deliverable(text: str) -> Address:
     """Parse an address and insist that it can be delivered to.
 
@@ -185,9 +284,17 @@ def _split_street(part: str, alone: bool) -> tuple[str, str, str] | None:
         rest = words[1:]
         if alone:
             # No commas: the street ends at its street-type word; the rest is the place.
-            for i, word in enumerate(rest):
-                if word.casefold().rstrip(".") in _STREET_TYPES:
-                    return words[0], " ".join(rest[: i + 1]), " ".join(rest[i + 1 :])
+            # A name comes before the type, and a type word can be a name ("Hill
+            # Road", "Court Street"): the street ends at the last of a run of them.
+            kinds = [w.casefold().rstrip(".") in _STREET_TYPES for w in rest]
+            ends = [i for i in range(1, len(rest)) if kinds[i]]
+            if not ends and kinds[0]:
+                ends = [0]
+            if ends:
+                end = ends[0]
+                while end + 1 < len(rest) and kinds[end + 1]:
+                    end += 1
+                return words[0], " ".join(rest[: end + 1]), " ".join(rest[end + 1 :])
             street, tail = _strip_postcode(rest)
             return words[0], street, tail
         return words[0], " ".join(rest), ""

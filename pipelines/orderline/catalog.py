@@ -27,6 +27,7 @@ __all__ = [
     "catalog_from_userdata",
     "format_money",
     "normalize_name",
+    "spoken_names",
 ]
 
 _CENT = Decimal("0.01")
@@ -200,6 +201,19 @@ class Catalog:
                 words.update(re.findall(r"[^\W\d_]+", name.casefold()))
         return sorted(words)
 
+    def spoken_names(self) -> dict[str, str]:
+        """Every way a caller names a product -> the product's name.
+
+        Names, plurals and synonyms, with a plural for each synonym ("pies"):
+        the vocabulary of the offline script's ``product`` captures.
+        """
+        names: dict[str, str] = {}
+        for product in self:
+            for name in (product.name, product.plural_name(), *product.synonyms,
+                         *(_plural(s) for s in product.synonyms)):
+                names.setdefault(" ".join(name.casefold().split()), product.name)
+        return names
+
     def money(self, amount: Decimal) -> str:
         """Format an amount in this catalog's currency."""
         return format_money(amount, self.currency)
@@ -247,6 +261,17 @@ def _default_products() -> list[Product]:
 
 DEFAULT_CATALOG = Catalog(_default_products())
 """Pizza 10.00 (50 in stock), salad 5.00 (100), ice cream 3.00 (40), in USD."""
+
+
+def spoken_names() -> dict[str, str]:
+    """The default catalog's ``Catalog.spoken_names`` (a script's ``vocabularies`` entry)."""
+    return DEFAULT_CATALOG.spoken_names()
+
+
+def _plural(name: str) -> str:
+    """"pie" -> "pies", "scoop of ice cream" -> "scoops of ice cream"."""
+    first, _, rest = name.partition(" of ")
+    return f"{first}s of {rest}" if rest else f"{name}s"
 
 
 def catalog_from_userdata(value: Catalog | Mapping[str, Any] | list[Any] | None) -> Catalog:

@@ -2,32 +2,42 @@
 
 A number may arrive typed ("+1 (555) 123-4567", "555.123.4567") or as the
 words a transcript holds ("five five five one two three four five six
-seven", "double five", "oh" for zero). ``normalize_phone`` keeps the digits
-and a leading ``+`` (``00`` counts as ``+``), and checks the length
-(E.164 allows at most 15 digits), so the stored number is one canonical
-string whatever the formatting.
+seven", "double five", "oh" for zero); the digits are read by the same
+parser the offline script's ``digits`` captures use
+(``pipeflow.realtime.captures.digits_from_words``). ``normalize_phone``
+keeps the digits and a leading ``+`` (``00`` counts as ``+``) and insists on
+a whole number: 10 digits (area code and number), 1 and 10 digits (stored
+as ``+1...``), or ``+`` with a country code and 8 to 15 digits (E.164). A
+number with digits missing is refused with how many are missing, so the
+agent asks again instead of storing part of a number.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["MAX_DIGITS", "MIN_DIGITS", "PhoneError", "normalize_phone", "speak_phone"]
+from pipeflow.realtime.captures import CaptureError, digits_from_words
 
-MIN_DIGITS = 7
-"""Fewest digits of a reachable number (a local number without area code)."""
+__all__ = [
+    "MAX_DIGITS",
+    "MIN_INTERNATIONAL_DIGITS",
+    "NATIONAL_DIGITS",
+    "PhoneError",
+    "normalize_phone",
+    "speak_phone",
+]
+
+NATIONAL_DIGITS = 10
+"""Digits of a number without country code: area code and number."""
+MIN_INTERNATIONAL_DIGITS = 8
+"""Fewest digits after ``+`` (country code included)."""
 MAX_DIGITS = 15
 """Most digits E.164 allows, country code included."""
 
-_DIGIT_WORDS = {
-    "zero": "0", "oh": "0", "o": "0", "nought": "0", "nil": "0",
-    "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-    "six": "6", "seven": "7", "eight": "8", "nine": "9",
-}
-_REPEAT_WORDS = {"double": 2, "triple": 3}
 _NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _TOKEN = re.compile(r"\+|\d+|[^\W\d_]+")
 _SEPARATORS = re.compile(r"[\s\-.()/,_]+")
+_AGAIN = " Ask the caller to say the digits one by one."
 
 
 class PhoneError(ValueError):
@@ -45,47 +55,29 @@ def normalize_phone(text: str) -> str:
         ``"+15551234567"`` or ``"5551234567"``.
 
     Raises:
-        PhoneError: unknown words or symbols, or too few or too many digits.
+        PhoneError: unknown words or symbols, or not a whole number (the
+            message says how many digits are missing or too many).
     """
     leftover = _SEPARATORS.sub("", _TOKEN.sub("", text))
     if leftover:
         raise PhoneError(
             f"The phone number contains {leftover[0]!r}, which is not part of a phone"
-            " number. Ask the caller to say the digits one by one."
+            " number." + _AGAIN
         )
-    digits: list[str] = []
-    international = False
-    repeat = 0
-    for token in _TOKEN.findall(text.casefold()):
-        if token in ("+", "plus"):
-            if digits or international or repeat:
-                raise PhoneError(
-                    "A plus sign can only start a phone number. Ask the caller to repeat it."
-                )
-            international = True
-            continue
-        if token in _REPEAT_WORDS:
-            if repeat:
-                raise PhoneError(_unclear(token))
-            repeat = _REPEAT_WORDS[token]
-            continue
-        digit = _DIGIT_WORDS.get(token, token if token.isdigit() else None)
-        if digit is None:
-            raise PhoneError(_unclear(token))
-        if repeat:
-            if len(digit) != 1:
-                raise PhoneError(_unclear(token))
-            digit *= repeat
-            repeat = 0
-        digits.append(digit)
-    if repeat:
-        raise PhoneError(
-            "The phone number ends with 'double' or 'triple' and no digit after it."
-            " Ask the caller to repeat the end of the number."
-        )
-    number = "".join(digits)
+    if not _TOKEN.search(text):
+        raise PhoneError("No phone number was given. Ask the caller for their phone number.")
+    try:
+        number = digits_from_words(text)
+    except CaptureError as exc:
+        said = str(exc).replace("The number", "The phone number").replace(
+            "start the number", "start a phone number")
+        raise PhoneError(f"{said}{_AGAIN}") from None
+    international = number.startswith("+")
+    number = number.lstrip("+")
     if not international and number.startswith("00"):
         international, number = True, number[2:]
+    if not international and len(number) == NATIONAL_DIGITS + 1 and number.startswith("1"):
+        international = True  # 1 and the area code: the North American country code
     _check_length(number, international)
     return f"+{number}" if international else number
 
@@ -114,22 +106,31 @@ def _check_length(number: str, international: bool) -> None:
             "After the plus sign a phone number starts with its country code, and no"
             " country code starts with 0. Ask the caller to repeat the number."
         )
-    least = MIN_DIGITS + 1 if international else MIN_DIGITS
-    if len(number) < least:
+    if international:
+        if len(number) < MIN_INTERNATIONAL_DIGITS:
+            missing = MIN_INTERNATIONAL_DIGITS - len(number)
+            raise PhoneError(
+                f"That phone number has only {len(number)} digits after the country code's"
+                f" plus; at least {missing} more are missing. A number with a country code"
+                f" has {MIN_INTERNATIONAL_DIGITS} to {MAX_DIGITS} digits."
+                " Ask the caller to repeat the whole number."
+            )
+        if len(number) > MAX_DIGITS:
+            raise PhoneError(
+                f"That phone number has {len(number)} digits; a phone number has at most"
+                f" {MAX_DIGITS}. Ask the caller to repeat it."
+            )
+        return
+    if len(number) < NATIONAL_DIGITS:
+        missing = NATIONAL_DIGITS - len(number)
         raise PhoneError(
-            f"That phone number has only {len(number)} digits; a phone number"
-            f" {'with a country code ' if international else ''}has at least {least}."
-            " Ask the caller to repeat it."
+            f"That phone number has only {len(number)} digits; {missing} "
+            f"{'is' if missing == 1 else 'are'} missing. A phone number has {NATIONAL_DIGITS}"
+            " digits with the area code. Ask the caller to repeat the whole number."
         )
-    if len(number) > MAX_DIGITS:
+    if len(number) > NATIONAL_DIGITS:
         raise PhoneError(
-            f"That phone number has {len(number)} digits; a phone number has at most"
-            f" {MAX_DIGITS}. Ask the caller to repeat it."
+            f"That phone number has {len(number)} digits, {len(number) - NATIONAL_DIGITS} too"
+            f" many: a phone number has {NATIONAL_DIGITS} digits with the area code, or starts"
+            " with plus and the country code. Ask the caller to repeat it."
         )
-
-
-def _unclear(word: str) -> str:
-    return (
-        f"The phone number has {word!r} where a digit should be. Ask the caller to say"
-        " the digits one by one."
-    )

@@ -1,10 +1,13 @@
 """The order line's tools, and the session setup they rely on.
 
 Every tool answers with something the agent can say: ``{"ok": true,
-"message": ..., ...fields}``, or ``{"ok": false, "message": ...}`` when the
-caller asked for something the shop cannot do (an unknown product, too many,
-a phone number with 6 digits). Those are conversation, not failures, so they
-are results rather than tool errors.
+"message": ..., ...fields}``, or ``{"ok": false, "message": ..., "reason":
+...}`` when the caller asked for something the shop cannot do (an unknown
+product, too many, a phone number with digits missing). Those are
+conversation, not failures, so they are results rather than tool errors.
+``message`` is written for a model (it may say what to ask next);
+``reason`` is the same without those instructions, to say to the caller as
+it is (the offline script does).
 
 Session state lives in the userdata dict (made by ``setup_userdata``):
 
@@ -21,13 +24,14 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
 from pipeflow.errors import PipeflowError
 from pipeflow.tools import RunContext, tool
 
-from .address import AddressError, require_deliverable
+from .address import AddressError, from_speech, require_deliverable
 from .catalog import (
     Catalog,
     UnknownProduct,
@@ -47,6 +51,7 @@ __all__ = [
     "session_order_key",
     "set_address",
     "set_phone",
+    "set_quantity",
     "setup",
     "setup_userdata",
     "summarize_order",
@@ -102,8 +107,14 @@ def summary(userdata: dict[str, Any]) -> dict[str, str]:
         order = userdata.get("order")
         missing = ", ".join(order.missing()) if isinstance(order, Order) else "everything"
         lines = {"order": f"not placed (missing: {missing or 'the confirmation'})"}
-        if isinstance(order, Order) and order.lines:
-            lines["so far"] = order.summary_text()
+        if isinstance(order, Order):
+            # What the tools stored so far, so a call that stopped short shows it.
+            if order.lines:
+                lines["so far"] = order.summary_text()
+            if order.phone:
+                lines["phone"] = order.phone
+            if order.address is not None:
+                lines["address"] = order.address.one_line()
         return lines
     return {
         "order id": placed.order_id,
@@ -184,9 +195,37 @@ async def remove_from_order(
 
 
 @tool
+async def set_quantity(
+    product: Annotated[str, "Product name as the caller said it"],
+    quantity: Annotated[int, "How many the order should have in all; 0 removes the product"],
+    ctx: RunContext,
+) -> dict[str, Any]:
+    """Set how many of a product the order has ("make that five pizzas")."""
+    order = _order(ctx)
+    try:
+        found = _catalog(ctx).get(product)
+        line = order.line_for(found.sku)
+        had = line.quantity if line else 0
+        if quantity < 0:
+            raise OrderError(f"{quantity} is not a quantity. Ask how many"
+                             f" {found.plural_name()} the caller wants.")
+        if quantity > had:
+            order.add(found, quantity - had)
+        elif quantity < had:
+            order.remove(found, had - quantity)
+    except (UnknownProduct, OrderError) as exc:
+        return _refuse(exc, order)
+    done = f"Now {found.quantity_text(quantity)}." if quantity else f"Removed the {found.name}."
+    return _ok(f"{done} {order.summary_text()}", order)
+
+
+@tool
 async def summarize_order(ctx: RunContext) -> dict[str, Any]:
     """Summarise the order: lines, total, phone, address and what is still missing."""
     order = _order(ctx)
+    if not order.lines:
+        return _refuse(OrderError("The order is empty: nothing has been ordered yet."
+                                  " Ask the caller what they would like."), order)
     text = order.summary_text()
     if order.phone:
         text += f" Phone: {speak_phone(order.phone)}."
@@ -221,7 +260,7 @@ async def set_address(
     """Set the delivery address for the order (checked to be complete enough to deliver)."""
     order = _order(ctx)
     try:
-        parsed = require_deliverable(address)
+        parsed = require_deliverable(from_speech(address))
         order.set_address(parsed)
     except (AddressError, OrderError) as exc:
         return _refuse(exc, order)
@@ -312,8 +351,13 @@ def _ok(message: str, order: Order) -> dict[str, Any]:
     return {"ok": True, "message": message, "order": order.summary()}
 
 
+_INSTRUCTION = re.compile(r"\s*\b(?:Ask|Apologise|Tell)\b[^.]*\.")
+
+
 def _refuse(exc: Exception, order: Order | None = None) -> dict[str, Any]:
-    result: dict[str, Any] = {"ok": False, "message": str(exc)}
+    message = str(exc)
+    reason = _INSTRUCTION.sub("", message).strip() or message
+    result: dict[str, Any] = {"ok": False, "message": message, "reason": reason}
     if order is not None:
         result["order"] = order.summary()
     return result
