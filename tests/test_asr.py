@@ -325,14 +325,14 @@ def test_a_few_samples_shift_does_not_change_the_words(tmp_path: Path) -> None:
     need_tts()
     import yaml
 
-    from pipeflow.stages.caller import _synthesize_apart
+    from pipeflow.stages.caller import synthesize_apart
 
     root = Path(__file__).resolve().parents[1]
     lines = [line if isinstance(line, str) else line["text"]
              for line in yaml.safe_load((root / "pipelines" / "call.yaml").read_text())
              ["stages"][0]["lines"]]
     index = next(i for i, line in enumerate(lines) if "Main Street" in line)
-    speech = _synthesize_apart(lines[: index + 1], 16000, "en-us", 165)[index]
+    speech = synthesize_apart(lines[: index + 1], 16000, "en-us", 165)[index]
     at_24k = resample(speech, 16000, 24000)
     asr = PocketsphinxTranscriber(sentences=SENTENCES, cache_dir=tmp_path)
     heard = {asr.transcribe(np.concatenate([np.zeros(lead, np.int16), at_24k]).tobytes(), 24000)

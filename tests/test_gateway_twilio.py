@@ -28,7 +28,7 @@ from pipeflow.server.twilio import (
     Stopped,
     TwilioMediaTranslator,
 )
-from tests.gateway_util import CALL_YAML, FAST, caller_samples, serving
+from tests.gateway_util import CALL_YAML, FAST, serving
 from tests.speech import need_tts
 
 SID = "MZ0123456789abcdef"
@@ -167,13 +167,17 @@ async def test_fake_twilio_call_places_the_order(tmp_path: Path) -> None:
     every answer before its tools ran.
     """
     from pipeflow.frames import Transcript
-    from tests.gateway_util import CALLER_LINES
+    from tests.gateway_util import PHONE_BAND_ADDRESS, PHONE_BAND_LINES, PHONE_BAND_NUMBER
 
     need_tts()
-    # Each line's silence outlasts the end of turn's max_delay_ms (1.5 s): the turn is
-    # judged on stream time, which stops when the media does.
-    lines = [samples_to_ulaw(caller_samples(8000, (line,), lead_s=0.3, tail_s=2.0))
-             for line in CALLER_LINES]
+    # The lines are spoken by an espeak-ng of their own (as the caller source does), so
+    # the audio is the same on every run. Each line's silence outlasts the end of turn's
+    # max_delay_ms (1.5 s): the turn is judged on stream time, which stops with the media.
+    from pipeflow.stages.caller import synthesize_apart
+
+    silence = np.zeros(8000 * 2, np.int16)
+    lines = [samples_to_ulaw(np.concatenate([silence[:2400], speech, silence]))
+             for speech in synthesize_apart(list(PHONE_BAND_LINES), 8000, "en-us", 175)]
     app = create_app(CALL_YAML, GatewayOptions(no_auth=True, output_dir=str(tmp_path),
                                                 overrides=FAST))
     received: list[dict] = []
@@ -217,7 +221,7 @@ async def test_fake_twilio_call_places_the_order(tmp_path: Path) -> None:
     stored = await SqliteOrderRepository(tmp_path / "CA-fake-1" / "orders.sqlite3").list()
     assert len(stored) == 1
     assert stored[0].items_text() == "2 pizzas, 1 salad, 1 ice cream"
-    assert stored[0].phone == "5551234567" and "Main Street" in stored[0].address
+    assert stored[0].phone == PHONE_BAND_NUMBER and stored[0].address == PHONE_BAND_ADDRESS
     record = json.loads((tmp_path / "CA-fake-1" / "call.json").read_text())
     assert record["agent"]["order id"] == stored[0].order_id
     assert record["end_reason"] in ("hangup", "finished")

@@ -108,7 +108,7 @@ class CallerSource(Stage):
         self.ctx.spawn(self._watch(frames), name=f"{self.ctx.name}.watch")
         lines = [CallerLine(text=x) if isinstance(x, str) else x for x in opts.lines]
         speech = await asyncio.to_thread(
-            _synthesize_apart, [line.text for line in lines], opts.sample_rate, opts.voice,
+            synthesize_apart, [line.text for line in lines], opts.sample_rate, opts.voice,
             opts.words_per_minute)
         size = frame_samples(opts.sample_rate, opts.frame_ms)
         frame_s = size / opts.sample_rate
@@ -197,7 +197,7 @@ sys.stdout.buffer.write(out.getvalue())
 """
 
 
-def _synthesize_apart(texts: list[str], rate: int, voice: str, wpm: int) -> list[np.ndarray]:
+def synthesize_apart(texts: list[str], rate: int, voice: str, wpm: int) -> list[np.ndarray]:
     """The caller's lines, spoken in order by an espeak-ng of their own.
 
     espeak-ng's output for a text depends on everything the process spoke
