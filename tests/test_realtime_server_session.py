@@ -509,3 +509,23 @@ def test_input_transcripts_carry_their_usage(model: str, usage: dict[str, Any]) 
     [done] = of_type(wire.read(), "conversation.item.input_audio_transcription.completed")
     assert done["transcript"] == "What is the weather in Paris?"  # the script's words
     assert done["usage"] == usage
+
+
+def test_a_late_tool_output_after_the_caller_moved_on_is_kept_without_an_error() -> None:
+    """A barge-in can start a new answer before a tool's result arrives: the API keeps
+    the output in the conversation; only a call id it never announced is an error."""
+    wire = Wire(speech="tones")
+    wire.read()
+    wire.say("What's the weather like?")
+    [args] = of_type(wire.read(), "response.function_call_arguments.done")
+    wire.say("Goodbye.")  # the caller moved on before the tool answered
+    wire.read()
+    wire.send({"type": "conversation.item.create", "item": {
+        "type": "function_call_output", "call_id": args["call_id"], "output": "{}"}})
+    late = wire.read()
+    assert "error" not in types(late)
+    assert of_type(late, "conversation.item.added")[0]["item"]["call_id"] == args["call_id"]
+    wire.send({"type": "conversation.item.create", "item": {
+        "type": "function_call_output", "call_id": "call_never_made", "output": "{}"}})
+    [error] = of_type(wire.read(), "error")
+    assert error["error"]["param"] == "item.call_id"

@@ -422,11 +422,15 @@ class ServerSession(ResponsePlanner):
     def _create_item(self, item: ev.Item, now: float) -> None:
         if item.type == "function_call_output":
             call_id = item.call_id or ""
-            if call_id not in self._waiting:
+            if call_id in self._waiting:
+                self._waiting[call_id] = item.output or ""
+                self.dialogue.tool_output(item.output or "")
+            elif not any(known.type == "function_call" and known.call_id == call_id
+                         for known in self._items.values()):
                 raise ClientError(f"Invalid 'item.call_id': no function call {call_id!r} is "
-                                  "waiting for its output.", "invalid_value", "item.call_id")
-            self._waiting[call_id] = item.output or ""
-            self.dialogue.tool_output(item.output or "")
+                                  "in the conversation.", "invalid_value", "item.call_id")
+            # else a late output (a barge-in moved on before the tool answered): kept in
+            # the conversation, as the API keeps it, without replaying its answer.
         elif item.type == "message" and item.role == "user":
             words = " ".join(part.text or part.transcript or "" for part in item.content or [])
             self.dialogue.hear(words)
