@@ -283,9 +283,12 @@ async def test_a_blocking_job_times_out_under_redis_and_its_neighbours_are_taken
         assert stuck.finished_at - stuck.started_at < 3.5
         assert all(s.state == "completed" for s in statuses[1:])
         moved = [s for s in statuses[1:] if s.attempts == 2]
-        # The killed process's jobs are noted as taken over; with a 1 s visibility timeout
-        # a job of a live but busy process may also be reclaimed, legitimately, unnoted.
-        assert not moved or any(any("takes it over" in n for n in s.notes) for s in moved)
+        # A job rerun after its process was killed is noted as taken over. With a 1 s
+        # visibility timeout a job of a live but busy process may also be reclaimed,
+        # legitimately unnoted, and on a loaded machine the killed process may have held
+        # no neighbour at all: so what is asserted is that every note says what happened.
+        notes = [n for s in moved for n in s.notes]
+        assert all("takes it over after visibility_timeout" in n for n in notes), notes
         assert (await queue.stats()).dead == 0
     finally:
         await queue.delete_all()
