@@ -279,6 +279,29 @@ def _limited(seconds: str) -> Any:
                  f"Retry-After: {seconds}")
 
 
+async def test_a_refused_key_ends_the_call_with_one_clear_fatal_error() -> None:
+    """A 401 refuses every later request too: the call ends, it does not run on mute."""
+    from tests.test_cascade_chat import Server, reply
+
+    async def frames() -> AsyncIterator[Frame]:
+        yield TextInput(text="question")
+        await asyncio.sleep(30)  # the call would go on; the refusal must end it
+        yield EndOfStream()
+
+    refusal = reply("401 Unauthorized", b'{"error": {"message": "Incorrect API key provided."}}')
+    async with Server(refusal, refusal) as server:
+        llm = ChatModel(base_url=server.url, model="gpt-4o-mini", retry=RetryPolicy(retries=0))
+        pipeline = Pipeline([Source(frames), llm, Sink()])
+        out = await asyncio.wait_for(_collect(pipeline), 10)
+    fatal = [f for f in out if isinstance(f, ErrorFrame) and f.fatal]
+    assert len(fatal) == 1 and "refused the API key" in fatal[0].message
+    assert "so the call ends" in fatal[0].message
+
+
+async def _collect(pipeline: Pipeline) -> list[Frame]:
+    return [f async for f in pipeline.stream()]
+
+
 async def test_model_errors_become_error_frames_and_the_call_goes_on(tmp_path: Path) -> None:
     need_tts()
     from tests.test_cascade_chat import TEXT, Server, reply, sse
@@ -294,7 +317,7 @@ async def test_model_errors_become_error_frames_and_the_call_goes_on(tmp_path: P
                 yield frame
 
     async def frames() -> AsyncIterator[Frame]:
-        for n in range(6):
+        for n in range(5):
             seen.clear()
             yield TextInput(text=f"question {n}")
             await seen.wait()
@@ -304,7 +327,6 @@ async def test_model_errors_become_error_frames_and_the_call_goes_on(tmp_path: P
     incomplete = TEXT.split(b"data: [DONE]")[0].replace(b'"finish_reason":"stop"',
                                                        b'"finish_reason":null')
     async with Server(
-        reply("401 Unauthorized", b'{"error": {"message": "Incorrect API key provided."}}'),
         _limited("30"),  # longer than the stage waits: reported at once
         reply("500 Internal Server Error", b'{"error": {"message": "boom"}}'),
         sse(TEXT, cut_at=900),
@@ -316,19 +338,17 @@ async def test_model_errors_become_error_frames_and_the_call_goes_on(tmp_path: P
         pipeline = Pipeline([Source(frames), llm, Watch(), TextToSpeech(), sink])
         out = [f async for f in pipeline.stream()]
     errors = [f for f in out if isinstance(f, ErrorFrame)]
-    assert [e.code for e in errors] == ["http_401", "http_429", "http_500", "stream_cut",
-                                        "stream_cut"]
-    assert "refused the API key" in errors[0].message
-    assert "retry after 30 s" in errors[1].message and not any(e.fatal for e in errors)
-    assert "cut the stream mid-answer" in errors[3].message
-    assert "ended before the answer was complete" in errors[4].message
+    assert [e.code for e in errors] == ["http_429", "http_500", "stream_cut", "stream_cut"]
+    assert "retry after 30 s" in errors[0].message and not any(e.fatal for e in errors)
+    assert "cut the stream mid-answer" in errors[2].message
+    assert "ended before the answer was complete" in errors[3].message
     # Refused requests never began; the cut ones began and failed; the last one answered.
     assert [f.status for f in out if isinstance(f, ResponseDone)] == [
         "failed", "failed", "completed"]
     finals = [f.text for f in out if isinstance(f, Transcript) and f.final and f.role == "agent"]
     assert finals[-1] == "A pizza costs nine dollars. The crème brûlée is six."
     last = [f for f in out if isinstance(f, AudioFrame) and f.item_id][-1]
-    assert last.item_id == "item_6"
+    assert last.item_id == "item_5"
     assert type(out[-1]) is EndOfStream
 
 

@@ -21,7 +21,8 @@ stage; this stage carries its commands out over a streamed chat completion:
 Where the model is: ``base_url`` (OpenAI, Azure, Groq, vLLM, llama.cpp,
 Ollama...), else OpenAI when the key is set, else the local server's script
 engine in-process, offline. A request that fails before its answer began is
-retried as ``retry`` says; a failure is an ``ErrorFrame`` and the call goes on.
+retried as ``retry`` says; a failure is an ``ErrorFrame`` and the call goes on, but a
+refused key (401, 403) ends the call with a fatal error: every later request would fail.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from pipeflow.conversation.events import (
     TruncateItem,
     UserTranscript,
 )
+from pipeflow.errors import RemoteError
 from pipeflow.frames import (
     AudioFrame,
     EndOfStream,
@@ -84,6 +86,9 @@ from pipeflow.stage import Frames, Stage
 from pipeflow.turns import TurnMachine
 
 __all__ = ["ChatModel", "LlmOptions"]
+
+KEY_REFUSED = frozenset({"http_401", "http_403"})
+"""Error codes that end the call: a refused key refuses every later request too."""
 
 
 class LlmOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -203,6 +208,10 @@ class ChatModel(Stage):
                     if frame.response in self._dropped:  # type: ignore[attr-defined]
                         continue  # made by a cancelled response before it stopped
                     engine.receive_event(frame.event, now)  # type: ignore[attr-defined]
+                    event = frame.event  # type: ignore[attr-defined]
+                    if isinstance(event, ModelError) and event.code in KEY_REFUSED:
+                        raise RemoteError(f"{event.message}; every later request would be "
+                                          "refused too, so the call ends")
                 elif kind is SpeechAudio:
                     self._speech(frame, engine, now)  # type: ignore[arg-type]
                 elif kind is SpeechDone:
