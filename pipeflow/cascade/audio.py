@@ -47,8 +47,12 @@ _TTS = "the voice"
 class SttClient(Protocol):
     """What the ``stt`` stage needs of a recogniser."""
 
-    async def transcribe(self, pcm: bytes, sample_rate: int) -> str:
-        """The words of one caller turn (PCM16 little-endian mono)."""
+    async def transcribe(self, pcm: bytes, sample_rate: int, expect: str | None = None) -> str:
+        """The words of one caller turn (PCM16 little-endian mono).
+
+        ``expect`` names what the caller is expected to say, for a recogniser
+        with a model per expectation (pocketsphinx); others ignore it.
+        """
         ...
 
     async def aclose(self) -> None:
@@ -112,7 +116,8 @@ class HttpTranscriber:
         self.language = language
         self._http = _client(api_key, timeout_s, transport)
 
-    async def transcribe(self, pcm: bytes, sample_rate: int) -> str:
+    async def transcribe(self, pcm: bytes, sample_rate: int, expect: str | None = None) -> str:
+        # ``expect`` is not sent: the API has no such field, and its model needs none.
         data = {"model": self.model, "response_format": "json"}
         if self.language:
             data["language"] = self.language
@@ -186,15 +191,17 @@ class HttpSpeech:
 
 
 class OfflineTranscriber:
-    """A local recogniser (``transcribe(pcm, rate)``, e.g. pocketsphinx) off the event loop."""
+    """A local recogniser (``transcribe(pcm, rate, expect=...)``, e.g. pocketsphinx) off
+    the event loop."""
 
     def __init__(self, recogniser: Any) -> None:
         self.recogniser = recogniser
 
-    async def transcribe(self, pcm: bytes, sample_rate: int) -> str:
+    async def transcribe(self, pcm: bytes, sample_rate: int, expect: str | None = None) -> str:
         if not pcm:
             return ""
-        return str(await asyncio.to_thread(self.recogniser.transcribe, pcm, sample_rate))
+        return str(await asyncio.to_thread(self.recogniser.transcribe, pcm, sample_rate,
+                                           expect=expect))
 
     async def aclose(self) -> None:
         return None

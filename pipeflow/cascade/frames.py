@@ -1,4 +1,4 @@
-"""Frames between the cascade's stages: the ``tts`` stage's speech, fed back to ``llm``.
+"""Frames between the cascade's stages: feedback from ``tts`` to ``llm``, ``llm`` to ``stt``.
 
 The conversation engine lives in the ``llm`` stage and decides which agent
 audio goes downstream (a cancelled answer's tail is dropped, positions and
@@ -7,6 +7,11 @@ speech itself: it sends it upstream as ``SpeechAudio``, and the engine
 emits it as the agent's ``AudioFrame``. ``SpeechDone`` says an item is
 wholly spoken: only then is the response over, so a barge-in during the
 last sentences still cancels it.
+
+``Expecting`` tells the ``stt`` stage what the caller is expected to say
+next (a phone number, an address), as the offline chat model's dialogue
+knows after each answer: the offline recogniser decodes the next turn
+against that expectation's sentences, as the local Realtime server's does.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import ClassVar
 
 from pipeflow.frames import Frame
 
-__all__ = ["SpeechAudio", "SpeechDone"]
+__all__ = ["Expecting", "SpeechAudio", "SpeechDone"]
 
 
 class SpeechAudio(Frame, tag="speech_audio"):
@@ -38,3 +43,14 @@ class SpeechDone(Frame, tag="speech_done"):
     kind: ClassVar[str] = "control"
     item_id: str
     failed: bool = False
+
+
+class Expecting(Frame, tag="expecting"):
+    """What the caller is expected to say next, upstream from ``llm`` to ``stt``.
+
+    ``expect`` names an expectation of the recogniser (``"phone"``); None:
+    nothing in particular (a real chat model gives no expectation).
+    """
+
+    kind: ClassVar[str] = "control"
+    expect: str | None = None

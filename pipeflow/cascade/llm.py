@@ -29,6 +29,11 @@ class ChatClient(Protocol):
         """The ``data`` payloads of one streamed completion over ``messages``."""
         ...
 
+    @property
+    def expect(self) -> str | None:
+        """What the caller is expected to say next, where the model knows (its script)."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections."""
         ...
@@ -82,6 +87,10 @@ class HttpChat:
             raise ChatError(f"cannot reach the chat model at {self.url} ({exc})",
                             "unreachable") from None
 
+    @property
+    def expect(self) -> str | None:
+        return None  # a real model says nothing of what the caller will say
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
@@ -104,6 +113,11 @@ class OfflineChat:
                 await asyncio.sleep(self.chunk_delay_s)
             yield msgspec.json.encode(chunk).decode()
         yield "[DONE]"
+
+    @property
+    def expect(self) -> str | None:
+        """The dialogue state's expectation, after the answers streamed so far."""
+        return self.chat.dialogue.expect
 
     async def aclose(self) -> None:
         return None

@@ -16,7 +16,10 @@ stage; this stage carries its commands out over a streamed chat completion:
   is all spoken (a barge-in until then cancels it);
 - ``CancelResponse`` (barge-in): the completion stops at once, the history
   keeps what was spoken, ``TruncateItem`` cuts it to what the caller heard;
-- ``SendToolResult`` / ``AddMessage``: messages of the history.
+- ``SendToolResult`` / ``AddMessage``: messages of the history;
+- after each answer, what the caller is expected to say next (the offline
+  script's dialogue state: a phone number, an address) goes upstream to the
+  ``stt`` stage as ``Expecting``, for its recogniser to listen for.
 
 Where the model is: ``base_url`` (OpenAI, Azure, Groq, vLLM, llama.cpp,
 Ollama...), else OpenAI when the key is set, else the local server's script
@@ -36,7 +39,7 @@ import msgspec
 
 from pipeflow.cascade.chat import ChatError, ChatHistory, ChatStream
 from pipeflow.cascade.endpoint import endpoint
-from pipeflow.cascade.frames import SpeechAudio, SpeechDone
+from pipeflow.cascade.frames import Expecting, SpeechAudio, SpeechDone
 from pipeflow.cascade.llm import ChatClient, HttpChat, OfflineChat
 from pipeflow.cascade.retry import RetryPolicy, retry_delay
 from pipeflow.cascade.script_llm import ScriptChat
@@ -149,7 +152,7 @@ class ChatModel(Stage):
     consumes = (AudioFrame, TurnCommitted, Transcript, TextInput, Say, SpeechStarted, Interrupt,
                 ToolResult, PlayoutPosition, SpeechAudio, SpeechDone)
     produces = (SessionStarted, ResponseStarted, AudioFrame, Transcript, ToolCall, ResponseDone,
-                Interrupt, ErrorFrame, Metric)
+                Interrupt, ErrorFrame, Metric, Expecting)
 
     def __init__(self, options: msgspec.Struct | None = None, /, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
@@ -166,6 +169,7 @@ class ChatModel(Stage):
         self._heard = 0  # ... and their words received from the stt stage
         self._words = asyncio.Event()
         self._spoken_by_tts = False
+        self._expect: str | None = None  # the expectation last told upstream
 
     # -- set-up --------------------------------------------------------------------
 
@@ -194,6 +198,7 @@ class ChatModel(Stage):
         agent = self.ctx.pipeline.agent
         self.history = ChatHistory(opts.instructions or getattr(agent, "instructions", None))
         self.llm = await asyncio.to_thread(self._make_llm)
+        self._tell_expect()
         self._spoken_by_tts = any(getattr(s, "speaks", False)
                                   for s in self.ctx.downstream_stages())
         tools = self._tools()
@@ -337,6 +342,7 @@ class ChatModel(Stage):
             else:
                 stream = await self._complete_retrying(response, tools)
                 text, calls, usage = stream.text, stream.tool_calls(), stream.usage
+                self._tell_expect()
                 await self._began(response)
             history.add_assistant(item, text, calls)
             response.completed = True
@@ -397,6 +403,13 @@ class ChatModel(Stage):
                     await self._emit_metric("llm_first_token_s", time.perf_counter() - started)
                 await self._began(response)
                 await self._emit(TextOut(item_id=response.item_id, text=delta), response)
+
+    def _tell_expect(self) -> None:
+        """Tell the stt stage what the caller is expected to say next, when it changed."""
+        expect = self.llm.expect if self.llm is not None else None
+        if expect != self._expect:
+            self._expect = expect
+            self.ctx.send_upstream(Expecting(expect=expect))
 
     async def _emit_metric(self, name: str, value: float) -> None:
         await self.ctx.emit(Metric(stage=self.ctx.name, name=name, value=value, unit="s"))

@@ -11,6 +11,11 @@ with the sentences of ``transcriber`` or of the script's ``transcriber``
 section. A failed transcription is an ``ErrorFrame`` and an empty
 transcript, so the turn is still answered ("sorry, I didn't catch that")
 and the call goes on.
+
+The ``llm`` stage after it says what the caller is expected to say next
+(``Expecting``: a phone number, an address), as its offline script knows;
+each turn is transcribed with the expectation last told before its commit,
+so the offline recogniser listens for digits when a number is asked for.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pipeflow.asr.options import TranscriberOptions, build_transcriber
 from pipeflow.cascade.audio import HttpTranscriber, OfflineTranscriber, SttClient
 from pipeflow.cascade.chat import ChatError
 from pipeflow.cascade.endpoint import endpoint, with_retries
+from pipeflow.cascade.frames import Expecting
 from pipeflow.cascade.retry import RetryPolicy
 from pipeflow.errors import ConfigError
 from pipeflow.frames import AudioFrame, EndOfStream, ErrorFrame, Metric, Transcript, TurnCommitted
@@ -64,7 +70,8 @@ class SpeechToText(Stage):
     name = "stt"
     Options = SttOptions
     duplex = True
-    consumes = (AudioFrame, TurnCommitted, EndOfStream)
+    accepts = (Expecting,)
+    consumes = (AudioFrame, TurnCommitted, EndOfStream, Expecting)
     produces = (Transcript, ErrorFrame, Metric)
 
     def __init__(self, options: msgspec.Struct | None = None, /, **kwargs: Any) -> None:
@@ -100,6 +107,7 @@ class SpeechToText(Stage):
         last: asyncio.Task[None] | None = None
         waiting: set[str] = set()  # turns whose words are not out yet
         ending: EndOfStream | None = None
+        expect: str | None = None  # what the llm stage said the caller will say next
         try:
             async for frame in frames:
                 kind = type(frame)
@@ -113,10 +121,12 @@ class SpeechToText(Stage):
                     keep = int(self.options.max_turn_s * rate) * 2
                     if len(audio) > keep:
                         del audio[:len(audio) - keep]
+                elif kind is Expecting:
+                    expect = frame.expect  # type: ignore[attr-defined]
                 elif kind is TurnCommitted and audio:
                     item_id = f"input_{next(turns)}"
                     waiting.add(item_id)
-                    last = self.ctx.spawn(self._turn(bytes(audio), rate, item_id, last),
+                    last = self.ctx.spawn(self._turn(bytes(audio), rate, item_id, last, expect),
                                           name=f"{self.ctx.name}.turn")
                     audio = bytearray()
                 elif kind is Transcript:
@@ -124,8 +134,8 @@ class SpeechToText(Stage):
                 elif kind is EndOfStream:
                     ending = frame  # type: ignore[assignment]
                     # held until the words of the last turns are out
-                if kind is not EndOfStream:
-                    yield frame
+                if kind is not EndOfStream and kind is not Expecting:
+                    yield frame  # (feedback from downstream goes no further)
                 if ending is not None and not waiting:
                     yield ending
                     break
@@ -137,7 +147,7 @@ class SpeechToText(Stage):
                 await client.aclose()
 
     async def _turn(self, pcm: bytes, rate: int, item_id: str,
-                    before: asyncio.Task[None] | None) -> None:
+                    before: asyncio.Task[None] | None, expect: str | None) -> None:
         """Transcribe one turn; its words go out after those of the turn before."""
         assert self.client is not None
         client = self.client
@@ -145,8 +155,8 @@ class SpeechToText(Stage):
         words = ""
         error: ErrorFrame | None = None
         try:
-            words = await with_retries(lambda: client.transcribe(pcm, rate), self.options.retry,
-                                       self._retrying)
+            words = await with_retries(lambda: client.transcribe(pcm, rate, expect),
+                                       self.options.retry, self._retrying)
         except ChatError as exc:
             error = ErrorFrame(stage=self.ctx.name, message=str(exc), code=exc.code)
         took = time.perf_counter() - started
