@@ -102,6 +102,11 @@ class ProcessTranscriber:
         self._idle: list[_Child] = []
         self._all: set[_Child] = set()
 
+    @property
+    def expectations(self) -> tuple[str, ...]:
+        """Names of the expectations the options give a model of their own."""
+        return tuple(self.options.expectations)
+
     def _call(self, *args: Any) -> Any:
         with self._slots:
             with self._lock:

@@ -117,10 +117,11 @@ class HttpTranscriber:
         self._http = _client(api_key, timeout_s, transport)
 
     async def transcribe(self, pcm: bytes, sample_rate: int, expect: str | None = None) -> str:
-        # ``expect`` is not sent: the API has no such field, and its model needs none.
         data = {"model": self.model, "response_format": "json"}
         if self.language:
             data["language"] = self.language
+        if expect:  # as the API's ``prompt`` (text that guides the recogniser); the local
+            data["prompt"] = expect  # server hears a prompt naming an expectation by it
         files = {"file": ("turn.wav", wav_bytes(pcm, sample_rate), "audio/wav")}
         try:
             resp = await self._http.post(self.url, data=data, files=files)

@@ -105,7 +105,12 @@ def transcription_route(transcriber: Any = None, api_key: str | None = None) -> 
                              dtype="<i2")
         engine = await recogniser.get()
         started = time.perf_counter()
-        words = str(await asyncio.to_thread(engine.transcribe, pcm.tobytes())) if pcm.size else ""
+        # A prompt naming one of the script's expectations ("digits") picks its model,
+        # as the Realtime path's dialogue state does; any other prompt is ignored.
+        prompt = form["prompt"].data.decode("utf-8", "replace") if "prompt" in form else ""
+        expect = prompt if prompt in getattr(engine, "expectations", ()) else None
+        words = str(await asyncio.to_thread(
+            engine.transcribe, pcm.tobytes(), _RATE, expect=expect)) if pcm.size else ""
         took = timing(time.perf_counter() - started)
         if fmt == "text":
             return PlainTextResponse(words + "\n", headers=took)

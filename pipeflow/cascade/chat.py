@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 __all__ = [
+    "EXPECT_HEADER",
     "ChatError",
     "ChatHistory",
     "ChatStream",
@@ -27,6 +28,12 @@ __all__ = [
     "StreamedCall",
     "http_error",
 ]
+
+
+EXPECT_HEADER = "X-Pipeflow-Expect"
+"""Response header naming what the script expects the caller to say next ("digits"):
+the local server's own extension, which a cascade's ``stt`` stage passes on to the
+transcription endpoint as its ``prompt``. Other providers never send it."""
 
 
 class ChatError(Exception):

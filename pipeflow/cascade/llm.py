@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import httpx
 import msgspec
 
-from pipeflow.cascade.chat import ChatError, SseDecoder, http_error
+from pipeflow.cascade.chat import EXPECT_HEADER, ChatError, SseDecoder, http_error
 from pipeflow.cascade.script_llm import ScriptChat
 
 __all__ = ["ChatClient", "HttpChat", "OfflineChat"]
@@ -59,6 +59,7 @@ class HttpChat:
         self.extra = dict(extra or {})
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(headers=headers, timeout=timeout_s, transport=transport)
+        self._expect: str | None = None
 
     async def stream(self, messages: list[dict[str, Any]],
                      tools: list[dict[str, Any]]) -> AsyncIterator[str]:
@@ -74,6 +75,7 @@ class HttpChat:
                 if resp.status_code != 200:
                     raise http_error(resp.status_code, await resp.aread(), dict(resp.headers),
                                      self.url)
+                self._expect = resp.headers.get(EXPECT_HEADER) or None
                 async for chunk in resp.aiter_bytes():
                     for data in decoder.feed(chunk):
                         yield data
@@ -89,7 +91,9 @@ class HttpChat:
 
     @property
     def expect(self) -> str | None:
-        return None  # a real model says nothing of what the caller will say
+        """What the caller is expected to say next: only the local server's script says
+        (its ``X-Pipeflow-Expect`` header); a real model says nothing of it."""
+        return self._expect
 
     async def aclose(self) -> None:
         await self._http.aclose()

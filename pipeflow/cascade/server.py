@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from pipeflow.cascade.chat import EXPECT_HEADER
 from pipeflow.cascade.script_llm import ScriptChat
 from pipeflow.realtime.script import DEFAULT_SCRIPT, Script
 
@@ -73,11 +74,18 @@ async def read_json(request: Request, limit: int = MAX_JSON_BYTES) -> Any:
 
 def replay(script: Script, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The chunks of the script's answer to the last turn of ``messages``."""
+    return _replayed(script, messages)[0]
+
+
+def _replayed(script: Script, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
+                                                                        str | None]:
+    """The answer's chunks, and what the dialogue expects after it."""
     chat = ScriptChat(script)
     for i, message in enumerate(messages):
         if message.get("role") == "assistant":
             chat.complete(messages[:i])  # the answer given then, decided again
-    return chat.complete(messages)
+    chunks = chat.complete(messages)
+    return chunks, chat.dialogue.expect
 
 
 def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
@@ -122,8 +130,10 @@ def chat_route(script: Script | None = None, api_key: str | None = "") -> Route:
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             return _error(400, "'messages' must be a list of message objects.", "messages")
         started = time.perf_counter()
-        chunks = replay(played, messages)
+        chunks, expect = _replayed(played, messages)
         took = timing(time.perf_counter() - started)
+        if expect:
+            took[EXPECT_HEADER] = expect
         if body.get("stream"):
             async def events() -> AsyncIterator[bytes]:
                 for chunk in chunks:
