@@ -325,28 +325,23 @@ def _share_caller_speech(config: Any) -> Callable[[], None]:
     lock) is not work a worker does per call. Every call speaks the same lines.
     """
     import pipeflow.stages.caller as caller_module
-    from pipeflow.audio.tts import synthesize
 
     spec = next(s for s in config.stages if s.type == "caller")
     opts = spec.options
-    speech: dict[tuple[Any, ...], Any] = {}
-    for line in opts.lines:
-        text = line if isinstance(line, str) else line.text
-        key = (text, opts.sample_rate, opts.voice, opts.words_per_minute)
-        speech[key] = synthesize(*key)
-    original = caller_module.synthesize_async
+    texts = [line if isinstance(line, str) else line.text for line in opts.lines]
+    key = (texts, opts.sample_rate, opts.voice, opts.words_per_minute)
+    original = caller_module.synthesize_apart
+    speech = original(*key)
 
-    async def shared(text: str, sample_rate: int = 24000, voice: str = "en-us",
-                     words_per_minute: int = 175) -> Any:
-        key = (text, sample_rate, voice, words_per_minute)
-        if key in speech:
-            return speech[key]
-        return await original(*key)
+    def shared(texts: list[str], rate: int, voice: str, wpm: int) -> Any:
+        if (texts, rate, voice, wpm) == key:
+            return speech
+        return original(texts, rate, voice, wpm)
 
-    caller_module.synthesize_async = shared  # type: ignore[assignment]
+    caller_module.synthesize_apart = shared  # type: ignore[assignment]
 
     def undo() -> None:
-        caller_module.synthesize_async = original  # type: ignore[assignment]
+        caller_module.synthesize_apart = original  # type: ignore[assignment]
 
     return undo
 
