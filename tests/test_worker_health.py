@@ -38,7 +38,9 @@ async def test_healthz_readyz_and_metrics_follow_the_worker() -> None:
         response = await client.get("/readyz")
         assert response.status_code == 503
         assert response.json()["reason"] == "worker has not started"
-        runner = asyncio.ensure_future(worker.run(until_idle=True))
+        # Not until_idle: on a loaded machine the worker could find the queue
+        # empty before the job below is submitted, stop, and leave it untaken.
+        runner = asyncio.ensure_future(worker.run())
         await asyncio.sleep(0)
         ready = await client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["load"] == 0
@@ -50,7 +52,10 @@ async def test_healthz_readyz_and_metrics_follow_the_worker() -> None:
         assert (body["running"], body["max_jobs"], body["load"]) == (1, 1, 1.0)
         assert (await client.get("/healthz")).status_code == 200
         release.set()
-        await runner
+        while worker.counts.get("completed", 0) < 1:
+            await asyncio.sleep(0.01)
+        worker.stop("test over")
+        await asyncio.wait_for(runner, 10)
         metrics = (await client.get("/metrics")).text
         assert 'pipeflow_jobs_completed_total{agent="agent"} 1.0' in metrics
         assert 'pipeflow_jobs_running{agent="agent"} 0.0' in metrics
