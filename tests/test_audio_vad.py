@@ -210,3 +210,42 @@ def test_energy_levels_match_a_float64_reference(seed: int, level: int):
     x = windows.astype(np.float64)
     expected = 10 * np.log10((x * x).sum(axis=1) / (240 * 32768.0**2) + 1e-10)
     assert engine.scores(windows) == pytest.approx((expected + 1000).tolist(), abs=1e-3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), level=st.sampled_from([30, 100, 3000, 20000]))
+def test_energy_levels_from_pcm_bytes_are_within_0_3_db(seed: int, level: int):
+    # The bytes path (one audioop.rms per window) against the float64 reference, at the
+    # levels where a decision can turn on it (above -67 dBFS).
+    from pipeflow.audio import vad
+
+    if vad._rms is None:
+        pytest.skip("no audioop here: the numpy path is the only one")
+    rng = np.random.default_rng(seed)
+    windows = (rng.standard_normal((6, 240)) * level).clip(-32768, 32767).astype(np.int16)
+    engine = vad.EnergyEngine(VadOptions(min_level_db=-200.0), 24000)
+    engine._floor = -1000.0
+    x = windows.astype(np.float64)
+    expected = 10 * np.log10((x * x).sum(axis=1) / (240 * 32768.0**2) + 1e-10) + 1000
+    pcm = windows.tobytes()
+    assert engine.scores_pcm(pcm, len(pcm)) == pytest.approx(expected.tolist(), abs=0.3)
+
+
+@pytest.mark.parametrize("snr", [None, 20.0])
+def test_pcm_bytes_path_finds_the_same_turns_as_the_numpy_path(track: SpeechTrack, snr):
+    from pipeflow.audio import vad
+
+    if vad._rms is None:
+        pytest.skip("no audioop here: the numpy path is the only one")
+    audio = track if snr is None else add_noise(track, snr)
+    size = audio.sample_rate // 50
+    fast, numpy_only = Segmenter(VadOptions(), audio.sample_rate), Segmenter(
+        VadOptions(), audio.sample_rate)
+    assert fast._pcm_scores is not None
+    numpy_only._pcm_scores = None
+    got, want = [], []
+    for start in range(0, audio.samples.size, size):
+        piece = audio.samples[start : start + size].tobytes()
+        got += fast.feed(piece, start / audio.sample_rate)
+        want += numpy_only.feed(piece, start / audio.sample_rate)
+    assert got + fast.finish() == want + numpy_only.finish()

@@ -19,8 +19,11 @@ Engines: ``energy`` (numpy only: level above an adaptive noise floor),
 from __future__ import annotations
 
 import math
+import sys
+import warnings
 from collections import deque
-from typing import Annotated, Literal, Protocol
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 import numpy as np
@@ -32,7 +35,23 @@ from pipeflow.frames import Frame, SpeechStarted, SpeechStopped, TurnCommitted
 
 __all__ = ["Engine", "Segmenter", "VadOptions", "make_engine"]
 
-_EMPTY = np.zeros(0, dtype=np.int16)
+_FULL_SCALE = 32768.0**2
+
+
+def _audioop_rms() -> Callable[[Any, int], int] | None:
+    """``audioop.rms``: the standard library's up to 3.12, the ``audioop-lts`` package's
+    (a dependency there) from 3.13; ``None`` where neither is installed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.11-3.12: slated for removal
+        try:
+            import audioop
+        except ImportError:
+            return None
+    return audioop.rms  # type: ignore[no-any-return]
+
+
+# audioop reads native-endian samples; frames carry little-endian PCM16.
+_rms = _audioop_rms() if sys.byteorder == "little" else None
 
 _Ms = Annotated[int, msgspec.Meta(ge=0)]  # checked when a pipeline file is validated
 
@@ -119,14 +138,50 @@ class EnergyEngine:
             ones = self._ones = np.ones(x.shape[1], dtype=np.float32)
         # A matrix-vector product sums each window's squares in one BLAS call,
         # about half the cost of a reduction along an axis on rows this short.
-        powers = (x @ ones).tolist()
-        scale = 1.0 / (windows.shape[1] * 32768.0**2)
+        scale = 1.0 / (windows.shape[1] * _FULL_SCALE)
+        return self._levels([power * scale for power in (x @ ones).tolist()])
+
+    def scores_pcm(self, pcm: bytes, size: int) -> list[float]:
+        """``scores`` of the windows in the first ``size`` bytes of PCM16 ``pcm``, with no
+        array made: one C call per window (``audioop.rms``), about a sixth of the numpy
+        path's instructions on 10 ms windows.
+
+        ``rms`` is the integer part of the root mean square, so the midpoint of its
+        unit step is taken: a window's level is off by at most 0.3 dB above -67 dBFS
+        (rms 14), the only levels where it can move a decision (quieter windows are
+        under ``min_level_db``'s default and a floor there is far below any speech).
+        """
+        rms = _rms
+        assert rms is not None
+        step = 2 * self.window
+        data = memoryview(pcm)
+        log10 = math.log10
+        scale = 1.0 / _FULL_SCALE
+        block_min, count, floor = self._block_min, self._block_count, self._floor
+        min_level, block_windows = self.min_level, self.BLOCK_WINDOWS
+        out = []
+        for start in range(0, size, step):  # _levels, inlined: this runs per 10 ms
+            level = 10.0 * log10((rms(data[start : start + step], 2) + 0.5) ** 2 * scale + 1e-10)
+            if level < block_min:
+                block_min = level
+            count += 1
+            if count == block_windows:
+                self._blocks.append(block_min)
+                floor = min(self._blocks)
+                block_min, count = math.inf, 0
+            lowest = floor if floor < block_min else block_min
+            out.append(level - lowest if level > min_level else -math.inf)
+        self._block_min, self._block_count, self._floor = block_min, count, floor
+        return out
+
+    def _levels(self, powers: list[float]) -> list[float]:
+        """Scores of windows with these mean-square powers (1.0 is full scale)."""
         log10 = math.log10
         block_min, count, floor = self._block_min, self._block_count, self._floor
         min_level = self.min_level
         out = []
         for power in powers:
-            level = 10.0 * log10(power * scale + 1e-10)
+            level = 10.0 * log10(power + 1e-10)
             if level < block_min:
                 block_min = level
             count += 1
@@ -265,8 +320,11 @@ class Segmenter:
         self.engine: Engine = make_engine(options, self.sample_rate)
         self.window_s = self.engine.window / self.sample_rate
         self.speaking = False
-        self._pending = np.zeros(0, dtype=np.int16)
+        self._pending = b""  # PCM16 of a window begun, not complete
         self._next_pts: float | None = None  # stream time of the next window start
+        # Engines that read PCM bytes themselves are fed bytes: no array per chunk.
+        pcm_scores = getattr(self.engine, "scores_pcm", None)
+        self._pcm_scores = pcm_scores if _rms is not None else None
         self._run_start = 0.0  # first window of the current speech candidate
         self._speech_s = 0.0
         self._gap_s = 0.0
@@ -286,26 +344,28 @@ class Segmenter:
         """
         if len(pcm) & 1:
             view(pcm, f"vad input at {pts:.3f} s")  # raises, naming the stream time
-        samples = np.frombuffer(pcm, "<i2")
-        window = self.engine.window
+        size = 2 * self.engine.window  # bytes per window
         next_pts = self._next_pts
         pending = self._pending
         if next_pts is None or abs(
-            pts - (next_pts + pending.size / self.sample_rate)
+            pts - (next_pts + len(pending) / (2 * self.sample_rate))
         ) > self.window_s:
             # First chunk or a gap in the stream: restart the window grid here.
-            pending = self._pending = _EMPTY
+            pending = self._pending = b""
             next_pts = self._next_pts = pts
-        if pending.size:
-            samples = np.concatenate((pending, samples))
-        whole = samples.size - samples.size % window
-        if whole < samples.size:
-            self._pending = samples[whole:].copy()
-        elif pending.size:
-            self._pending = _EMPTY
+        data = pending + pcm if pending else pcm
+        whole = len(data) - len(data) % size
+        if whole < len(data):
+            self._pending = bytes(data[whole:])
+        elif pending:
+            self._pending = b""
         if not whole:
             return []
-        scores = self.engine.scores(samples[:whole].reshape(-1, window))
+        if self._pcm_scores is not None:
+            scores = self._pcm_scores(data, whole)
+        else:
+            windows = np.frombuffer(data, "<i2", count=whole // 2)
+            scores = self.engine.scores(windows.reshape(-1, size // 2))
         events: list[Frame] = []
         step = self.window_s
         enter, stay = self.engine.enter, self.engine.stay
@@ -333,7 +393,7 @@ class Segmenter:
     def _expected(self, pts: float) -> float:
         """Stream time the next chunk should start at, given what is pending."""
         assert self._next_pts is not None
-        return self._next_pts + self._pending.size / self.sample_rate
+        return self._next_pts + len(self._pending) / (2 * self.sample_rate)
 
     def _step(self, score: float, at: float, events: list[Frame]) -> None:
         engine = self.engine
