@@ -170,17 +170,7 @@ class Pipeline:
         A fatal ``ErrorFrame`` is yielded last when a stage raised. Closing
         this generator (or cancelling its consumer) shuts every stage down.
         """
-        self._bind()
-        self.context._runner = asyncio.current_task()
-        generators: list[AsyncIterator[Frame]] = []
-        upstream: AsyncIterator[Frame] = aiter(source) if source is not None else _empty()
-        for st in self.stages:
-            frames = merged_input(upstream, st.ctx) if st.is_duplex() else upstream
-            upstream = st.process(frames)
-            if self.count_frames:
-                upstream = self._counted(upstream, st.ctx.name)
-            generators.append(upstream)
-        output = upstream
+        output, generators = self._start(source)
         # The file's folder stays importable while the run lasts (tools may import late).
         with importable(self.config.folder if self.config is not None else None):
             try:
@@ -195,6 +185,22 @@ class Pipeline:
                 yield self._error_frame(exc)
             finally:
                 await self._shutdown(generators)
+
+    def _start(
+        self, source: AsyncIterable[Frame] | None
+    ) -> tuple[AsyncIterator[Frame], list[AsyncIterator[Frame]]]:
+        """Bind the stages and compose their generators: the last one's output, and all."""
+        self._bind()
+        self.context._runner = asyncio.current_task()
+        generators: list[AsyncIterator[Frame]] = []
+        upstream: AsyncIterator[Frame] = aiter(source) if source is not None else _empty()
+        for st in self.stages:
+            frames = merged_input(upstream, st.ctx) if st.is_duplex() else upstream
+            upstream = st.process(frames)
+            if self.count_frames:
+                upstream = self._counted(upstream, st.ctx.name)
+            generators.append(upstream)
+        return upstream, generators
 
     async def _counted(self, frames: AsyncIterator[Frame], name: str) -> AsyncIterator[Frame]:
         counts = self._counts
@@ -244,16 +250,38 @@ class Pipeline:
             on_frame: optional callable given every output frame.
         """
         result = self.result = RunResult(name=self.name)
+        by_type = result.frames_by_type
         started = time.perf_counter()
         try:
-            async for frame in self.stream(source):
-                result.frames_out += 1
-                tag = type(frame).__name__
-                result.frames_by_type[tag] = result.frames_by_type.get(tag, 0) + 1
-                if isinstance(frame, ErrorFrame):
-                    result.errors.append(frame)
-                if on_frame is not None:
-                    on_frame(frame)
+            # The chain's output read here, not through ``stream``: one generator hop less
+            # per frame for a run that only drains (the CLI, the worker, a file-fed call).
+            output, generators = self._start(source)
+            next_frame = output.__anext__
+            with importable(self.config.folder if self.config is not None else None):
+                try:
+                    while True:
+                        try:
+                            frame = await next_frame()
+                        except StopAsyncIteration:
+                            break
+                        except asyncio.CancelledError:
+                            failure = self.context._failure
+                            if failure is None:
+                                raise
+                            frame = self._error_frame(failure)
+                            next_frame = _ended
+                        except Exception as exc:
+                            frame = self._error_frame(exc)
+                            next_frame = _ended
+                        result.frames_out += 1
+                        tag = type(frame).__name__
+                        by_type[tag] = by_type.get(tag, 0) + 1
+                        if isinstance(frame, ErrorFrame):
+                            result.errors.append(frame)
+                        if on_frame is not None:
+                            on_frame(frame)
+                finally:
+                    await self._shutdown(generators)
         except asyncio.CancelledError:
             result.cancelled = True
             raise
@@ -262,6 +290,11 @@ class Pipeline:
             order = [st._ctx.name for st in self.stages if st._ctx is not None]
             result.frames_by_stage = {n: self._counts[n] for n in order if n in self._counts}
         return result
+
+
+async def _ended() -> Frame:
+    """What a run reads after its error frame: the end."""
+    raise StopAsyncIteration
 
 
 async def _empty() -> AsyncIterator[Frame]:

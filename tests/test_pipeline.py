@@ -316,3 +316,28 @@ async def test_a_cancelled_run_keeps_its_partial_summary() -> None:
     assert result.cancelled and not result.ok
     assert result.frames_out >= 5 and result.duration > 0
     assert result.frames_by_stage["passthrough"] == result.frames_out
+
+
+async def test_run_counts_what_stream_yields_and_shuts_down_when_on_frame_raises() -> None:
+    # run() reads the chain's output itself (not through stream()): the same frames, and
+    # a failing on_frame still closes every stage before the error leaves run().
+    streamed = [frame async for frame in Pipeline([numbers(), PassThrough()]).stream()]
+    result = await Pipeline([numbers(), PassThrough()]).run()
+    assert result.frames_out == len(streamed) == 21
+    assert result.frames_by_type == {"AudioFrame": 20, "EndOfStream": 1}
+    closed: list[str] = []
+
+    class Closer(Stage):
+        async def process(self, frames):  # type: ignore[no-untyped-def]
+            try:
+                async for frame in frames:
+                    yield frame
+            finally:
+                closed.append("closer")
+
+    def refuse(frame: Frame) -> None:
+        raise LookupError("the consumer failed")
+
+    with pytest.raises(LookupError, match="the consumer failed"):
+        await Pipeline([numbers(), Closer()]).run(on_frame=refuse)
+    assert closed == ["closer"]

@@ -114,7 +114,10 @@ class AudioSink(Stage):
         ticker = None
         try:
             async for frame in frames:
-                if type(frame) is AudioFrame and (play_all or frame.item_id):
+                if type(frame) is AudioFrame and not (play_all or frame.item_id):
+                    yield frame  # audio this sink does not play (the caller's): first, it is most
+                    continue
+                if type(frame) is AudioFrame:
                     pcm = await self._convert(frame)
                     if pcm:
                         playout = self._playout

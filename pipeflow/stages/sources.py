@@ -61,22 +61,42 @@ async def paced(frames: Iterator[Frame], speed: float, start: float | None = Non
     (``start`` defaults to now; frames without ``pts`` go at once). With
     ``speed`` 0 frames leave as fast as the consumer takes them.
     """
-    clock = get_clock()
-    if start is None:
-        start = clock.now()
-    sleep_until = clock.sleep_until
-    if start > clock.now():  # a start delay holds even unpaced streams
-        await sleep_until(start)
-    count = 0
-    for frame in frames:
-        if speed > 0:
-            pts = getattr(frame, "pts", None)
-            await sleep_until(start if pts is None else start + pts / speed)
-        else:
-            count += 1
-            if count % _YIELD_EVERY == 0:
-                await asyncio.sleep(0)
+    start = await _started(start)
+    sleep_until = get_clock().sleep_until
+    for due, frame in _due(frames, speed, start):
+        if due is not None:  # a negative due: one loop round
+            await (sleep_until(due) if due >= 0 else asyncio.sleep(0))
         yield frame
+
+
+# The built-in sources loop over ``_due`` and wait in their own ``process`` instead of
+# reading ``paced``: a generator hop between the pacing and the stage costs about 8k
+# instructions per frame, as much as the rest of the source.
+
+
+async def _started(start: float | None) -> float:
+    """The clock time of stream time 0 (now by default), once reached if it lies ahead
+    (a start delay holds even unpaced streams)."""
+    clock = get_clock()
+    now = clock.now()
+    if start is None:
+        return now
+    if start > now:
+        await clock.sleep_until(start)
+    return start
+
+
+def _due(frames: Iterator[Frame], speed: float, start: float) -> Iterator[tuple[float | None,
+                                                                             Frame]]:
+    """Each frame with the clock time it is due (``None``: at once; negative: after one
+    loop round, so an unpaced stream lets other tasks run every ``_YIELD_EVERY`` frames)."""
+    if speed > 0:
+        for frame in frames:
+            pts = getattr(frame, "pts", None)
+            yield (start if pts is None else start + pts / speed), frame
+        return
+    for count, frame in enumerate(frames, 1):
+        yield (-1.0 if count % _YIELD_EVERY == 0 else None), frame
 
 
 def _check_speed(speed: float, where: str) -> None:
@@ -145,7 +165,11 @@ class WavSource(Stage):
         audio = read_wav(opts.path)
         slices = _slices(audio.samples, audio.sample_rate, opts.frame_ms, opts.loop)
         self.started_at = get_clock().now() + opts.start_delay_ms / 1000
-        async for frame in paced(slices, opts.speed, self.started_at):
+        await _started(self.started_at)
+        sleep_until = get_clock().sleep_until
+        for due, frame in _due(slices, opts.speed, self.started_at):
+            if due is not None:  # a negative due: one loop round
+                await (sleep_until(due) if due >= 0 else asyncio.sleep(0))
             yield frame
         yield EndOfStream()
 
@@ -197,7 +221,11 @@ class ToneSource(Stage):
             return np.rint(np.sin(phase) * scale).astype(np.int16).tobytes()
 
         generated = _generated(tone, rate, opts.duration_ms, opts.frame_ms)
-        async for frame in paced(generated, opts.speed):
+        start = await _started(None)
+        sleep_until = get_clock().sleep_until
+        for due, frame in _due(generated, opts.speed, start):
+            if due is not None:  # a negative due: one loop round
+                await (sleep_until(due) if due >= 0 else asyncio.sleep(0))
             yield frame
         yield EndOfStream()
 
@@ -229,7 +257,11 @@ class SilenceSource(Stage):
         _check_speed(opts.speed, "silence source")
         generated = _generated(lambda start, stop: bytes(2 * (stop - start)), rate,
                                opts.duration_ms, opts.frame_ms)
-        async for frame in paced(generated, opts.speed):
+        start = await _started(None)
+        sleep_until = get_clock().sleep_until
+        for due, frame in _due(generated, opts.speed, start):
+            if due is not None:  # a negative due: one loop round
+                await (sleep_until(due) if due >= 0 else asyncio.sleep(0))
             yield frame
         yield EndOfStream()
 
