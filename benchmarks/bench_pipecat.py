@@ -305,6 +305,19 @@ def _run_child(python: Path, extra: list[str], timeout: float) -> dict[str, Any]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def scale_step(python: Path, n: int, lean: bool, core: int) -> dict[str, Any]:
+    """One sessions-per-core step of Pipecat (5 pass-through processors) in a pinned child
+    of ``python`` (the bench venv's), judged by ``bench_scale``'s pass rule."""
+    extra = ["--what", "scale", "--sessions", str(n), "--core", str(core),
+             "--timing", *bench_scale.timing_args()[1:]]
+    if lean:
+        extra.append("--lean")
+    result = _run_child(python, extra, 60 + bench_scale.session_frames() * FRAME_S + n / 20)
+    result.setdefault("sessions", n)
+    result["ok"] = bench_scale.passes(result)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
@@ -401,15 +414,7 @@ def main() -> None:
         budget = 40.0 if args.quick else 900.0
 
         def pipecat_step(n: int, lean: bool) -> dict[str, Any]:
-            extra = ["--what", "scale", "--sessions", str(n), "--core", str(core),
-                     "--timing", *bench_scale.timing_args()[1:]]
-            if lean:
-                extra.append("--lean")
-            result = _run_child(pipecat_python, extra, 60 + bench_scale.session_frames()
-                                * FRAME_S + n / 20)
-            result.setdefault("sessions", n)
-            result["ok"] = bench_scale.passes(result)
-            return result
+            return scale_step(pipecat_python, n, lean, core)
 
         configs: dict[str, Any] = {
             PUSH: lambda n: bench_scale.step("passthrough-push", n, Path("-"), core),

@@ -29,6 +29,7 @@ a chain's session count: 20 ms over its CPU per frame is what no runtime can
 beat, and each chain's limit is reported as a share of it.
 
     python -m benchmarks.bench_scale [--quick] [--only audio,audio-push,bare,bare-push]
+    python -m benchmarks.bench_scale --compare   # every goal in one run, under 10 minutes
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ WARMUP_S = 2.0
 MEASURE_S = 3.0
 PRECISION = 0.10  # a limit is refined until the first failure is within 10% of it
 TOP = 10240  # the largest N tried: passing it is a cap, not a limit
+GUESS_SHARE = 0.7  # --compare: first guess at a limit, this share of 20 ms over CPU per frame
 SCENARIOS = (
     "audio", "audio-push", "bare", "bare-push", "passthrough", "passthrough-push", "audio+uvloop",
 )
@@ -598,18 +600,31 @@ class Plan:
     """
 
     def __init__(self, start: int = 10, growth: float = 2.0, precision: float = PRECISION,
-                 top: int = TOP) -> None:
+                 top: int = TOP, guess: bool = False) -> None:
         self.good, self.bad = 0, 0
         self.growth, self.precision, self.top = growth, precision, top
         self.next: int | None = start
         self.capped = False
+        self.guess = guess  # jump from the first step to the N its CPU per frame predicts
 
-    def record(self, n: int, ok: bool) -> None:
-        """Take the verdict of the step at ``n`` and choose the next N (or none)."""
+    def record(self, n: int, ok: bool, cpu_us: float | None = None) -> None:
+        """Take the verdict of the step at ``n`` and choose the next N (or none).
+
+        With ``guess``, the first passing step's CPU per frame (``cpu_us``) names the
+        next N: ``GUESS_SHARE`` of 20 ms over it; the search then grows by ``growth``
+        from there and bisects as usual (geometrically while the gap is over 2x).
+        """
         if ok:
             self.good = max(self.good, n)
         else:
             self.bad = n if not self.bad else min(self.bad, n)
+        if self.guess:
+            self.guess = False
+            if ok and cpu_us and cpu_us > 0:
+                estimate = min(self.top, round(GUESS_SHARE * FRAME_S * 1e6 / cpu_us))
+                if estimate > n:
+                    self.next = estimate
+                    return
         if not self.bad:
             if n >= self.top:
                 self.next, self.capped = None, True
@@ -618,6 +633,9 @@ class Plan:
             return
         if self.bad - self.good <= max(1, math.floor(self.precision * self.good)):
             self.next = None
+            return
+        if self.growth < 2.0 and self.good and self.bad > 2 * self.good:
+            self.next = round(math.sqrt(self.good * self.bad))  # a guess far off: halve the ratio
             return
         self.next = (self.good + self.bad) // 2
 
@@ -638,7 +656,7 @@ def limit_text(limit: dict[str, Any]) -> str:
 def search_all(
     step_fns: dict[str, Callable[[int], dict[str, Any]]], budget_s: float, start: int = 10,
     growth: float = 2.0, precision: float = PRECISION, top: int = TOP, retries: int = 1,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = print, guess: bool = False,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
     """The limit of every chain (``step_fn(n)["ok"]``), chains interleaved.
 
@@ -654,7 +672,7 @@ def search_all(
         within the precision), ``capped`` (passed the top step); and every
         step run, in order.
     """
-    plans = {name: Plan(start, growth, precision, top) for name in step_fns}
+    plans = {name: Plan(start, growth, precision, top, guess) for name in step_fns}
     steps: dict[str, list[dict[str, Any]]] = {name: [] for name in step_fns}
     began = time.monotonic()
     while time.monotonic() - began < budget_s:
@@ -679,7 +697,7 @@ def search_all(
                 )
                 if result["ok"]:
                     break
-            plans[name].record(n, bool(result["ok"]))
+            plans[name].record(n, bool(result["ok"]), result.get("cpu_us_per_frame"))
     limits = {
         name: {"sessions": plan.good, "refined": plan.refined, "capped": plan.capped,
                "first_failure": plan.bad or None}
@@ -843,6 +861,102 @@ def goals(limits: dict[str, dict[str, Any]], steps: dict[str, list[dict[str, Any
     return out
 
 
+COMPARE = ("audio", "audio-push", "bare", "bare-push", "passthrough-push")
+COMPARE_BUDGET_S = 420.0  # no step starts later: the whole run stays under 10 minutes
+PIPECAT_LEAN = "pipecat-lean"
+
+
+def compare(quick: bool, budget: float, core: int) -> dict[str, Any]:
+    """Every goal of the scale section from ONE interleaved search, in under 10 minutes.
+
+    The audio chains both ways, the hand-written chain both ways, 5 pass-through stages fed
+    like a live call and Pipecat lean fed the same way (when its bench venv can be made)
+    take turns at each step. Each search starts at 50 sessions and jumps to the N the first
+    step's CPU per frame predicts, then grows by 25% and bisects to 10%, with the pass rule
+    and the retry of the full search; a chain still searching at the budget is a cap.
+    """
+    from benchmarks import bench_pipecat
+
+    fns: dict[str, Callable[[int], dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = _speech_wav(Path(tmp), RAMP_S + WARMUP_S + MEASURE_S)
+        for scenario in COMPARE:
+            fns[scenario] = lambda n, s=scenario: step(s, n, wav, core)
+        try:
+            pipecat = bench_pipecat.bench_python()
+            fns[PIPECAT_LEAN] = lambda n: bench_pipecat.scale_step(pipecat, n, True, core)
+        except RuntimeError as exc:
+            print(f"Pipecat lean skipped: {exc}", flush=True)
+        for name in fns:
+            print(f"{name}: {TITLES.get(name, bench_pipecat.LEAN)}", flush=True)
+        began = time.monotonic()
+        limits, steps = search_all(
+            fns, budget, start=20 if quick else 50, growth=1.25,
+            precision=0.5 if quick else PRECISION, retries=0 if quick else 1, guess=True,
+        )
+        floors: dict[int, dict[str, Any]] = {}
+        for chain in ("audio", "audio-push"):
+            n = limits[chain]["sessions"]
+            if n and n not in floors:
+                floor = _child("floor", n, wav, core)
+                if isinstance(floor, dict):
+                    floors[n] = floor
+        took = time.monotonic() - began
+    found = goals(limits, steps, floors)
+    lean = limits.get(PIPECAT_LEAN)
+    ratio = _ratio(limits["passthrough-push"], lean)
+    if ratio is not None:
+        found["passthrough_vs_pipecat_lean"] = {
+            "ratio": ratio, "goal": 10.0, "met": ratio >= 10.0,
+            "capped": bool(not lean["refined"] or not limits["passthrough-push"]["refined"])}
+    rows = []
+    for name in fns:
+        best = at_limit(steps[name], limits[name])
+        floor = floors.get(limits[name]["sessions"]) if name in ("audio", "audio-push") else None
+        rows.append([TITLES.get(name, bench_pipecat.LEAN), limit_text(limits[name]),
+                     best.get("p99_ms", "-"), best.get("cpu_us_per_frame", "-"),
+                     best.get("rss_per_session_kib", "-"),
+                     f"{limits[name]['sessions'] / floor['ceiling']:.0%} of {floor['ceiling']:,}"
+                     if floor else "-"])
+    table = markdown_table(
+        ["chain", "sessions per core", "steady p99 at the limit (ms)", "CPU per frame (µs)",
+         "RSS per session (KiB)", "share of the floor"], rows)
+    verdicts = []
+    for key, text, value in (
+        ("live_vs_hand", "live-call audio chain vs the hand-written chain (best feeding)",
+         lambda g: f"{g['ratio']:.2f}x, goal 1.25x"),
+        ("audio_floor_share", "file-fed audio chain vs the floor",
+         lambda g: f"{g['share']:.0%} of {g['floor']:,}, goal 75%"),
+        ("passthrough_vs_pipecat_lean", "5 pass-through stages fed like a live call vs "
+         "Pipecat lean", lambda g: f"{g['ratio']:.1f}x, goal 10x"),
+        ("kib_per_session", "memory per session on the audio chain",
+         lambda g: f"{g['kib']:.0f} KiB, goal under 100 KiB"),
+    ):
+        if key in found:
+            g = found[key]
+            cap = " (a cap is involved: a bound, not a ratio of limits)" if g.get("capped") else ""
+            verdicts.append(f"- {text}: **{value(g)}**: "
+                            f"{'met' if g.get('met') else 'NOT met'}{cap}")
+        else:
+            verdicts.append(f"- {text}: not measured in this run")
+    body = (
+        f"{method_text()} Here every search starts at {20 if quick else 50} sessions, jumps "
+        f"to {GUESS_SHARE:.0%} of 20 ms over the first step's CPU per frame, then grows by "
+        "25% and bisects; the floor is taken at the audio chains' limits. The whole run took "
+        f"{took / 60:.1f} min.\n\n{table}\n\n{pass_rule_text()} {load_text(steps)}\n\n"
+        + "\n".join(verdicts)
+    )
+    command = "python -m benchmarks.bench_scale --compare" + (" --quick" if quick else "")
+    write_section("compare", "The issue's goals, measured side by side in one run", body,
+                  command, {"limits": limits, "steps": steps, "goals": found,
+                            "floors": {str(k): v for k, v in floors.items()},
+                            "seconds": took})
+    print(table)
+    print("\n".join(verdicts))
+    print(f"took {took / 60:.1f} min")
+    return found
+
+
 def main() -> None:
     global RAMP_S, WARMUP_S, MEASURE_S
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -850,6 +964,9 @@ def main() -> None:
     parser.add_argument("--only", default="", help=f"chains among {', '.join(SCENARIOS)}")
     parser.add_argument("--loop", default="asyncio", help=argparse.SUPPRESS)
     parser.add_argument("--budget", type=float, default=0, help="seconds for the search")
+    parser.add_argument("--compare", action="store_true",
+                        help="every goal from one interleaved search, Pipecat lean included, "
+                             "in under 10 minutes")
     parser.add_argument("--child", choices=("passthrough", "audio", "bare", "floor", "pacer",
                                             "passthrough-push", "audio-push", "bare-push"),
                         dest="scenario", help=argparse.SUPPRESS)
@@ -868,8 +985,11 @@ def main() -> None:
         parser.error(f"unknown chain(s) {sorted(unknown)}; choose from {SCENARIOS}")
     if args.quick:
         RAMP_S, WARMUP_S, MEASURE_S = 0.5, 0.5, 1.0
-    budget = args.budget or (40.0 if args.quick else 900.0)
     core = sorted(os.sched_getaffinity(0))[-1]
+    if args.compare:
+        compare(args.quick, args.budget or (60.0 if args.quick else COMPARE_BUDGET_S), core)
+        return
+    budget = args.budget or (40.0 if args.quick else 900.0)
     command = "python -m benchmarks.bench_scale" + (" --quick" if args.quick else "")
     if args.only:
         command += f" --only {args.only}"

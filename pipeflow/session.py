@@ -248,18 +248,13 @@ class AgentSession:
         await self.close()
 
     async def _run(self) -> None:
-        result = RunResult(name=self.pipeline.name)
+        # run(), not stream(): it reads the chain's output without a generator hop.
         try:
-            async for frame in self.pipeline.stream():
-                self._observe(frame)
-                if isinstance(frame, ErrorFrame):
-                    result.errors.append(frame)
-                    if frame.fatal:
-                        self.error = frame
+            await self.pipeline.run(on_frame=self._take)
         except asyncio.CancelledError:
-            result.cancelled = True
+            pass  # the summary says so
         finally:
-            self.result = result
+            self.result = self.pipeline.result or RunResult(name=self.pipeline.name)
             for subscriber in self._subscribers:
                 subscriber.close()
             for _, future in self._waiters:
@@ -268,6 +263,11 @@ class AgentSession:
             self._waiters.clear()
             if self.closed is not None:
                 self.closed.set()
+
+    def _take(self, frame: Frame) -> None:
+        self._observe(frame)
+        if isinstance(frame, ErrorFrame) and frame.fatal:
+            self.error = frame
 
     def _observe(self, frame: Frame) -> None:
         self.conversation.observe(frame)

@@ -281,10 +281,11 @@ class TwilioMediaIn(PushSource):
         self.id = "twilio_in"
         self.stream = stream
 
-    async def process(self, frames: Frames) -> Frames:
+    def process(self, frames: Frames) -> Frames:  # type: ignore[override]
+        # The push source's own generator, not one wrapped around it: no extra hop per
+        # frame. The reader starts as the chain is composed; what it pushes first waits.
         self.ctx.spawn(self._read(), name=f"{self.ctx.name}.reader")
-        async for frame in super().process(frames):
-            yield frame
+        return super().process(frames)
 
     async def _read(self) -> None:
         stream = self.stream

@@ -126,9 +126,14 @@ class Resample(Stage):
             pcm = frame.pcm
             if len(pcm) & 1 or frame.channels != 1:
                 pcm = _checked(frame).tobytes()
-            out = stream.resampler.convert(pcm)
-            if out:
-                yield stream.pcm_frame(out)
+            resampler = stream.resampler
+            out = resampler.convert(pcm)
+            if out:  # pcm_frame, inlined: this runs per frame
+                rate_out = resampler.out_rate
+                yield AudioFrame(
+                    pcm=out, sample_rate=rate_out, item_id=stream.item_id,
+                    pts=stream.pts + (resampler.samples_out - len(out) // 2) / rate_out,
+                )
 
 
 def _checked(frame: AudioFrame) -> np.ndarray:

@@ -322,7 +322,17 @@ class PushSource(Stage):
         self._next_pts = pts + size / (2 * rate)
         if type(pcm) is not bytes:  # a caller's buffer may change after the call
             pcm = bytes(pcm)
-        self.push(AudioFrame(pcm=pcm, sample_rate=rate, pts=pts))
+        frame = AudioFrame(pcm=pcm, sample_rate=rate, pts=pts)
+        if self._loop is not None and threading.get_ident() != self._thread:
+            self._loop.call_soon_threadsafe(self._deliver, frame)
+            return
+        # _deliver inlined: a live call's every packet comes this way.
+        self._queue.append(frame)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def push(self, frame: Frame) -> None:
         """Queue any frame."""
