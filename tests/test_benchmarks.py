@@ -255,6 +255,23 @@ def test_scale_search_interleaves_scenarios_and_retries_a_failed_step() -> None:
     assert [s["attempt"] for s in steps["b"] if s["sessions"] == 20] == [1, 2]
 
 
+def test_compare_search_jumps_to_the_n_its_cpu_predicts_and_refines_to_10_percent() -> None:
+    # A chain whose CPU per frame is 20 µs and that holds 700 sessions: the guided search
+    # (--compare) goes 50 -> 4x -> the N 70% of 20 ms / 20 µs names, then bisects.
+    tried: list[int] = []
+
+    def step(n: int) -> dict:
+        tried.append(n)
+        return {"sessions": n, "ok": n <= 700, "cpu_us_per_frame": 20.0}
+
+    limits, _ = bench_scale.search_all({"c": step}, 1e9, start=50, growth=1.25, retries=0,
+                                       guess=True, log=lambda _: None)
+    assert tried[:3] == [50, 200, 700]
+    limit = limits["c"]
+    assert limit["refined"] and 700 / 1.1 <= limit["sessions"] <= 700
+    assert len(tried) <= 7  # a doubling search from 10 takes 10 or more
+
+
 def test_audio_floor_measures_the_work_alone(tmp_path: Path) -> None:
     wav = bench_scale._speech_wav(tmp_path, 0.2)
     floor = bench_scale.audio_floor(4, 0.2, wav)
