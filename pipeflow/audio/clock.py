@@ -40,9 +40,6 @@ class PacingClock:
         self._ticks: list[int] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_tick: int | None = None
-        # Bound once: sleep_until runs once per paced frame of every session.
-        self._time = self.loop.time if type(self).now is PacingClock.now else self.now
-        self._future = self.loop.create_future
 
     def now(self) -> float:
         """The clock's time in seconds (the loop's monotonic time)."""
@@ -54,7 +51,7 @@ class PacingClock:
 
     async def sleep_until(self, deadline: float) -> None:
         """Sleep until ``now() >= deadline``; returns at once if it already is."""
-        if deadline <= self._time():
+        if deadline <= self.now():
             return
         tick = math.ceil(deadline / self.resolution)
         bucket = self._buckets.get(tick)
@@ -63,7 +60,7 @@ class PacingClock:
             heapq.heappush(self._ticks, tick)
             if self._timer_tick is None or tick < self._timer_tick:
                 self._arm(tick)
-        waiter: asyncio.Future[None] = self._future()
+        waiter: asyncio.Future[None] = self.loop.create_future()
         bucket.append(waiter)
         await waiter
 
