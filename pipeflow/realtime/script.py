@@ -38,10 +38,12 @@ Choosing a turn (``Script.match``): of the turns valid in the current state
 (and not used yet, unless ``repeat``), the one whose pattern explains the
 most of the caller's words (letters and digits inside its readings); ties go
 to the turn written first. A turn with no ``match`` takes any words no
-pattern explains. With no turn, the state's (else the script's) ``fallback``
-answers and the state stays. When the words are not known (audio with no
-transcriber) the next free turn in order answers, and its ``user`` text is
-reported as the transcript (its captures are read from that text).
+pattern explains. With ``whole_utterance``, a turn counts only when its
+readings leave no word unexplained but fillers; words explained in part get
+the ``unexplained`` steps (``{unexplained}``: the words left). With no turn,
+the state's (else the script's) ``fallback`` answers and the state stays.
+When the words are not known (audio with no transcriber) the next free turn
+in order answers, and its ``user`` text is reported as the transcript (its captures are read from that text).
 Patterns and captures: ``pipeflow.realtime.patterns`` and
 ``pipeflow.realtime.captures``; placeholders: ``pipeflow.realtime.templates``;
 the dialogue engine that plays turns: ``pipeflow.realtime.dialogue``.
