@@ -43,7 +43,8 @@ readings leave no word unexplained but fillers; words explained in part get
 the ``unexplained`` steps (``{unexplained}``: the words left). With no turn,
 the state's (else the script's) ``fallback`` answers and the state stays.
 When the words are not known (audio with no transcriber) the next free turn
-in order answers, and its ``user`` text is reported as the transcript (its captures are read from that text).
+in order answers, and its ``user`` text is reported as the transcript (its
+captures are read from that text).
 Patterns and captures: ``pipeflow.realtime.patterns`` and
 ``pipeflow.realtime.captures``; placeholders: ``pipeflow.realtime.templates``;
 the dialogue engine that plays turns: ``pipeflow.realtime.dialogue``.
