@@ -158,7 +158,7 @@ class Choice(msgspec.Struct):
 
 
 class Unexplained(msgspec.Struct):
-    """Turns explained part of the words but not ``words``: the fallback names them."""
+    """Turns explained part of the words but not ``words``; ``unexplained`` steps name them."""
 
     words: str
 
