@@ -151,6 +151,54 @@ def _check_fed(config: Any, file: str) -> None:
     )
 
 
+def script_warnings(config: Any) -> list[str]:
+    """What a pipeline's local-server scripts call that nothing would answer.
+
+    A ``realtime`` stage whose script calls functions needs a ``tools`` stage
+    after it (else each call waits until the tool timeout), and the agent's
+    tools should have every function called.
+    """
+    from pipeflow.realtime.script import load_script
+    from pipeflow.tools import ToolSet
+
+    out: list[str] = []
+    has_tools = any(spec.type == "tools" for spec in config.stages)
+    for index, spec in enumerate(config.stages):
+        script_ref = getattr(spec.options, "script", None)
+        if spec.type != "realtime" or not script_ref:
+            continue
+        label = f"{spec.where}: stage {index + 1} (realtime)"
+        try:
+            called = load_script(_near(script_ref, config.folder)).calls()
+        except ConfigError as exc:
+            out.append(f"{label}: its script cannot be loaded: {exc}")
+            continue
+        if called and not has_tools:
+            out.append(f"{label} plays {script_ref}, which calls {', '.join(called)}, but the "
+                       "pipeline has no tools stage, so no call would be answered: add "
+                       "'- type: tools' after the realtime stage")
+        elif called and config.agent is not None:
+            try:
+                names = set(ToolSet.from_refs(config.agent.tools).names())
+            except ConfigError:
+                continue  # reported with the agent
+            missing = [name for name in called if name not in names]
+            if missing:
+                out.append(f"{label} plays {script_ref}, which calls {', '.join(missing)}; the "
+                           "agent's tools have none of them (add them to agent.tools)")
+    return out
+
+
+def _near(ref: str, folder: str) -> str:
+    """A script path as the local server will open it: as given, else next to the file."""
+    from pathlib import Path
+
+    if ref.startswith("pipeflow:") or Path(ref).exists() or not folder:
+        return ref
+    near = Path(folder) / ref
+    return str(near) if near.exists() else ref
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate files; print every error of each (one per line, file:line:column
     first) or one ok line per good file. Exit 1 if any is invalid."""
@@ -177,6 +225,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 failed += 1
                 out.print(f"[red]error[/] {escape(f'{file}: {exc}')}", soft_wrap=True)
                 continue
+        for warning in script_warnings(config):
+            out.print(f"[yellow]warning[/] {escape(warning)}", soft_wrap=True)
         chain = " -> ".join(s.id or s.type for s in config.stages)
         out.print(f"[green]ok[/] {escape(f'{file}: {config.name}: {chain}')}", soft_wrap=True)
     return 1 if failed else 0

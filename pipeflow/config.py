@@ -232,6 +232,12 @@ def parse_config(
     located = load_yaml(text, filename, env)
     if not isinstance(located.data, dict):
         raise ConfigError("a pipeline file must be a mapping with a 'stages' list", filename)
+    if "turns" in located.data and "stages" not in located.data:
+        raise ConfigError(
+            "this is a Realtime script (it has 'turns' and no 'stages'), not a pipeline file. "
+            f"Type to it with: pipeflow chat {filename} (its 'tools', or --tools MODULE); "
+            f"or play it in a pipeline: a realtime stage with script: {filename} and a tools "
+            "stage after it (docs/realtime.md)", filename)
     _apply_overrides(located, overrides)
     _seed_agent_keys(located)
     errors: list[ConfigError] = []

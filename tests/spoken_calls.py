@@ -12,10 +12,21 @@ The caller reacts like a person: when the agent asks again it repeats
 itself, and when the agent reads back something it did not say it says so
 and says it again. Those repeats are counted (``CallResult.repeats``): they
 are real dialogue, but a call that needed none is the better result.
+
+Speed: with ``speed: 0`` the call runs as fast as the machine decodes it.
+The caller then sends its line and a second of silence (the VAD's end of
+turn) at once, and waits for the agent's answer as events (its final words,
+then a quiet moment on the wall clock) instead of pacing silence; the local
+server does not pace its audio either and the sink is unpaced. The lines a
+caller can say are spoken up front by an espeak-ng of their own
+(``synthesize_apart``), so a line sounds the same in every run and call,
+whatever the agent said before; a correction made up during the call is
+spoken by one of its own too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -31,12 +42,11 @@ import msgspec
 
 from pipeflow.asr.corpus import CITIES, STREETS, number_words, spoken_digits
 from pipeflow.audio.pcm import frame_samples
-from pipeflow.audio.tts import synthesize_async
 from pipeflow.audio.wav import WavWriter
 from pipeflow.frames import AudioFrame, EndOfStream, PlayoutPosition, Transcript
 from pipeflow.realtime.captures import CaptureError, digits_from_words
 from pipeflow.stage import Frames, Stage
-from pipeflow.stages.caller import CallerOptions, CallerSource, _chunks
+from pipeflow.stages.caller import CallerOptions, CallerSource, _chunks, synthesize_apart
 
 __all__ = ["CallPlan", "CallResult", "Ears", "ListeningCaller", "plan_call", "run_call"]
 
@@ -45,6 +55,8 @@ PRODUCTS = {"pizza": "pizzas", "salad": "salads", "ice cream": "ice creams"}
 _TYPES = ("street", "road", "avenue", "lane", "drive", "way")
 _HOUSES = (*range(1, 31), 42, 99, 100, 101, 120, 123, 150, 221, 250, 300, 456, 500, 742, 1200)
 """House numbers, streets and towns the order line's recogniser knows (``order_sentences``)."""
+_SLOWER, _SLOWEST = 25, 125
+"""Words a minute slower on each try at a line, down to the slowest."""
 _ASKED_AGAIN = re.compile(r"sorry|didn't catch|did not catch|say it again|again\b|how many",
                           re.I)
 
@@ -160,6 +172,21 @@ class ListeningCallerOptions(CallerOptions, kw_only=True, forbid_unknown_fields=
     """The call's seed (``plan_call``)."""
     report: str = "caller.json"
     """Where the caller writes what it said and how often it repeated itself."""
+    quiet_s: float = 0.4
+    """Unpaced (``speed: 0``): wall seconds with no news from the agent after its
+    words that end its answer."""
+
+
+def planned_lines(plan: CallPlan) -> list[str]:
+    """Every line the caller of ``plan`` may say that does not depend on what it heard."""
+    lines = ["No, that's all.", "That's all.", "No.", "Yes, please place the order.",
+             "Never mind. Goodbye."]
+    for i, pairs in enumerate(plan.sentences):
+        lines += [order_line(pairs, i == 0), plain_order_line(pairs)]
+    lines += [phone_line(plan.phone), phone_line(plan.phone, 0),
+              "No, my " + phone_line(plan.phone, 0)[3:]]
+    lines += [address_line(plan), address_line(plan, plain=True)]
+    return list(dict.fromkeys(lines))
 
 
 class _HangUp(Exception):
@@ -175,6 +202,7 @@ class ListeningCaller(CallerSource):
     def __init__(self, options: msgspec.Struct | None = None, /, **kwargs: object) -> None:
         super().__init__(options, **kwargs)
         self._agent: list[str] = []
+        self._news = asyncio.Event()
         self.said: list[str] = []
         self.repeats = 0
 
@@ -183,8 +211,24 @@ class ListeningCaller(CallerSource):
             if isinstance(frame, PlayoutPosition):
                 self._played_count += 1
                 self._played.set()
+                self._news.set()
             elif isinstance(frame, Transcript) and frame.role == "agent" and frame.final:
                 self._agent.append(frame.text)
+                self._news.set()
+
+    async def _agent_answered(self, timeout: float) -> None:
+        """Unpaced: until the agent said something and then nothing for ``quiet_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (left := deadline - loop.time()) > 0:
+            self._news.clear()
+            try:
+                await asyncio.wait_for(self._news.wait(),
+                                       min(left, self.options.quiet_s) if self._agent else left)
+            except TimeoutError:
+                if self._agent:
+                    return
+        self.ctx.log.warning("the agent did not answer within %.0f s", timeout)
 
     def _replies(self) -> str:
         text, self._agent[:] = " ".join(self._agent), []
@@ -214,19 +258,32 @@ class ListeningCaller(CallerSource):
         async def wait(first: bool = False) -> Any:
             nonlocal sent
             timeout = opts.wait_for_greeting_s if first else opts.max_wait_s
-            for _ in self._until_agent_done(timeout, frame_s):
+            paced = self._until_agent_done(timeout, frame_s)
+            for _ in paced if opts.speed > 0 else range(round(1.0 / frame_s)):
                 await pace()
                 yield audio(silence)
                 writer.write(silence)
                 sent += 1
+            if opts.speed <= 0:
+                await self._agent_answered(timeout)
 
-        async def say(text: str) -> Any:
+        base = opts.words_per_minute
+        spoken = {(text, base): samples for text, samples in zip(
+            planned_lines(plan), await asyncio.to_thread(
+                synthesize_apart, planned_lines(plan), opts.sample_rate, opts.voice, base),
+            strict=True)}
+
+        async def say(text: str, attempt: int = 0) -> Any:
+            """Say ``text``; said again (``attempt`` 1, 2...), it is said more slowly."""
             nonlocal sent
             self.said.append(text)
             self._played_count = 0
             self._played.clear()
-            samples = await synthesize_async(text, opts.sample_rate, opts.voice,
-                                             opts.words_per_minute)
+            rate = max(base - _SLOWER * attempt, _SLOWEST)
+            if (text, rate) not in spoken:  # said again, or a correction of what was heard
+                spoken[text, rate] = (await asyncio.to_thread(
+                    synthesize_apart, [text], opts.sample_rate, opts.voice, rate))[0]
+            samples = spoken[text, rate]
             for chunk in _chunks(samples, size):
                 await pace()
                 yield audio(chunk)
@@ -240,11 +297,13 @@ class ListeningCaller(CallerSource):
 
             Asked again, the caller says the next way of putting it (the same
             words first, then plainer ones); read back wrong, it says the
-            corrections ``fix(reply)`` gives. Every extra line counts as a repeat.
+            corrections ``fix(reply)`` gives. Either way it speaks more slowly
+            each time, as a person not understood does. Every extra line counts
+            as a repeat.
             """
             text, attempt = lines[0], 0
             while True:
-                async for frame in say(text):
+                async for frame in say(text, attempt):
                     yield frame
                 reply = self._replies()
                 if ok(reply):
@@ -256,7 +315,7 @@ class ListeningCaller(CallerSource):
                 if fix is not None and not _ASKED_AGAIN.search(reply):
                     lines_now = fix(reply, attempt)
                     for line in lines_now[:-1]:
-                        async for frame in say(line):
+                        async for frame in say(line, attempt):
                             yield frame
                         self._replies()
                     text = lines_now[-1]
@@ -299,10 +358,13 @@ class ListeningCaller(CallerSource):
             async for frame in say("Never mind. Goodbye."):
                 yield frame
         try:
-            for _ in self._until_agent_done(opts.max_wait_s, frame_s, tail=True):
-                await pace()
-                yield audio(silence)
-                sent += 1
+            if opts.speed > 0:
+                for _ in self._until_agent_done(opts.max_wait_s, frame_s, tail=True):
+                    await pace()
+                    yield audio(silence)
+                    sent += 1
+            else:  # the answer was awaited: a moment for its last events
+                await asyncio.sleep(opts.quiet_s)
         finally:
             writer.close()
             report = {"said": self.said, "repeats": self.repeats}

@@ -233,3 +233,45 @@ def test_run_without_a_source_says_what_to_do(tmp_path: Path) -> None:
     (tmp_path / "own.yaml").write_text("name: o\nstages:\n  - type: gen:hello\n  - type: log\n")
     proc = pipeflow_cli("run", str(tmp_path / "own.yaml"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_chat_plays_a_script_given_instead_of_a_pipeline(tmp_path: Path) -> None:
+    lines = "What is 7 plus 9?\nseven plus nine plus ten\n5 divided by 0\nweather in Madrid\n"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeflow.cli", "chat", "pipelines/scripts/demo.yaml", "-o",
+         str(tmp_path)], input=lines, capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env={**os.environ, "COLUMNS": "300", "OPENAI_API_KEY": "sk-not-used"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert 'tool add_numbers({"a":7,"b":9})' in out and "7 plus 9 is 16." in out
+    assert 'didn\'t understand "plus ten"' in out and "is 26" not in out
+    assert "5 divided by zero has no answer" in out and "tell the caller" not in out
+    assert 'get_weather({"location":"Madrid"})' in out
+
+
+def test_chat_names_what_a_script_without_tools_calls() -> None:
+    proc = pipeflow_cli("chat", "pipelines/orderline/script.yaml")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "the script calls get_product_info" in proc.stderr and "--tools" in proc.stderr
+
+
+def test_run_and_validate_say_a_script_is_not_a_pipeline() -> None:
+    for command in ("run", "validate"):
+        proc = pipeflow_cli(command, "pipelines/scripts/demo.yaml")
+        text = proc.stdout + proc.stderr
+        assert proc.returncode in (1, 2) and "Traceback" not in text
+        assert "this is a Realtime script" in text and "unknown field" not in text
+        assert "pipeflow chat pipelines/scripts/demo.yaml" in text
+
+
+def test_validate_warns_of_script_calls_with_no_tools_stage(tmp_path: Path) -> None:
+    file = tmp_path / "p.yaml"
+    file.write_text("name: p\nagent:\n  tools: [pipeflow.examples.weather]\nstages:\n"
+                    "  - type: push\n  - type: realtime\n    script: pipeflow:demo\n")
+    proc = pipeflow_cli("validate", str(file))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "warning" in proc.stdout and "no tools stage" in proc.stdout
+    assert "calls get_weather, add_numbers, calculate" in proc.stdout
+    file.write_text(file.read_text() + "  - type: tools\n")
+    proc = pipeflow_cli("validate", str(file))
+    assert "warning" not in proc.stdout, proc.stdout

@@ -216,6 +216,20 @@ CASES: list[tuple[tuple[str, ...], str, list[tuple[str, dict[str, Any]]]]] = [
     (ORDER, "pizza", []),  # no quantity: the agent asks how many
     (PHONE, "five five double", []),  # a number that cannot be read: asked again
     (CONFIRM, "hmm", []),
+    # The whole sentence must be understood: a part is never acted on alone.
+    (ORDER, "three salads, no, two salads", [add("salad", 2)]),
+    (ORDER, "four pizzas, sorry, three pizzas", [add("pizza", 3)]),
+    (ORDER, "minus two salads", []),
+    (ITEMS, "a pizza and no salad", []),
+    (ORDER, "two pastas and a pizza", []),
+    (ITEMS, "no wait, make it three", []),
+    (ITEMS, "two pizzas wait two salads", [add("salad", 2)]),
+    (ORDER, "take two pizzas off", []),
+    (ADDRESS, "12 Main Street, Springfield, but deliver to my office at 9 elm street", []),
+    (PHONE, "555 123 4567 or 555 987 6543", []),
+    (PHONE, "five five five one two three four five six seven, no, five five five nine eight "
+     "seven six five four three", []),
+    (PHONE, "555 123 4567 and my name is Bob", []),
 ]
 
 
@@ -231,6 +245,49 @@ def test_each_typed_line_makes_the_calls_it_asks_for(
     assert call.say(said) == calls
     if not calls:
         assert call.replies[-1].startswith(("Sorry", "How many", "No problem", "Goodbye"))
+
+
+@pytest.mark.parametrize(("before", "said", "named"), [
+    (ORDER, "two pastas and a pizza", '"two pastas"'),
+    (ORDER, "minus two salads", '"minus"'),
+    (ITEMS, "a pizza and no salad", '"pizza"'),
+    (PHONE, "555 123 4567 and my name is Bob", '"name is Bob"'),
+])
+def test_what_was_not_understood_is_named_and_nothing_changes(
+    before: tuple[str, ...], said: str, named: str, tmp_path: Path,
+) -> None:
+    call = TypedCall(tmp_path)
+    for line in before:
+        call.say(line)
+    order = [(line.name, line.quantity) for line in call.userdata["order"].lines]
+    state = call.state
+    assert call.say(said) == []
+    assert f"didn't understand {named}" in call.replies[-1], call.replies[-1]
+    assert [(line.name, line.quantity) for line in call.userdata["order"].lines] == order
+    assert call.state == state
+
+
+def test_a_change_with_no_product_asks_which(tmp_path: Path) -> None:
+    call = TypedCall(tmp_path)
+    call.say("two pizzas and one salad")
+    assert call.say("no wait, make it three") == []
+    assert call.replies[-1].startswith("Sorry, 3 of which?") and call.state == "order"
+    assert call.say("make that three salads") == [("set_quantity", {"product": "salad",
+                                                                     "quantity": 3})]
+
+
+def test_a_second_address_or_number_in_one_sentence_is_asked_about(tmp_path: Path) -> None:
+    call = TypedCall(tmp_path)
+    for line in ADDRESS:
+        call.say(line)
+    assert call.say("12 Main Street, Springfield, but deliver to my office at 9 elm street") == []
+    assert "which address" in call.replies[-1] and call.userdata["order"].address is None
+    call = TypedCall(tmp_path)
+    for line in PHONE:
+        call.say(line)
+    assert call.say("555 123 4567 or 555 987 6543") == []
+    assert "two numbers" in call.replies[-1] and call.userdata["order"].phone == ""
+    assert call.state == "phone"
 
 
 def test_enough_cases() -> None:

@@ -42,7 +42,7 @@ def test_demo_script_loads_and_uses_every_step_kind() -> None:
         ("turns:\n  - match: ['(']\n    steps: [{say: hi}]\n", ":2:13",
          "not a valid regular expression"),
         ("turns:\n  - match: ['{n:nuber}']\n    steps: [{say: hi}]\n", ":2:13",
-         "unknown capture type 'nuber' in {n:nuber}; the types are digits, number, text"),
+         "unknown capture type 'nuber' in {n:nuber}; the types are digits, name, number, text"),
         ("turns:\n  - match: '{n:number} {n:text}'\n    steps: [{say: hi}]\n", ":2:5",
          "the capture {n} is named twice"),
         ("turns:\n  - match: ['{n:number}', 'hi']\n    steps: [{say: '{n}'}]\n", ":3:14",
@@ -166,3 +166,26 @@ def test_the_documented_example_script_plays_as_described() -> None:
     dialogue.tool_output('{"ok": false, "reason": "Too short."}')
     assert dialogue.respond().text == "Sorry. Too short. Could you say the whole number again?"
     assert dialogue.state == "phone"
+
+
+def test_the_demo_acts_only_on_a_whole_utterance() -> None:
+    from pipeflow.realtime.dialogue import Dialogue
+    from pipeflow.realtime.script import Unexplained
+
+    script = load_script(ROOT / "pipelines" / "scripts" / "demo.yaml")
+    assert script.understand("seven plus nine plus ten", set(), "start") == Unexplained(
+        "plus ten")
+    zero = Dialogue(script)
+    zero.hear("5 divided by 0")
+    plan = zero.respond()
+    assert plan.calls == [] and plan.text == ("5 divided by zero has no answer: no number "
+                                              "times zero gives 5.")
+    city = Dialogue(script)
+    city.hear("what's the weather like")
+    city.respond()
+    assert city.state == "city"
+    city.hear("I want to know if I need an umbrella tomorrow")
+    plan = city.respond()
+    assert plan.calls == [] and plan.text.startswith('Sorry, I didn\'t understand "know if')
+    city.hear("New York, please")
+    assert city.respond().calls[0].arguments == {"location": "New York"}

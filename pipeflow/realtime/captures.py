@@ -11,6 +11,9 @@ value a tool gets:
   "double five", "triple nine", "plus four four", "555-0123") -> ``str``
   (a leading ``+`` kept);
 - ``text``: free text, as written -> ``str``;
+- ``name``: a place or other name of one to four words with no digits and
+  none of the small words of a sentence ("Paris", "New York", "Rio de
+  Janeiro"; not "I want to know") -> ``str``;
 - a vocabulary the script names (``vocabularies: {product: ...}``): one of
   its spoken names (plurals and synonyms included) -> its canonical name.
 
@@ -156,10 +159,19 @@ def _text(words: str) -> str:
     return value
 
 
+_NOT_NAME = ("and", "or", "but", "is", "are", "was", "it", "it's", "its", "i", "i'm", "you",
+             "me", "my", "we", "the", "a", "an", "what", "what's", "how", "will", "be", "do",
+             "does", "please", "thanks", "today", "tomorrow", "now", "tonight", "this", "that",
+             "there", "here", "in", "at", "for", "to", "with", "weather", "want", "know", "like",
+             "need", "tell", "if", "not", "no", "yes")
+_NAME_WORD = r"(?!" + _alternation(_NOT_NAME) + _E + r")[^\W\d_]+(?:'[^\W\d_]+)?"
+_NAME_RE = _B + _NAME_WORD + r"(?:[\s-]+" + _NAME_WORD + r"){0,3}" + _E
+
 BUILTIN_TYPES: dict[str, CaptureType] = {
     "number": CaptureType("number", _NUMBER_RE, number_from_words),
     "digits": CaptureType("digits", _DIGITS_RE, digits_from_words),
     "text": CaptureType("text", r".*\w.*", _text),
+    "name": CaptureType("name", _NAME_RE, _text),
 }
 """The capture types every script has."""
 

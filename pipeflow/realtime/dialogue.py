@@ -12,7 +12,8 @@ left after a call (they run once its outputs are in) and the last tool
 output. A turn's ``then`` moves the state once its tools answered; a tool
 answer ``{"ok": false, ...}`` keeps the state and plays the ``refused``
 steps, so the caller is asked again. Words no turn explains get the
-fallback and change nothing.
+fallback and change nothing; so do words a turn explains only in part (the
+``unexplained`` steps, which can name what was not understood).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from pipeflow.realtime.script import Choice, Script, Step, fill_arguments, render
+from pipeflow.realtime.script import Choice, Script, Step, Unexplained, fill_arguments, render
 
 __all__ = ["Call", "Dialogue", "Plan"]
 
@@ -45,7 +46,7 @@ class Plan(msgspec.Struct):
 
 class _Heard(msgspec.Struct):
     words: str
-    choice: Choice | None
+    choice: Choice | Unexplained | None
 
 
 class _Pending(msgspec.Struct):
@@ -92,11 +93,11 @@ class Dialogue:
             The words to report as the caller's transcript: ``words``, or the
             ``user`` text of the turn taken in order when they are unknown.
         """
-        choice = None if self.ended else self.script.match(words, self._used, self.state)
+        choice = None if self.ended else self.script.understand(words, self._used, self.state)
         self._take(choice)
         self._heard = _Heard(words or "", choice)
         if words is None:
-            return self.script.turns[choice.turn].user if choice is not None else ""
+            return self.script.turns[choice.turn].user if isinstance(choice, Choice) else ""
         return words
 
     def tool_output(self, output: str) -> None:
@@ -132,6 +133,8 @@ class Dialogue:
         self._words = heard.words
         if heard.choice is None:
             return self._play(self._fallback(), None, {})
+        if isinstance(heard.choice, Unexplained):
+            return self._play(self._unexplained(), None, {"unexplained": heard.choice.words})
         index = heard.choice.turn
         readings = [found.values for found in heard.choice.found] or [{}]
         return self._play(list(self.script.turns[index].steps), index, readings[0], readings)
@@ -186,8 +189,17 @@ class Dialogue:
             return list(state.fallback)
         return list(self.script.fallback)
 
-    def _take(self, choice: Choice | None) -> None:
-        if choice is not None and not self.script.turns[choice.turn].repeat:
+    def _unexplained(self) -> list[Step]:
+        """The state's, else the script's steps for words explained in part; else the fallback."""
+        state = self.script.states.get(self.state or "")
+        if state is not None and state.unexplained is not None:
+            return list(state.unexplained)
+        if self.script.unexplained is not None:
+            return list(self.script.unexplained)
+        return self._fallback()
+
+    def _take(self, choice: Choice | Unexplained | None) -> None:
+        if isinstance(choice, Choice) and not self.script.turns[choice.turn].repeat:
             self._used.add(choice.turn)
 
 

@@ -38,10 +38,13 @@ Choosing a turn (``Script.match``): of the turns valid in the current state
 (and not used yet, unless ``repeat``), the one whose pattern explains the
 most of the caller's words (letters and digits inside its readings); ties go
 to the turn written first. A turn with no ``match`` takes any words no
-pattern explains. With no turn, the state's (else the script's) ``fallback``
-answers and the state stays. When the words are not known (audio with no
-transcriber) the next free turn in order answers, and its ``user`` text is
-reported as the transcript (its captures are read from that text).
+pattern explains. With ``whole_utterance``, a turn counts only when its
+readings leave no word unexplained but fillers; words explained in part get
+the ``unexplained`` steps (``{unexplained}``: the words left). With no turn,
+the state's (else the script's) ``fallback`` answers and the state stays.
+When the words are not known (audio with no transcriber) the next free turn
+in order answers, and its ``user`` text is reported as the transcript (its
+captures are read from that text).
 Patterns and captures: ``pipeflow.realtime.patterns`` and
 ``pipeflow.realtime.captures``; placeholders: ``pipeflow.realtime.templates``;
 the dialogue engine that plays turns: ``pipeflow.realtime.dialogue``.
@@ -69,7 +72,15 @@ import msgspec
 from pipeflow.asr.options import TranscriberOptions
 from pipeflow.errors import ConfigError
 from pipeflow.realtime.captures import BUILTIN_TYPES, CaptureType, vocabulary_type
-from pipeflow.realtime.patterns import Found, Pattern, PatternError, compile_pattern, explained
+from pipeflow.realtime.patterns import (
+    FILLERS,
+    Found,
+    Pattern,
+    PatternError,
+    compile_pattern,
+    explained,
+    unexplained,
+)
 from pipeflow.realtime.patterns import words_of as _words_of
 from pipeflow.realtime.templates import check_template as _check_template
 from pipeflow.realtime.templates import fill_arguments, render
@@ -82,6 +93,7 @@ __all__ = [
     "State",
     "Step",
     "Turn",
+    "Unexplained",
     "fill_arguments",
     "load_script",
     "parse_script",
@@ -133,6 +145,8 @@ class State(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """What the recogniser should listen for (passed to the transcriber)."""
     fallback: list[Step] | None = None
     """Steps when no turn explains the words in this state (default: the script's)."""
+    unexplained: list[Step] | None = None
+    """Steps when part of the words is unexplained in this state (default: the script's)."""
 
 
 class Choice(msgspec.Struct):
@@ -141,6 +155,12 @@ class Choice(msgspec.Struct):
     turn: int
     found: list[Found]
     score: int = 0
+
+
+class Unexplained(msgspec.Struct):
+    """Turns explained part of the words but not ``words``; ``unexplained`` steps name them."""
+
+    words: str
 
 
 class Script(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, dict=True):
@@ -154,6 +174,19 @@ class Script(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, dict=True
         default_factory=lambda: [Step(say="Sorry, I have nothing more to say.")]
     )
     """Steps used when no turn answers an input; the dialogue state stays."""
+    unexplained: list[Step] | None = None
+    """Steps when turns explain part of the words but leave others unexplained
+    (``{unexplained}`` is what is left); default: the fallback. Nothing is called."""
+    whole_utterance: bool = False
+    """A turn answers only when its readings explain every word said but fillers;
+    words explained in part get ``unexplained`` (else the fallback). Off: the turn
+    that explains the most answers, as keywords ("weather") do."""
+    tools: list[str] = msgspec.field(default_factory=list)
+    """Tool modules (or ``module:name``) the script's calls name, for running the
+    script by itself: ``pipeflow chat SCRIPT`` offers them. A pipeline's own
+    ``agent.tools`` are what its calls use."""
+    fillers: list[str] = msgspec.field(default_factory=list)
+    """Words that may go unexplained, besides the built-in ones (``patterns.FILLERS``)."""
     refused: list[Step] | None = None
     """Steps after a tool answered ``ok: false`` (default: the turn's own next steps);
     either way the dialogue state stays, so the caller is asked again."""
@@ -187,6 +220,11 @@ class Script(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, dict=True
         """The state a call starts in (the first one), or None with no states."""
         return next(iter(self.states), None)
 
+    @functools.cached_property
+    def filler_words(self) -> frozenset[str]:
+        """The words that may go unexplained: the built-in fillers and the script's."""
+        return FILLERS | frozenset(w.casefold() for w in self.fillers)
+
     def match(self, words: str | None, used: set[int], state: str | None = None
               ) -> Choice | None:
         """The turn that answers ``words`` in ``state``, with its readings, or None.
@@ -196,22 +234,58 @@ class Script(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, dict=True
             used: indexes of turns already taken (turns with ``repeat`` stay available).
             state: the dialogue state (None: every turn is valid).
         """
+        found = self.understand(words, used, state)
+        return found if isinstance(found, Choice) else None
+
+    def understand(self, words: str | None, used: set[int], state: str | None = None
+                   ) -> Choice | Unexplained | None:
+        """Like ``match``, but when turns explain only part of the words, what is left.
+
+        With ``whole_utterance``, a turn answers only when its readings leave
+        no word unexplained but fillers (``patterns.unexplained``); of those,
+        the one that explains the most letters wins. When none does, the best
+        partial reading's leftover words come back as ``Unexplained``, for the
+        ``unexplained`` steps to name.
+        """
         free = [i for i, turn in enumerate(self.turns)
                 if (turn.repeat or i not in used) and _valid(turn, state)]
         if words is None:
             return next(filter(None, (self._in_order(i) for i in free)), None)
         text = _words_of(words)
         best: Choice | None = None
+        partial: tuple[int, str] | None = None
         for i in free:
-            for pattern in self.patterns[i]:
-                found = pattern.find(text, self.turns[i].each)
-                if found:
-                    score = explained(text, found)
-                    if best is None or score > best.score:
-                        best = Choice(i, found, score)
+            for acted, spans in self._readings(i, text):
+                score = explained(text, spans)
+                rest = (unexplained(text, spans, self.filler_words) if self.whole_utterance
+                        else "")
+                if rest:
+                    if partial is None or score > partial[0]:
+                        partial = (score, rest)
+                elif best is None or score > best.score:
+                    best = Choice(i, acted, score)
         if best is not None:
             return best
-        return next((Choice(i, []) for i in free if self.turns[i].match is None), None)
+        catch_all = next((Choice(i, []) for i in free if self.turns[i].match is None), None)
+        if catch_all is not None:
+            return catch_all
+        return Unexplained(partial[1]) if partial is not None else None
+
+    def _readings(self, index: int, text: str) -> list[tuple[list[Found], list[Found]]]:
+        """Per pattern of turn ``index`` that matches: the readings acted on, and the
+        spans they explain. Another match of the turn's patterns explains words too
+        when it reads the same values (a second "yes", "that's all ... read it
+        back"); one with other values does not, as the turn would drop them."""
+        matches = [pattern.find(text, True) for pattern in self.patterns[index]]
+        out = []
+        for found in matches:
+            acted = found if self.turns[index].each else found[:1]
+            if not acted:
+                continue
+            values = [f.values for f in acted]
+            spans = [f for more in matches for f in more if f.values in values]
+            out.append((acted, spans))
+        return out
 
     def _in_order(self, index: int) -> Choice | None:
         """Turn ``index`` taken for unknown words: its ``user`` text is what was said,
@@ -235,11 +309,19 @@ class Script(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, dict=True
         choice = self.match(words, used, state)
         return None if choice is None else choice.turn
 
+    def calls(self) -> list[str]:
+        """The function names the script's steps call, in order, each once."""
+        steps = [s for turn in self.turns for s in turn.steps + (turn.refused or [])]
+        steps += self.fallback + (self.refused or []) + (self.unexplained or [])
+        return list(dict.fromkeys(s.call for s in steps if s.call))
+
     def texts(self) -> list[str]:
         """Every literal text the script says (for warming a speech cache)."""
         steps = [s for turn in self.turns for s in turn.steps + (turn.refused or [])]
         steps += self.fallback + (self.refused or [])
-        steps += [s for state in self.states.values() for s in state.fallback or []]
+        steps += self.unexplained or []
+        steps += [s for state in self.states.values()
+                  for s in (state.fallback or []) + (state.unexplained or [])]
         out = [s.say for s in steps if s.say and "{" not in s.say]
         return ([self.greeting] if self.greeting else []) + out
 
@@ -329,10 +411,16 @@ def parse_script(text: str, filename: str = "<script>") -> Script:
         _check_step(step, located, ("fallback", j), f"fallback step {j + 1}")
     for j, step in enumerate(script.refused or []):
         _check_step(step, located, ("refused", j), f"refused step {j + 1}")
+    left = frozenset({"unexplained"})
+    for j, step in enumerate(script.unexplained or []):
+        _check_step(step, located, ("unexplained", j), f"unexplained step {j + 1}", left)
     for name, state in script.states.items():
         for j, step in enumerate(state.fallback or []):
             _check_step(step, located, ("states", name, "fallback", j),
                         f"state {name!r}, fallback step {j + 1}")
+        for j, step in enumerate(state.unexplained or []):
+            _check_step(step, located, ("states", name, "unexplained", j),
+                        f"state {name!r}, unexplained step {j + 1}", left)
     if script.greeting is not None:
         _check_template(script.greeting, located.where(("greeting",)), "greeting")
     return script
