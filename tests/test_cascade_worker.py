@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +65,31 @@ async def test_close_stops_the_thread_and_a_later_call_starts_another() -> None:
     assert not any(t.name == "pipeflow-closing" for t in threading.enumerate())
     assert await worker.call(int, "7") == 7
     worker.close()
+
+
+async def test_a_process_serving_calls_decodes_the_cascade_in_child_processes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker switches process decoding on: the stt stage then decodes as the local
+    server does, in a child process, so pocketsphinx holds no GIL of the calls' process."""
+    from pipeflow.asr import process
+    from pipeflow.cascade.audio import OfflineTranscriber
+    from pipeflow.stages.stt import SpeechToText
+    from tests.speech import need_tts, spoken
+
+    need_tts()
+    script = tmp_path / "script.yaml"
+    script.write_text('transcriber:\n  sentences: ["how much is a pizza", "one salad please"]\n'
+                      'turns:\n  - match: [pizza]\n    steps: [{say: "Ten dollars."}]\n')
+    monkeypatch.setitem(process._switch, "on", True)
+    client = SpeechToText(script=str(script))._make_client()
+    assert isinstance(client, OfflineTranscriber)
+    recogniser = client.recogniser
+    assert isinstance(recogniser, process.ProcessTranscriber)
+    try:
+        pcm = spoken("one salad please", 16000).astype("<i2").tobytes()
+        assert await client.transcribe(pcm, 16000) == "one salad please"
+        assert recogniser.pids and os.getpid() not in recogniser.pids
+    finally:
+        await client.aclose()
+        recogniser.close()
+        process.shared_process_transcriber.cache_clear()

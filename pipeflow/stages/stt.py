@@ -28,7 +28,8 @@ from typing import Annotated, Any
 
 import msgspec
 
-from pipeflow.asr.options import TranscriberOptions, build_transcriber
+from pipeflow.asr.options import TranscriberOptions
+from pipeflow.asr.process import transcriber_for
 from pipeflow.cascade.audio import HttpTranscriber, OfflineTranscriber, SttClient
 from pipeflow.cascade.chat import ChatError
 from pipeflow.cascade.endpoint import endpoint, with_retries
@@ -99,12 +100,14 @@ class SpeechToText(Stage):
             return RealtimeTranscriber(where.base_url, opts.model, where.api_key, opts.language)
         if where.base_url:
             return HttpTranscriber(where.base_url, opts.model, where.api_key, opts.language)
+        # In a process that serves calls (a worker), decoded in child processes as the
+        # local server's are: pocketsphinx holds the GIL for tens of ms at a time.
         if opts.transcriber is not None:
-            return OfflineTranscriber(build_transcriber(opts.transcriber,
-                                                        f"stage {self.ctx.name}"))
+            return OfflineTranscriber(transcriber_for(opts.transcriber,
+                                                      f"stage {self.ctx.name}"))
         script = load_script(opts.script) if opts.script else None
         if script is not None and script.transcriber is not None:
-            return OfflineTranscriber(build_transcriber(script.transcriber, script.source))
+            return OfflineTranscriber(transcriber_for(script.transcriber, script.source))
         from pipeflow.asr.pocketsphinx import PocketsphinxTranscriber
 
         return OfflineTranscriber(PocketsphinxTranscriber())
