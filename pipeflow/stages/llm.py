@@ -390,12 +390,13 @@ class ChatModel(Stage):
 
     async def _complete(self, response: _Response, stream: ChatStream,
                         tools: list[dict[str, Any]]) -> None:
-        """Stream one completion: each text delta downstream as it comes."""
+        """Stream one completion: its text downstream as it comes, one delta for the
+        chunks that arrived together (not one per token: each costs every stage after)."""
         assert self.history is not None and self.llm is not None
         first = True
         started = time.perf_counter()
-        async for data in self.llm.stream(self.history.messages, tools):
-            delta = stream.feed_data(data)
+        async for batch in self.llm.batches(self.history.messages, tools):
+            delta = "".join([stream.feed_data(data) for data in batch])
             if delta:
                 if first:
                     first = False
