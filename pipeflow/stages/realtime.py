@@ -18,6 +18,7 @@ in-process (offline, scripted: ``script``, ``speed``, ``first_audio_delay_ms``).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -145,14 +146,22 @@ class RealtimeTransport(Stage):
         """Reader task: server events, as engine inputs, into the stage's input.
 
         Events that mean nothing to the conversation are left out here, so they
-        cost the stage's loop nothing (half of what precedes first audio).
+        cost the stage's loop nothing (half of what precedes first audio). An
+        event that finds the stage idle is handed over at once: a burst (a whole
+        answer's audio in one read) is decoded behind its first event, not in
+        front of it.
         """
         emit = self.ctx.emit
+        inbox = self.ctx.inbox
+        assert inbox is not None  # a duplex stage
         try:
             async for event in client.events():
                 item = adapter.translate(event)
                 if item is not None:
+                    idle = not len(inbox)
                     await emit(_FromModel(event=item))
+                    if idle:
+                        await asyncio.sleep(0)
         except RemoteError as exc:
             self.ctx.emit_nowait(_FromModel(event=ConnectionLost(message=str(exc))))
 
