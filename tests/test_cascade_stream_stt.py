@@ -188,3 +188,22 @@ async def test_the_server_keeps_the_two_kinds_of_session_apart(
     assert got[1]["type"] == "transcription_session.updated"
     assert got[1]["session"]["input_audio_transcription"]["model"] == "gpt-4o-transcribe"
     assert got[1]["session"]["turn_detection"] is None
+
+
+async def test_a_lost_session_fails_the_turn_waiting_and_the_next_audio_reconnects(
+        server: LocalRealtimeServer) -> None:
+    client = RealtimeTranscriber(server.http_base_url, "gpt-4o-mini-transcribe", "sk-local")
+    try:
+        client.append(pcm16("how much is a pizza"), 16000)
+        assert await client.words(client.commit()) == "how much is a pizza"
+        client.append(pcm16("one salad please"), 16000)
+        for ws in list(server._live):  # the server drops the connection mid-turn
+            await ws.close()
+        with pytest.raises(ChatError) as caught:
+            await client.words(client.commit())
+        assert caught.value.code == "stream_cut" and "closed the session" in str(caught.value)
+        client.append(pcm16("one salad please"), 16000)  # a new session for the next turn
+        assert await client.words(client.commit()) == "one salad please"
+    finally:
+        await client.aclose()
+    assert len(server.sessions) == 2
