@@ -1,14 +1,25 @@
 """``pipelines/call-cascade.yaml`` run unchanged by the worker and by the call gateway.
 
 The worker takes it as a job's entry from its queue; the gateway serves it to
-a fake Twilio caller whose speech streams in as mu-law media. Both store the
+a fake Twilio caller whose speech streams in as mu-law media; ``pipeflow run``
+runs it with all three stages over HTTP to a local server. Each stores the
 same order as ``pipelines/call.yaml``.
+
+The over-HTTP call runs in processes of its own (the server, the CLI), started
+with this module and running while the worker's and the gateway's calls run
+here: the three calls take about as long as the longest two, not as all three.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +32,74 @@ from tests.speech import need_tts
 
 ROOT = Path(__file__).resolve().parent.parent
 CASCADE_YAML = ROOT / "pipelines" / "call-cascade.yaml"
+PATIENT = {"caller.speed": 3, "wav_sink.realtime": False, "caller.wait_for_greeting_s": 30}
+"""3x real time; the caller waits for the greeting to be played (event-driven) however
+long a loaded machine takes to start the models, instead of 8 s of stream time."""
+
+
+class HttpRun:
+    """The over-HTTP call in the background: a local server and ``pipeflow run``."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("OPENAI_API_KEY", "OAI_API_KEY", "ORDERLINE_DB")}
+        env["LOCAL_KEY"] = "sk-local"
+        script = ROOT / "pipelines" / "orderline" / "script.yaml"
+        self.server_log = out / "server.log"
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "pipeflow.cli", "realtime-server", "--port", "0",
+             "--script", str(script), "--key", "sk-local"],
+            cwd=ROOT, env=env, stdout=self.server_log.open("w"), stderr=subprocess.STDOUT)
+        url = self._server_url()
+        sets = [f"{k}={v}" for k, v in PATIENT.items()]
+        for stage in ("stt", "model", "tts"):
+            sets += [f"{stage}.base_url={url}", f"{stage}.api_key_env=LOCAL_KEY"]
+        self.log = out / "run.log"
+        self.call = subprocess.Popen(
+            [sys.executable, "-m", "pipeflow.cli", "run", str(CASCADE_YAML), "-o", str(out),
+             *[arg for s in sets for arg in ("--set", s)]],
+            cwd=ROOT, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+
+    def _server_url(self) -> str:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = re.search(r"base_url: (http://\S+/v1)", self.server_log.read_text())
+            if found:
+                return found.group(1)
+            if self.server.poll() is not None:
+                raise AssertionError("the local server ended: " + self.server_log.read_text())
+            time.sleep(0.05)
+        raise AssertionError("the local server did not start: " + self.server_log.read_text())
+
+    def output(self) -> str:
+        return self.log.read_text()[-3000:] + "\n" + self.server_log.read_text()[-2000:]
+
+    def close(self) -> None:
+        for proc in (self.call, self.server):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("OPENAI_API_KEY", "OAI_API_KEY", "ORDERLINE_DB"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def http_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpRun]:
+    """Started before this module's first test; its test, the last, waits for it."""
+    need_tts()
+    run = HttpRun(tmp_path_factory.mktemp("cascade-http"))
+    try:
+        yield run
+    finally:
+        run.close()
 
 
 async def stored(path: Path) -> list:  # type: ignore[type-arg]
@@ -40,8 +113,7 @@ async def test_the_worker_runs_the_cascade_call_from_its_queue(
     need_tts()
     monkeypatch.setenv("PIPEFLOW_OUTPUT", str(tmp_path))
     queue = MemoryQueue()
-    job = await queue.submit(Job(entry=str(CASCADE_YAML), params={
-        "caller.speed": 3, "wav_sink.realtime": False}))
+    job = await queue.submit(Job(entry=str(CASCADE_YAML), params=dict(PATIENT)))
     worker = Worker(WorkerOptions(max_jobs=1), queue, poll_interval=0.05)
     await asyncio.wait_for(worker.run(until_idle=True), 240)
     status = await queue.status(job.id)
@@ -99,37 +171,24 @@ async def test_the_gateway_serves_the_cascade_call_to_a_twilio_caller(tmp_path: 
     assert {"media", "mark"} <= {m["event"] for m in received}
 
 
-async def test_the_cascade_call_over_http_to_the_local_server(tmp_path: Path) -> None:
+def test_the_cascade_call_over_http_to_the_local_server(http_run: HttpRun) -> None:
     """All three stages pointed at one local server (chat, transcriptions, speech):
     the same order, through the HTTP clients a real provider gets."""
-    need_tts()
-    import os
     import sqlite3
-    import sys
 
-    from pipeflow.realtime.server import LocalRealtimeServer
-
-    script = ROOT / "pipelines" / "orderline" / "script.yaml"
-    async with LocalRealtimeServer(script, api_key="sk-local") as server:
-        url = server.http_base_url
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("OPENAI_API_KEY", "OAI_API_KEY", "ORDERLINE_DB")}
-        env["LOCAL_KEY"] = "sk-local"
-        sets = ["caller.speed=3", "wav_sink.realtime=false"]
-        for stage in ("stt", "model", "tts"):
-            sets += [f"{stage}.base_url={url}", f"{stage}.api_key_env=LOCAL_KEY"]
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pipeflow.cli", "run", str(CASCADE_YAML), "-o", str(tmp_path),
-            *[arg for s in sets for arg in ("--set", s)], cwd=ROOT, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        output, _ = await asyncio.wait_for(proc.communicate(), 240)
-    assert proc.returncode == 0, output.decode()[-3000:]
-    rows = sqlite3.connect(tmp_path / "orders.sqlite3").execute(
+    try:
+        code = http_run.call.wait(240)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the call over HTTP did not end in 240 s: "
+                             + http_run.output()) from None
+    assert code == 0, http_run.output()
+    out = http_run.out
+    rows = sqlite3.connect(out / "orders.sqlite3").execute(
         "select phone, address, lines from orders").fetchall()
-    assert len(rows) == 1, output.decode()[-3000:]
+    assert len(rows) == 1, http_run.output()
     phone, address, lines = rows[0]
     assert phone == "5551234567" and address == "12 Main Street, Springfield"
     items = {line["name"]: line["quantity"] for line in json.loads(lines)}
     assert items == {"pizza": 2, "salad": 1, "ice cream": 1}
-    frames = (tmp_path / "frames.jsonl").read_text()
+    frames = (out / "frames.jsonl").read_text()
     assert '"type":"error"' not in frames

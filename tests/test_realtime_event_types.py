@@ -36,14 +36,12 @@ IGNORED_SERVER: dict[str, str] = {
     "response.mcp_call.failed": "MCP tools",
     "response.mcp_call_arguments.delta": "MCP tools",
     "response.mcp_call_arguments.done": "MCP tools",
-    "transcription_session.updated": "transcription-only sessions, not conversations",
 }
 """SDK server events pipeflow does not decode, and why."""
 
 NOT_SENT_CLIENT: dict[str, str] = {
     "conversation.item.retrieve": "pipeflow keeps its own transcript of the conversation",
     "output_audio_buffer.clear": "WebRTC/SIP only",
-    "transcription_session.update": "transcription-only sessions, not conversations",
 }
 """SDK client events pipeflow never sends (and the local server refuses)."""
 

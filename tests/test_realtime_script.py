@@ -105,9 +105,12 @@ def test_render_fills_result_fields_user_and_braces() -> None:
                   result, "Ann")
     assert text == "Ann: pizza costs 12.5 {EUR} (ok)"
     assert render("Result: {result}", "plain text", "") == "Result: plain text"
-    # a field that is not there stays visible instead of failing the response
-    assert render("Total {result.total}", "not json", "") == "Total {result.total}"
-    assert render("Total {result.missing}", result, "") == "Total {result.missing}"
+    # a field that is not there is never spoken as the placeholder: a plain-text
+    # result stands for it, a JSON result without it gives nothing
+    assert render("Total {result.total}", "not json", "") == "Total not json"
+    assert render("{result.missing} Anything else?", result, "") == "Anything else?"
+    assert render("It is {result.missing} today.", result, "") == "It is today."
+    assert render("{result.a.b}", '"a string"', "") == '"a string"'
 
 
 @given(st.text(max_size=60), st.one_of(st.none(), st.text(max_size=60)))

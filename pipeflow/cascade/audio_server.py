@@ -4,9 +4,10 @@
   ``model``, ``response_format`` ``json`` or ``text``), heard by pocketsphinx
   off the event loop; answers ``{"text": ...}``;
 - ``POST /v1/audio/speech``: ``{"input", "voice", "response_format"}``;
-  ``pcm`` (24 kHz PCM16 mono, as OpenAI's) or ``wav``, spoken by espeak-ng
-  sentence by sentence and streamed, so the first sentence's audio leaves
-  before the last is made.
+  ``mp3`` (the API's default; with the ``mp3`` extra, LAME), ``pcm`` (24 kHz
+  PCM16 mono, as OpenAI's) or ``wav``, spoken by espeak-ng sentence by
+  sentence and streamed (but ``wav``), so the first sentence's audio leaves
+  before the last is made; any other format is a 400 naming those served.
 
 ``local_api_app`` puts them beside ``/v1/chat/completions`` (the script
 engine): the app the local Realtime server serves on its own port. Every
@@ -138,10 +139,11 @@ def speech_route(speaker: Speaker, api_key: str | None = None) -> Route:
         if len(text) > _MAX_INPUT:
             return _error(400, f"'input' is {len(text)} characters; at most {_MAX_INPUT}.",
                           "input")
-        fmt = body.get("response_format", "mp3")
-        if fmt not in ("pcm", "wav"):
-            return _error(400, f"response_format {fmt!r} is not served here; use pcm "
-                          "(24 kHz PCM16 mono) or wav.", "response_format")
+        fmt = body.get("response_format", "mp3")  # the API's (and the SDK's) default
+        encoder = mp3_encoder() if fmt == "mp3" else None
+        if fmt not in ("pcm", "wav") and encoder is None:
+            return _error(400, f"response_format {fmt!r} is not served here; use "
+                          f"{served_formats()}.", "response_format")
         sentences = [s for s in _SENTENCE.split(text.strip()) if s]
         if fmt == "wav":  # a WAV header holds the length: the whole answer at once
             started = time.perf_counter()
@@ -150,16 +152,41 @@ def speech_route(speaker: Speaker, api_key: str | None = None) -> Route:
                             headers=timing(time.perf_counter() - started))
         started = time.perf_counter()
         first = await _say(speaker, sentences[0])  # a failure is still a clean 500
+        encode = (lambda pcm: bytes(encoder.encode(pcm))) if encoder else (lambda pcm: pcm)
 
         async def stream() -> AsyncIterator[bytes]:
-            yield first
+            yield encode(first)
             for sentence in sentences[1:]:
-                yield await _say(speaker, sentence)
+                yield encode(await _say(speaker, sentence))
+            if encoder is not None:
+                yield bytes(encoder.flush())
 
-        return StreamingResponse(stream(), media_type="audio/pcm",
+        return StreamingResponse(stream(), media_type="audio/mpeg" if encoder else "audio/pcm",
                                  headers=timing(time.perf_counter() - started))
 
     return Route("/v1/audio/speech", speech, methods=["POST"])
+
+
+def mp3_encoder() -> Any:
+    """A LAME encoder for 24 kHz mono speech (64 kbit/s), or None without ``lameenc``
+    (the ``mp3`` extra: ``pip install 'pipeflow[mp3]'``)."""
+    try:
+        import lameenc
+    except ImportError:
+        return None
+    encoder = lameenc.Encoder()
+    encoder.set_bit_rate(64)
+    encoder.set_in_sample_rate(SPEECH_RATE)
+    encoder.set_channels(1)
+    encoder.set_quality(7)  # fast: the voice is espeak-ng's, not worth more
+    return encoder
+
+
+def served_formats() -> str:
+    """The ``response_format``s of ``/v1/audio/speech`` served here, for an error."""
+    mp3 = "mp3, " if mp3_encoder() is not None else ""
+    return f"{mp3}pcm (24 kHz PCM16 mono) or wav" + (
+        "" if mp3 else " (mp3 needs the 'mp3' extra: pip install 'pipeflow[mp3]')")
 
 
 async def _say(speaker: Speaker, sentence: str) -> bytes:

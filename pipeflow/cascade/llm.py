@@ -2,8 +2,10 @@
 
 Both yield the SSE ``data`` payloads of one streamed completion, so the
 stage parses a real provider's stream and the offline one with the same
-``ChatStream``. Errors are ``ChatError``s whose text names the URL, the
-status and what to do.
+``ChatStream``: ``stream`` one by one, ``batches`` a list per arrival (one
+network read's events; the offline model's whole answer at once), so the
+stage passes what came together on as one text delta, not one per token.
+Errors are ``ChatError``s whose text names the URL, the status and what to do.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ class ChatClient(Protocol):
     def stream(self, messages: list[dict[str, Any]],
                tools: list[dict[str, Any]]) -> AsyncIterator[str]:
         """The ``data`` payloads of one streamed completion over ``messages``."""
+        ...
+
+    def batches(self, messages: list[dict[str, Any]],
+                tools: list[dict[str, Any]]) -> AsyncIterator[list[str]]:
+        """The same payloads, a list of those that arrived together at a time."""
         ...
 
     @property
@@ -63,6 +70,12 @@ class HttpChat:
 
     async def stream(self, messages: list[dict[str, Any]],
                      tools: list[dict[str, Any]]) -> AsyncIterator[str]:
+        async for batch in self.batches(messages, tools):
+            for data in batch:
+                yield data
+
+    async def batches(self, messages: list[dict[str, Any]],
+                      tools: list[dict[str, Any]]) -> AsyncIterator[list[str]]:
         body: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True,
                                 **self.extra}
         if tools:
@@ -77,8 +90,8 @@ class HttpChat:
                                      self.url)
                 self._expect = resp.headers.get(EXPECT_HEADER) or None
                 async for chunk in resp.aiter_bytes():
-                    for data in decoder.feed(chunk):
-                        yield data
+                    if events := decoder.feed(chunk):
+                        yield events
         except httpx.TimeoutException as exc:
             raise ChatError(f"the chat model at {self.url} did not answer in time "
                             f"({type(exc).__name__})", "timeout") from None
@@ -112,11 +125,21 @@ class OfflineChat:
 
     async def stream(self, messages: list[dict[str, Any]],
                      tools: list[dict[str, Any]]) -> AsyncIterator[str]:
-        for chunk in self.chat.complete(messages):
-            if self.chunk_delay_s:
-                await asyncio.sleep(self.chunk_delay_s)
-            yield msgspec.json.encode(chunk).decode()
-        yield "[DONE]"
+        async for batch in self.batches(messages, tools):
+            for data in batch:
+                yield data
+
+    async def batches(self, messages: list[dict[str, Any]],
+                      tools: list[dict[str, Any]]) -> AsyncIterator[list[str]]:
+        datas = [msgspec.json.encode(chunk).decode() for chunk in self.chat.complete(messages)]
+        datas.append("[DONE]")
+        if not self.chunk_delay_s:
+            yield datas  # made at once: it arrives at once
+            return
+        for data in datas[:-1]:
+            await asyncio.sleep(self.chunk_delay_s)
+            yield [data]
+        yield datas[-1:]
 
     @property
     def expect(self) -> str | None:

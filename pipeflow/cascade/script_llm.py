@@ -51,10 +51,21 @@ class ScriptChat:
         self._seen = len(messages)
         return outputs_in
 
-    def complete(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The chunks of the answer to ``messages`` (the whole conversation so far)."""
+    def complete(self, messages: list[dict[str, Any]],
+                 tools: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """The chunks of the answer to ``messages`` (the whole conversation so far).
+
+        ``tools`` is the request's ``tools``: a call of the script to a function
+        the request does not declare is left out, as a chat model never calls one
+        (None: no request to hold it to, every call is made).
+        """
         plan = self.dialogue.respond(self._read(messages))
-        return self._chunks(plan.text, plan.calls)
+        calls = plan.calls
+        if tools is not None:
+            declared = {tool.get("function", {}).get("name") for tool in tools
+                        if isinstance(tool, dict) and isinstance(tool.get("function"), dict)}
+            calls = [call for call in calls if call.name in declared]
+        return self._chunks(plan.text, calls)
 
     def _chunks(self, text: str, calls: list[Call]) -> list[dict[str, Any]]:
         cid = f"chatcmpl-pf{next(_ids)}"

@@ -30,7 +30,7 @@ from pipeflow.cascade.script_llm import ScriptChat
 from pipeflow.realtime.script import DEFAULT_SCRIPT, Script
 
 __all__ = ["BodyRefused", "chat_completions_app", "chat_route", "read_body", "read_json",
-           "refused", "replay", "timing"]
+           "refused", "replay", "timing", "usage"]
 
 MAX_JSON_BYTES = 4 * 1024 * 1024
 """Largest JSON body taken (a long conversation is well under it)."""
@@ -72,20 +72,38 @@ async def read_json(request: Request, limit: int = MAX_JSON_BYTES) -> Any:
             from None
 
 
-def replay(script: Script, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The chunks of the script's answer to the last turn of ``messages``."""
-    return _replayed(script, messages)[0]
+def replay(script: Script, messages: list[dict[str, Any]],
+           tools: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The chunks of the script's answer to the last turn of ``messages``.
+
+    Only functions in ``tools`` are called (None: every call of the script).
+    """
+    return _replayed(script, messages, tools)[0]
 
 
-def _replayed(script: Script, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
-                                                                        str | None]:
+def _replayed(script: Script, messages: list[dict[str, Any]],
+              tools: list[dict[str, Any]] | None) -> tuple[list[dict[str, Any]], str | None]:
     """The answer's chunks, and what the dialogue expects after it."""
     chat = ScriptChat(script)
     for i, message in enumerate(messages):
         if message.get("role") == "assistant":
             chat.complete(messages[:i])  # the answer given then, decided again
-    chunks = chat.complete(messages)
+    chunks = chat.complete(messages, tools)
     return chunks, chat.dialogue.expect
+
+
+def usage(messages: list[dict[str, Any]], chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """A ``usage`` object for the answer: words counted as tokens (no tokenizer offline)."""
+    prompt = sum(len(str(m.get("content") or "").split()) for m in messages)
+    completion = 0
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            delta = choice["delta"]
+            completion += len((delta.get("content") or "").split())
+            completion += sum(len(call.get("function", {}).get("arguments") or "") // 4
+                              for call in delta.get("tool_calls") or [])
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}
 
 
 def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
@@ -129,24 +147,43 @@ def chat_route(script: Script | None = None, api_key: str | None = "") -> Route:
         messages = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             return _error(400, "'messages' must be a list of message objects.", "messages")
+        tools = body.get("tools") or []
+        if not isinstance(tools, list):
+            return _error(400, "'tools' must be a list of tool objects.", "tools")
+        options = body.get("stream_options") or {}
+        if not isinstance(options, dict):
+            return _error(400, "'stream_options' must be an object.", "stream_options")
         started = time.perf_counter()
-        chunks, expect = _replayed(played, messages)
+        chunks, expect = _replayed(played, messages, tools)
         took = timing(time.perf_counter() - started)
         if expect:
             took[EXPECT_HEADER] = expect
         if body.get("stream"):
-            async def events() -> AsyncIterator[bytes]:
-                for chunk in chunks:
-                    yield b"data: " + msgspec.json.encode(chunk) + b"\n\n"
-                yield b"data: [DONE]\n\n"
-
-            return StreamingResponse(events(), media_type="text/event-stream", headers=took)
-        return JSONResponse(_whole(chunks), headers=took)
+            return StreamingResponse(_events(chunks, messages, bool(options.get("include_usage"))),
+                                     media_type="text/event-stream", headers=took)
+        return JSONResponse(_whole(chunks, messages), headers=took)
 
     return Route("/v1/chat/completions", completions, methods=["POST"])
 
 
-def _whole(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+async def _events(chunks: list[dict[str, Any]], messages: list[dict[str, Any]],
+                  include_usage: bool) -> AsyncIterator[bytes]:
+    """The SSE body; with ``include_usage`` (``stream_options``), as OpenAI streams it:
+    ``usage: null`` on every chunk, then one chunk with no choices and the usage."""
+    for chunk in chunks:
+        if include_usage:
+            chunk = {**chunk, "usage": None}
+        yield b"data: " + msgspec.json.encode(chunk) + b"\n\n"
+    if include_usage:
+        last = chunks[-1]
+        yield b"data: " + msgspec.json.encode({
+            "id": last["id"], "object": "chat.completion.chunk", "created": last["created"],
+            "model": last["model"], "system_fingerprint": last.get("system_fingerprint"),
+            "choices": [], "usage": usage(messages, chunks)}) + b"\n\n"
+    yield b"data: [DONE]\n\n"
+
+
+def _whole(chunks: list[dict[str, Any]], messages: list[dict[str, Any]]) -> dict[str, Any]:
     """The non-streamed ``chat.completion`` the chunks add up to."""
     text = ""
     calls: dict[int, dict[str, Any]] = {}
@@ -169,5 +206,4 @@ def _whole(chunks: list[dict[str, Any]]) -> dict[str, Any]:
     return {"id": first["id"], "object": "chat.completion", "created": first["created"],
             "model": first["model"], "choices": [{"index": 0, "message": message,
                                                   "logprobs": None, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": len(text.split()),
-                      "total_tokens": 10 + len(text.split())}}
+            "usage": usage(messages, chunks)}

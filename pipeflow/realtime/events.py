@@ -80,6 +80,8 @@ __all__ = [
     "SessionCreated",
     "SessionUpdate",
     "SessionUpdated",
+    "TranscriptionSessionUpdate",
+    "TranscriptionSessionUpdated",
     "UnknownEvent",
     "decode_client_event",
     "decode_server_event",
@@ -169,6 +171,13 @@ class SessionUpdate(ClientEvent, tag="session.update"):
     session: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+class TranscriptionSessionUpdate(ClientEvent, tag="transcription_session.update"):
+    """Beta: set a transcription session (``?intent=transcription``) up; GA sends
+    ``session.update`` with ``session.type: "transcription"`` instead."""
+
+    session: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
 class InputAudioBufferAppend(ClientEvent, tag="input_audio_buffer.append"):
     """Append audio (already in the session's input format) to the input buffer."""
 
@@ -250,6 +259,12 @@ class SessionCreated(ServerEvent, tag="session.created"):
 
 class SessionUpdated(ServerEvent, tag="session.updated"):
     """The answer to ``session.update``: the configuration now in force."""
+
+    session: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class TranscriptionSessionUpdated(ServerEvent, tag="transcription_session.updated"):
+    """Beta: the answer to ``transcription_session.update``."""
 
     session: dict[str, Any] = msgspec.field(default_factory=dict)
 

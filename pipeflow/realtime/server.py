@@ -165,6 +165,8 @@ class LocalRealtimeServer:
         self._http: Any = None  # the connection class that serves HTTP too
         self._refusals_left = self.options.faults.refuse_connections
         self._live: set[ServerConnection] = set()
+        self._general: Any = None  # pocketsphinx's general model, for transcription sessions
+        self._general_lock = asyncio.Lock()
         self.close_timeout = _CLOSE_TIMEOUT
         """Seconds a closing connection may take before it is dropped."""
 
@@ -288,6 +290,7 @@ class LocalRealtimeServer:
             self.script, self.options, shape=shape, model=model, number=self._connections,
             budget=self.budget, transcriber=self.transcriber, speaker=self._speaker,
             defer_transcription=True,
+            transcription_session=query.get("intent", [""])[0] == "transcription",
         )
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -296,6 +299,8 @@ class LocalRealtimeServer:
         assert ws.request is not None
         self._connections += 1  # numbers stay unique when closed sessions are dropped
         session = self._session_for(ws.request)
+        if session.config.transcription_session and session.transcriber is None:
+            session.transcriber = await self._general_transcriber()
         self.sessions.append(session)
         self._live.add(ws)
         session.start(loop.time())
@@ -311,7 +316,8 @@ class LocalRealtimeServer:
                     await ws.send(_error_event(), text=True)
                 wake.set()
                 while (job := session.take_transcription()) is not None:
-                    session.transcribed(job, await self._transcribe(job), loop.time())
+                    session.transcribed(job, await self._transcribe(job, session.transcriber),
+                                        loop.time())
                     wake.set()
         except ConnectionClosed:
             pass
@@ -323,15 +329,25 @@ class LocalRealtimeServer:
             if not self.keep_sessions:
                 self.sessions.remove(session)
 
-    async def _transcribe(self, job: Transcription) -> str | None:
+    async def _general_transcriber(self) -> Any:
+        """The script's recogniser has no sentences to listen for a transcription
+        session's audio: pocketsphinx's general English model does (loaded once)."""
+        async with self._general_lock:
+            if self._general is None:
+                from pipeflow.asr.pocketsphinx import PocketsphinxTranscriber
+
+                self._general = await asyncio.to_thread(PocketsphinxTranscriber)
+        return self._general
+
+    async def _transcribe(self, job: Transcription, transcriber: Any) -> str | None:
         """The words of committed audio, decoded in a worker thread so that other
         connections' audio keeps flowing; as many decodes at a time as the shared
         transcriber runs at once (one in a thread, one per decoding process).
         A decoder that fails leaves the script's words to stand in."""
-        assert self.transcriber is not None
+        assert transcriber is not None
         async with self._transcribing:
             try:
-                return await asyncio.to_thread(job.run, self.transcriber)
+                return await asyncio.to_thread(job.run, transcriber)
             except Exception:
                 log.exception("transcribing item %s failed; the script's words stand in",
                               job.item_id)

@@ -91,6 +91,9 @@ class ServerConfig(msgspec.Struct, kw_only=True):
     )
     transcription: dict[str, Any] | None = None
     extra: dict[str, Any] = msgspec.field(default_factory=dict)
+    transcription_session: bool = False
+    """A transcription session (``?intent=transcription``): committed audio is
+    transcribed, word deltas then the whole transcript, and no response is made."""
 
     @property
     def server_vad(self) -> bool:
@@ -105,7 +108,8 @@ class ServerConfig(msgspec.Struct, kw_only=True):
 
 def detect_shape(session: dict[str, Any], current: Shape) -> Shape:
     """The shape a ``session.update`` is written in (``current`` when it cannot tell)."""
-    if session.get("type") == "realtime" or "audio" in session or "output_modalities" in session:
+    if (session.get("type") in ("realtime", "transcription") or "audio" in session
+            or "output_modalities" in session):
         return "ga"
     if _BETA_KEYS & session.keys():
         return "beta"
@@ -172,9 +176,14 @@ def _apply_common(config: ServerConfig, session: dict[str, Any]) -> set[str]:
 
 def _apply_ga(config: ServerConfig, session: dict[str, Any]) -> set[str]:
     done = _apply_common(config, session) | {"type", "output_modalities", "audio"}
-    kind = session.get("type", "realtime")
-    if kind != "realtime":
-        _choice(kind, ["realtime"], "session.type")
+    kind = session.get("type", "transcription" if config.transcription_session else "realtime")
+    if kind != ("transcription" if config.transcription_session else "realtime"):
+        _choice(kind, ["realtime", "transcription"], "session.type")
+        raise ClientError(
+            f"Invalid value: {kind!r}: this connection is a "
+            f"{'transcription' if config.transcription_session else 'conversation'} session; "
+            "a transcription session is opened by connecting with ?intent=transcription.",
+            "invalid_value", "session.type")
     if "output_modalities" in session:
         modes = _expect(session["output_modalities"], list, "session.output_modalities",
                         "an array")
@@ -257,6 +266,8 @@ def session_object(config: ServerConfig, shape: Shape, session_id: str) -> dict[
         "tools": config.tools,
         "tool_choice": config.tool_choice,
     }
+    if config.transcription_session:
+        return _transcription_object(config, shape, session_id)
     if shape == "beta":
         return {
             **common,
@@ -287,4 +298,20 @@ def session_object(config: ServerConfig, shape: Shape, session_id: str) -> dict[
                        "speed": 1.0},
         },
         **{k: v for k, v in config.extra.items() if k not in _BETA_KEYS},
+    }
+
+
+def _transcription_object(config: ServerConfig, shape: Shape, session_id: str) -> dict[str, Any]:
+    """A transcription session as ``session.created`` / ``session.updated`` report it
+    (beta: as ``transcription_session.updated`` does)."""
+    if shape == "beta":
+        return {"id": session_id, "object": "realtime.transcription_session",
+                "modalities": ["text"], "input_audio_format": config.input_format,
+                "input_audio_transcription": config.transcription,
+                "turn_detection": config.turn_detection}
+    return {
+        "type": "transcription", "id": session_id, "object": "realtime.transcription_session",
+        "audio": {"input": {"format": audio_format(config.input_format),
+                            "transcription": config.transcription, "noise_reduction": None,
+                            "turn_detection": config.turn_detection}},
     }

@@ -122,6 +122,11 @@ class ServerSession(ResponsePlanner):
             (``take_transcription`` / ``transcribed``) instead of running it
             inside ``receive_data``: decoding takes a good part of a second
             that a server's event loop must not spend blocked.
+        transcription_session: a transcription session (``?intent=transcription``):
+            each committed turn's words come as ``...input_audio_transcription.delta``
+            events, one a word, then ``.completed``; no response is ever made, and
+            the recogniser listens for what the session's transcription ``prompt``
+            names when it is one of its expectations (as ``/v1/audio/transcriptions``).
 
     Attributes:
         dialogue: the script engine playing this conversation.
@@ -144,13 +149,14 @@ class ServerSession(ResponsePlanner):
         transcriber: Transcriber | None = None,
         speaker: Speaker | None = None,
         defer_transcription: bool = False,
+        transcription_session: bool = False,
     ) -> None:
         self.script = script or DEFAULT_SCRIPT
         self.defer_transcription = defer_transcription
         self._transcriptions: list[Transcription] = []
         self.options = options or ServerOptions()
         self.shape: Shape = shape
-        self.config = ServerConfig(model=model)
+        self.config = ServerConfig(model=model, transcription_session=transcription_session)
         self.number = number
         self.budget = budget or FaultBudget(self.options.faults)
         self.transcriber = transcriber
@@ -368,6 +374,10 @@ class ServerSession(ResponsePlanner):
             case ev.InputTextAppend():  # alias: a user message of one input_text part
                 self._create_item(ev.Item(type="message", role="user", content=[
                     ev.ContentPart(type="input_text", text=event.text)]), now)
+            case ev.ResponseCreate() if self.config.transcription_session:
+                raise ClientError("A transcription session makes no responses: its "
+                                  "transcripts come as each committed turn is heard.",
+                                  "invalid_request_error")
             case ev.ResponseCreate():
                 if self._active is not None:
                     raise ClientError(
@@ -393,6 +403,8 @@ class ServerSession(ResponsePlanner):
                 self._push(now, ev.ConversationItemDeleted(item_id=event.item_id))
             case ev.SessionUpdate():
                 self._update(event.session, now)
+            case ev.TranscriptionSessionUpdate():
+                self._update_transcription(event.session, now)
 
     def _session(self) -> dict[str, Any]:
         return session_object(self.config, self.shape, f"sess_{self.number}")
@@ -406,6 +418,20 @@ class ServerSession(ResponsePlanner):
             self._segmenter = None
         self.config, self.shape = config, shape
         self._push(now, ev.SessionUpdated(session=self._session()))
+
+    def _update_transcription(self, session: dict[str, Any], now: float) -> None:
+        """Beta's ``transcription_session.update`` (flat fields, as beta's ``session.update``)."""
+        if not self.config.transcription_session:
+            raise ClientError("transcription_session.update needs a transcription session: "
+                              "connect with ?intent=transcription.", "invalid_request_error")
+        config = apply_update(self.config, session, "beta")
+        if (config.input_format, config.turn_detection) != (
+            self.config.input_format, self.config.turn_detection
+        ):
+            self._segmenter = None
+        self.config = config
+        self._push(now, ev.TranscriptionSessionUpdated(
+            session=session_object(config, "beta", f"sess_{self.number}")))
 
     def _announce(self, due: float, item: ev.Item, response: str = "") -> None:
         """``conversation.item.added`` (GA) or ``conversation.item.created`` (beta)."""
@@ -475,7 +501,8 @@ class ServerSession(ResponsePlanner):
                 self._push(now, ev.InputAudioBufferSpeechStopped(
                     audio_end_ms=at_ms, item_id=self._speech_item or ""))
             else:  # TurnCommitted
-                respond = bool(self.config.turn_option("create_response", True))
+                respond = (bool(self.config.turn_option("create_response", True))
+                           and not self.config.transcription_session)
                 self._commit(now, self._speech_item or self._id("item"), respond)
                 self._speech_item = None
 
@@ -499,13 +526,22 @@ class ServerSession(ResponsePlanner):
                        role="user", content=[ev.ContentPart(type="input_audio")])
         self._announce(now, item)
         self._finish_item(now, item)
-        job = Transcription(pcm, rate, item_id, respond, self.dialogue.expect)
+        job = Transcription(pcm, rate, item_id, respond, self._expectation())
         if self.transcriber is None:
             self.transcribed(job, None, now)
         elif self.defer_transcription:
             self._transcriptions.append(job)
         else:
             self.transcribed(job, job.run(self.transcriber), now)
+
+    def _expectation(self) -> str | None:
+        """What the recogniser listens for: in a conversation, what the script expects
+        next; in a transcription session, the ``prompt`` when it names an expectation."""
+        if not self.config.transcription_session:
+            return self.dialogue.expect
+        prompt = (self.config.transcription or {}).get("prompt")
+        known = getattr(self.transcriber, "expectations", ())
+        return prompt if isinstance(prompt, str) and prompt in known else None
 
     def take_transcription(self) -> Transcription | None:
         """The oldest committed audio still to transcribe, handed over once.
@@ -518,7 +554,13 @@ class ServerSession(ResponsePlanner):
 
     def transcribed(self, job: Transcription, words: str | None, now: float) -> None:
         """The words of ``job`` (None: unheard, the script's ``user`` text stands in)."""
-        words = self.dialogue.hear(words)
+        if self.config.transcription_session:  # no script: nothing stands in for words
+            words = words or ""
+            for i, word in enumerate(words.split(" ") if words else []):
+                self._push(now, ev.InputTranscriptionDelta(
+                    item_id=job.item_id, delta=word if i == 0 else " " + word))
+        else:
+            words = self.dialogue.hear(words)
         self.transcripts.append(words)
         self._push(now, ev.InputTranscriptionCompleted(
             item_id=job.item_id, transcript=words, usage=self._transcription_usage(job, words)))

@@ -22,20 +22,23 @@ __all__ = ["check_template", "fill_arguments", "render"]
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 _NAME = re.compile(r"^(user|result|[A-Za-z_]\w*)((?:\.[A-Za-z0-9_-]+)*)$")
 _ALONE = re.compile(r"^\{([A-Za-z_]\w*)\}$")
+_SPACES = re.compile(r"\s{2,}")
 
 
 def render(template: str, result: str | None, user: str,
            values: dict[str, Any] | None = None) -> str:
     """Fill captures, ``{result}``, ``{result.a.0.b}`` and ``{user}`` in a text.
 
-    A field missing from the result (or a result that is not JSON) leaves the
-    placeholder as written, so the transcript shows what went wrong.
+    A field the result does not have is never spoken as the placeholder: a
+    result that is not JSON (a tool that answers in plain text) stands for any
+    field of it, and a JSON result without the field gives nothing (the
+    spaces around it are closed up).
     """
     parsed: Any = _MISSING
     values = values or {}
 
     def fill(match: re.Match[str]) -> str:
-        nonlocal parsed
+        nonlocal parsed, missing
         token = match.group(0)
         if token in ("{{", "}}"):
             return token[0]
@@ -55,12 +58,17 @@ def render(template: str, result: str | None, user: str,
                 parsed = msgspec.json.decode(result or "")
             except msgspec.DecodeError:
                 parsed = None
+        if not isinstance(parsed, dict | list):
+            return result or ""  # plain text: it is the message, the whole answer
         value = _lookup(parsed, name.group(2)[1:].split("."))
         if value is _MISSING:
-            return token
+            missing = True
+            return ""
         return value if isinstance(value, str) else msgspec.json.encode(value).decode()
 
-    return _PLACEHOLDER.sub(fill, template)
+    missing = False
+    text = _PLACEHOLDER.sub(fill, template)
+    return _SPACES.sub(" ", text).strip() if missing else text
 
 
 def fill_arguments(value: Any, result: str | None, user: str, values: dict[str, Any]) -> Any:

@@ -55,15 +55,13 @@ from pipeflow.conversation.events import (
     ResponseBegan,
     ResponseEnded,
     SendToolResult,
-    SetTimer,
     StartResponse,
     TextOut,
-    TimerCommand,
-    TimerFired,
     ToolCalled,
     TruncateItem,
     UserTranscript,
 )
+from pipeflow.conversation.timers import EngineTimers
 from pipeflow.errors import RemoteError
 from pipeflow.frames import (
     AudioFrame,
@@ -161,7 +159,7 @@ class ChatModel(Stage):
         self.engine: ConversationEngine | None = None
         self.history: ChatHistory | None = None
         self.llm: ChatClient | None = None
-        self._timers: dict[str, asyncio.Task[None]] = {}
+        self._timers: EngineTimers | None = None
         self._response: _Response | None = None
         self._dropped: set[str] = set()  # responses cancelled: their queued inputs are stale
         self._items = itertools.count(1)
@@ -202,6 +200,8 @@ class ChatModel(Stage):
         self._spoken_by_tts = any(getattr(s, "speaks", False)
                                   for s in self.ctx.downstream_stages())
         tools = self._tools()
+        timers = self._timers = EngineTimers(self.ctx.emit_nowait,
+                                             lambda event: _FromTask(event=event))
         try:
             yield SessionStarted(session_id=self.ctx.pipeline.session_id)
             engine.start(time.perf_counter())
@@ -228,7 +228,7 @@ class ChatModel(Stage):
                 else:
                     engine.receive_frame(frame, now)
                 self._run(engine.commands_to_send(), tools)
-                self._arm(engine.timers_to_set())
+                timers.arm(engine.timers_to_set())
                 for item in engine.frames_to_emit():
                     yield item
                 if engine.finished:
@@ -243,9 +243,8 @@ class ChatModel(Stage):
             await self._close()
 
     async def _close(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
+        if self._timers is not None:
+            self._timers.cancel_all()
         response, self._response = self._response, None
         if response is not None and response.task is not None:
             response.task.cancel()
@@ -391,12 +390,13 @@ class ChatModel(Stage):
 
     async def _complete(self, response: _Response, stream: ChatStream,
                         tools: list[dict[str, Any]]) -> None:
-        """Stream one completion: each text delta downstream as it comes."""
+        """Stream one completion: its text downstream as it comes, one delta for the
+        chunks that arrived together (not one per token: each costs every stage after)."""
         assert self.history is not None and self.llm is not None
         first = True
         started = time.perf_counter()
-        async for data in self.llm.stream(self.history.messages, tools):
-            delta = stream.feed_data(data)
+        async for batch in self.llm.batches(self.history.messages, tools):
+            delta = "".join([stream.feed_data(data) for data in batch])
             if delta:
                 if first:
                     first = False
@@ -418,19 +418,3 @@ class ChatModel(Stage):
         if not response.began:
             response.began = True
             await self._emit(ResponseBegan(response_id=response.request_id), response)
-
-    # -- timers ----------------------------------------------------------------------
-
-    def _arm(self, timers: list[TimerCommand]) -> None:
-        for timer in timers:
-            old = self._timers.pop(timer.name, None)
-            if old is not None:
-                old.cancel()
-            if isinstance(timer, SetTimer):
-                self._timers[timer.name] = self.ctx.spawn(
-                    self._fire(timer), name=f"{self.ctx.name}.timer")
-
-    async def _fire(self, timer: SetTimer) -> None:
-        await asyncio.sleep(max(0.0, timer.at - time.perf_counter()))
-        self._timers.pop(timer.name, None)
-        self.ctx.emit_nowait(_FromTask(event=TimerFired(name=timer.name)))

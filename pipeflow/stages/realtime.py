@@ -25,13 +25,8 @@ from typing import Any
 import msgspec
 
 from pipeflow.conversation.engine import ConversationEngine, EngineOptions
-from pipeflow.conversation.events import (
-    ConnectionLost,
-    ModelInput,
-    SetTimer,
-    TimerCommand,
-    TimerFired,
-)
+from pipeflow.conversation.events import ConnectionLost
+from pipeflow.conversation.timers import EngineTimers
 from pipeflow.errors import ConfigError, RemoteError
 from pipeflow.frames import (
     AudioFrame,
@@ -89,7 +84,7 @@ class RealtimeTransport(Stage):
         self.engine: ConversationEngine | None = None  # the running conversation's
         self.client: RealtimeClient | None = None
         self.server: Any = None
-        self._timers: dict[str, asyncio.Task[None]] = {}
+        self._timers: EngineTimers | None = None
 
     @property
     def input_rate(self) -> int:
@@ -138,9 +133,8 @@ class RealtimeTransport(Stage):
         return client
 
     async def _close(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
+        if self._timers is not None:
+            self._timers.cancel_all()
         client, self.client = self.client, None
         if client is not None:
             await client.close()
@@ -152,14 +146,22 @@ class RealtimeTransport(Stage):
         """Reader task: server events, as engine inputs, into the stage's input.
 
         Events that mean nothing to the conversation are left out here, so they
-        cost the stage's loop nothing (half of what precedes first audio).
+        cost the stage's loop nothing (half of what precedes first audio). An
+        event that finds the stage idle is handed over at once: a burst (a whole
+        answer's audio in one read) is decoded behind its first event, not in
+        front of it.
         """
         emit = self.ctx.emit
+        inbox = self.ctx.inbox
+        assert inbox is not None  # a duplex stage
         try:
             async for event in client.events():
                 item = adapter.translate(event)
                 if item is not None:
+                    idle = not len(inbox)
                     await emit(_FromModel(event=item))
+                    if idle:
+                        await asyncio.sleep(0)
         except RemoteError as exc:
             self.ctx.emit_nowait(_FromModel(event=ConnectionLost(message=str(exc))))
 
@@ -172,6 +174,8 @@ class RealtimeTransport(Stage):
             respond_on_start=opts.response_on_start, tool_timeout_s=opts.tool_timeout_s,
             drain_timeout_s=opts.drain_timeout_s), turns=self.turns)
         adapter = RealtimeAdapter(opts.input_format, opts.output_format, opts.output_rate)
+        timers = self._timers = EngineTimers(self.ctx.emit_nowait,
+                                             lambda event: _FromModel(event=event))
         try:
             client = await self._connect()
             self.ctx.spawn(self._read(client, adapter), name=f"{self.ctx.name}.reader")
@@ -190,7 +194,7 @@ class RealtimeTransport(Stage):
                         self._check_rate(frame.sample_rate)  # type: ignore[attr-defined]
                     engine.receive_frame(frame, time.perf_counter())
                 adapter.send(engine.commands_to_send(), proto)
-                self._arm(engine.timers_to_set())
+                timers.arm(engine.timers_to_set())
                 # Events queued behind this frame go out with what it made (one await
                 # for a burst), bounded so a busy input never holds sends back.
                 if proto.pending and (not len(inbox) or proto.pending >= 8):
@@ -209,22 +213,6 @@ class RealtimeTransport(Stage):
             raise
         finally:
             await self._close()
-
-    def _arm(self, timers: list[TimerCommand]) -> None:
-        """Arm and cancel the engine's timers (deadlines in ``perf_counter`` time)."""
-        for timer in timers:
-            old = self._timers.pop(timer.name, None)
-            if old is not None:
-                old.cancel()
-            if isinstance(timer, SetTimer):
-                self._timers[timer.name] = self.ctx.spawn(
-                    self._fire(timer), name=f"{self.ctx.name}.timer")
-
-    async def _fire(self, timer: SetTimer) -> None:
-        await asyncio.sleep(max(0.0, timer.at - time.perf_counter()))
-        self._timers.pop(timer.name, None)
-        event: ModelInput = TimerFired(name=timer.name)
-        self.ctx.emit_nowait(_FromModel(event=event))
 
     def _check_rate(self, rate: int) -> None:
         want = self.options.input_rate

@@ -5,8 +5,9 @@ is transcribed, while the audio and the commit go on downstream at once
 (the ``llm`` stage's engine takes the turn and waits for its words). The
 words come out as a final user ``Transcript`` (``item_id`` ``input_N``), in
 turn order. Where the recogniser is: ``base_url``'s
-``/audio/transcriptions`` (OpenAI, or a compatible server), else OpenAI's
-when the key is set, else pocketsphinx in-process, off the event loop,
+``/audio/transcriptions`` (OpenAI, or a compatible server; with
+``streaming``, its Realtime transcription session, fed while the caller
+speaks), else OpenAI's when the key is set, else pocketsphinx in-process, off the event loop,
 with the sentences of ``transcriber`` or of the script's ``transcriber``
 section. A failed transcription is an ``ErrorFrame`` and an empty
 transcript, so the turn is still answered ("sorry, I didn't catch that")
@@ -27,12 +28,14 @@ from typing import Annotated, Any
 
 import msgspec
 
-from pipeflow.asr.options import TranscriberOptions, build_transcriber
+from pipeflow.asr.options import TranscriberOptions
+from pipeflow.asr.process import transcriber_for
 from pipeflow.cascade.audio import HttpTranscriber, OfflineTranscriber, SttClient
 from pipeflow.cascade.chat import ChatError
 from pipeflow.cascade.endpoint import endpoint, with_retries
 from pipeflow.cascade.frames import Expecting
 from pipeflow.cascade.retry import RetryPolicy
+from pipeflow.cascade.stream_stt import RealtimeTranscriber
 from pipeflow.errors import ConfigError
 from pipeflow.frames import AudioFrame, EndOfStream, ErrorFrame, Metric, Transcript, TurnCommitted
 from pipeflow.realtime.script import load_script
@@ -53,6 +56,11 @@ class SttOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Environment variable holding the API key (never written in YAML)."""
     language: str = ""
     """ISO-639-1 code of the caller's language (empty: the model guesses)."""
+    streaming: bool = False
+    """Over a Realtime transcription session (``{base_url}/realtime?intent=transcription``,
+    a WebSocket): the caller's audio is sent while they speak and only the commit is
+    left at the end of the turn. Needs ``base_url`` or the key; offline, pocketsphinx
+    in-process either way."""
     transcriber: TranscriberOptions | None = None
     """Offline: pocketsphinx with these sentences (default: the script's ``transcriber``
     section, else the general English model)."""
@@ -78,6 +86,7 @@ class SpeechToText(Stage):
         super().__init__(options, **kwargs)
         self.options: SttOptions
         self.client: SttClient | None = None
+        self._stream: RealtimeTranscriber | None = None  # the client, when it streams
 
     @property
     def input_rate(self) -> int:
@@ -87,20 +96,26 @@ class SpeechToText(Stage):
     def _make_client(self) -> SttClient:
         opts = self.options
         where = endpoint(opts.base_url, opts.api_key_env)
+        if where.base_url and opts.streaming:
+            return RealtimeTranscriber(where.base_url, opts.model, where.api_key, opts.language)
         if where.base_url:
             return HttpTranscriber(where.base_url, opts.model, where.api_key, opts.language)
+        # In a process that serves calls (a worker), decoded in child processes as the
+        # local server's are: pocketsphinx holds the GIL for tens of ms at a time.
         if opts.transcriber is not None:
-            return OfflineTranscriber(build_transcriber(opts.transcriber,
-                                                        f"stage {self.ctx.name}"))
+            return OfflineTranscriber(transcriber_for(opts.transcriber,
+                                                      f"stage {self.ctx.name}"))
         script = load_script(opts.script) if opts.script else None
         if script is not None and script.transcriber is not None:
-            return OfflineTranscriber(build_transcriber(script.transcriber, script.source))
+            return OfflineTranscriber(transcriber_for(script.transcriber, script.source))
         from pipeflow.asr.pocketsphinx import PocketsphinxTranscriber
 
         return OfflineTranscriber(PocketsphinxTranscriber())
 
     async def process(self, frames: Frames) -> Frames:
         self.client = await asyncio.to_thread(self._make_client)
+        stream = self._stream = (self.client if isinstance(self.client, RealtimeTranscriber)
+                                 else None)
         turns = itertools.count(1)
         audio = bytearray()
         rate = 0
@@ -118,6 +133,8 @@ class SpeechToText(Stage):
                             f"({rate} Hz to {frame.sample_rate} Hz)")  # type: ignore[attr-defined]
                     rate = frame.sample_rate  # type: ignore[attr-defined]
                     audio += frame.pcm  # type: ignore[attr-defined]
+                    if stream is not None:  # heard while the caller speaks
+                        stream.append(frame.pcm, rate)  # type: ignore[attr-defined]
                     keep = int(self.options.max_turn_s * rate) * 2
                     if len(audio) > keep:
                         del audio[:len(audio) - keep]
@@ -126,7 +143,10 @@ class SpeechToText(Stage):
                 elif kind is TurnCommitted and audio:
                     item_id = f"input_{next(turns)}"
                     waiting.add(item_id)
-                    last = self.ctx.spawn(self._turn(bytes(audio), rate, item_id, last, expect),
+                    # Committed here, in order with the audio; the words are awaited apart.
+                    committed = stream.commit(expect) if stream is not None else None
+                    last = self.ctx.spawn(self._turn(bytes(audio), rate, item_id, last, expect,
+                                                     committed),
                                           name=f"{self.ctx.name}.turn")
                     audio = bytearray()
                 elif kind is Transcript:
@@ -147,16 +167,24 @@ class SpeechToText(Stage):
                 await client.aclose()
 
     async def _turn(self, pcm: bytes, rate: int, item_id: str,
-                    before: asyncio.Task[None] | None, expect: str | None) -> None:
-        """Transcribe one turn; its words go out after those of the turn before."""
+                    before: asyncio.Task[None] | None, expect: str | None,
+                    committed: asyncio.Future[str] | None = None) -> None:
+        """Transcribe one turn; its words go out after those of the turn before.
+
+        ``committed``: the streaming session's answer to this turn's commit (its
+        audio is gone, so a failure is not retried).
+        """
         assert self.client is not None
         client = self.client
         started = time.perf_counter()
         words = ""
         error: ErrorFrame | None = None
         try:
-            words = await with_retries(lambda: client.transcribe(pcm, rate, expect),
-                                       self.options.retry, self._retrying)
+            if committed is not None and self._stream is not None:
+                words = await self._stream.words(committed)
+            else:
+                words = await with_retries(lambda: client.transcribe(pcm, rate, expect),
+                                           self.options.retry, self._retrying)
         except ChatError as exc:
             error = ErrorFrame(stage=self.ctx.name, message=str(exc), code=exc.code)
         took = time.perf_counter() - started

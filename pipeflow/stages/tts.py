@@ -167,13 +167,20 @@ class TextToSpeech(Stage):
             try:
                 async for pcm in voice.speak(sentence):
                     pending += pcm
-                    while len(pending) >= step:
-                        self._send(item_id, pending[:step], voice.sample_rate,
+                    view, at = memoryview(pending), 0  # pieces cut without copying the rest
+                    while len(pending) - at >= step:
+                        self._send(item_id, bytes(view[at:at + step]), voice.sample_rate,
                                    "" if sent else sentence)
-                        pending = pending[step:]
-                        if not sent and started is not None:
-                            await self._first_audio(started)
-                        sent = True
+                        at += step
+                        if not sent:
+                            sent = True
+                            if started is not None:
+                                await self._first_audio(started)
+                            # The first piece goes on through the llm stage and out before
+                            # the rest of the sentence is queued behind it.
+                            await asyncio.sleep(0)
+                    view.release()
+                    pending = pending[at:]
                 if pending:
                     self._send(item_id, pending, voice.sample_rate, "" if sent else sentence)
                     if not sent and started is not None:
