@@ -85,6 +85,7 @@ class CallerSource(Stage):
         check_rate(self.options.sample_rate, "caller source")
         self._played = asyncio.Event()
         self._played_count = 0
+        self._finished: set[str] = set()
         self.lines_spoken = 0
 
     @property
@@ -94,7 +95,13 @@ class CallerSource(Stage):
 
     async def _watch(self, frames: Frames) -> None:
         async for frame in frames:
-            if isinstance(frame, PlayoutPosition):
+            # Only an answer that played to its end counts as the agent done:
+            # a pause (tentative barge-in) or a cut reports an interrupted
+            # position, and a report for an item already heard is a repeat;
+            # counting either made the caller talk over an answer still to come.
+            if (isinstance(frame, PlayoutPosition) and not frame.interrupted
+                    and frame.item_id not in self._finished):
+                self._finished.add(frame.item_id)
                 self._played_count += 1
                 self._played.set()
 
