@@ -529,3 +529,37 @@ def test_a_late_tool_output_after_the_caller_moved_on_is_kept_without_an_error()
         "type": "function_call_output", "call_id": "call_never_made", "output": "{}"}})
     [error] = of_type(wire.read(), "error")
     assert error["error"]["param"] == "item.call_id"
+
+
+def test_deferred_speech_waits_for_its_audio_and_a_cancel_meanwhile_drops_it() -> None:
+    """With ``defer_speech`` a reply not in the speech cache is handed out to be
+    synthesised off the loop; the response goes on when its audio comes back, and one
+    cancelled meanwhile sends nothing more."""
+    from pipeflow.audio import tts
+
+    wire = Wire(speech="tones")
+    wire.session.defer_speech = True
+    tts.speech_cache.clear()
+    wire.read()
+    wire.send({"type": "response.create", "response": {"metadata": {"say": "one two three"}}})
+    assert types(wire.read()) == ["response.created"]
+    job = wire.session.take_speech()
+    assert job is not None and job.text == "one two three" and wire.session.take_speech() is None
+    pcm = wire.session.speaker.speak(job.text, job.rate)
+    wire.session.spoken(job, pcm, 1.0)
+    events = wire.read(5.0)
+    assert audio_of(events) == pcm
+    assert types(events)[-2:] == ["response.done", "rate_limits.updated"]
+    # cached now: the same text is spoken at once, with nothing handed out
+    wire.send({"type": "response.create", "response": {"metadata": {"say": "one two three"}}}, 6)
+    assert wire.session.take_speech() is None
+    assert "response.done" in types(wire.read(9.0))
+    # a cancel while the speech is made: the late audio is dropped
+    wire.send({"type": "response.create", "response": {"metadata": {"say": "four five"}}}, 10)
+    job = wire.session.take_speech()
+    assert job is not None
+    wire.send({"type": "response.cancel"}, 10.1)
+    cancelled = wire.read(10.2)
+    assert of_type(cancelled, "response.done")[0]["response"]["status"] == "cancelled"
+    wire.session.spoken(job, wire.session.speaker.speak(job.text, job.rate), 10.3)
+    assert wire.read(20.0) == [] and not wire.session.responding

@@ -51,6 +51,49 @@ async def test_a_120_kb_say_is_refused_at_once_and_kept_nowhere() -> None:
     assert tts.speech_cache.bytes <= tts.speech_cache.max_bytes
 
 
+async def test_speaking_a_2000_character_reply_does_not_hold_the_event_loop() -> None:
+    """espeak-ng synthesises a reply not in the cache in the server's speech thread:
+    the loop every connection shares keeps ticking (on the loop, it stood still for
+    the whole synthesis, some 0.2 s here)."""
+    from tests.speech import need_tts
+
+    need_tts()
+    words = ["pizza", "salad", "ice", "cream", "twelve", "main", "street", "springfield",
+             "one", "two", "three"]
+    text = " ".join(words[(i * 7) % len(words)] for i in range(400))[:MAX_SPOKEN_CHARS]
+    text = f"{time.time_ns()} {text}"[:MAX_SPOKEN_CHARS]  # never in the cache
+    lags: list[float] = []
+    ticking = True
+
+    async def tick() -> None:
+        while ticking:
+            began = time.perf_counter()
+            await asyncio.sleep(0.005)
+            lags.append(time.perf_counter() - began - 0.005)
+
+    async with (LocalRealtimeServer(speed=0, first_audio_delay_ms=0) as server,
+                connect(server.url, max_size=None) as ws):
+        await next_event(ws, "session.created")
+        ticker = asyncio.create_task(tick())
+        await asyncio.sleep(0.05)
+        lags.clear()
+        began = time.perf_counter()
+        await ws.send(json.dumps({"type": "response.create",
+                                  "response": {"metadata": {"say": text}}}))
+        delta = await next_event(ws, "response.output_audio.delta")
+        synthesis_s = time.perf_counter() - began
+        lag_s = max(lags)
+        ticking = False
+        await ticker
+        assert delta["delta"]
+        done = await next_event(ws, "response.done")
+        assert done["response"]["status"] == "completed"
+    assert len(text) == MAX_SPOKEN_CHARS
+    # The loop's longest stall is a small part of the synthesis it waited for
+    # (on the loop the two were the same).
+    assert lag_s < max(0.05, synthesis_s / 3), (lag_s, synthesis_s)
+
+
 async def test_long_instructions_are_refused() -> None:
     async with (LocalRealtimeServer(speed=0, options=ServerOptions(speech="tones")) as server,
                 connect(server.url, max_size=None) as ws):

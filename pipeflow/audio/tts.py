@@ -198,6 +198,14 @@ class SpeechCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def peek(self, key: Hashable) -> bytes | None:
+        """The bytes kept for ``key`` (now the most recently used), else None."""
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
     def get(self, key: Hashable, make: Callable[[], bytes]) -> bytes:
         """The bytes kept for ``key``, else ``make()`` (kept when it fits)."""
         with self._lock:

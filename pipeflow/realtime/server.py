@@ -18,6 +18,12 @@ no API key is set::
 
 With ``api_key`` set, connections must send ``Authorization: Bearer KEY``
 (else HTTP 401), like the real API.
+
+CPU-heavy work stays off the event loop every connection shares: committed
+audio is decoded in a worker thread (or a decoding process), and a reply
+not in the speech cache is synthesised in the server's speech thread
+(espeak-ng's ctypes call releases the GIL while it synthesises, so the loop
+keeps running; ``tests/test_reliability_realtime.py`` measures its lag).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -44,8 +51,9 @@ from pipeflow.asr.process import (
 from pipeflow.errors import LocalError
 from pipeflow.realtime.script import DEFAULT_SCRIPT, Script, load_script
 from pipeflow.realtime.server_faults import FaultBudget, Faults
+from pipeflow.realtime.server_responses import Speech
 from pipeflow.realtime.server_session import ServerOptions, ServerSession, Transcription
-from pipeflow.realtime.voice import Speaker, Transcriber
+from pipeflow.realtime.voice import Speaker, Transcriber, tones
 from pipeflow.realtime.wslog import redacting_logger
 
 __all__ = ["PATH", "LocalRealtimeServer"]
@@ -61,6 +69,9 @@ _ws_log = redacting_logger("websockets.server")  # debug logs without the client
 
 _CLOSE_TIMEOUT = 2.0
 _BATCH = 8  # events sent between two turns of the event loop
+_SPEECH = ThreadPoolExecutor(1, thread_name_prefix="pipeflow-speech")
+"""Synthesis runs here: espeak-ng takes one text at a time anyway (its lock), and the
+default pool's threads stay free for decoding."""
 
 
 async def _close(ws: ServerConnection, timeout: float) -> None:
@@ -289,7 +300,7 @@ class LocalRealtimeServer:
         return ServerSession(
             self.script, self.options, shape=shape, model=model, number=self._connections,
             budget=self.budget, transcriber=self.transcriber, speaker=self._speaker,
-            defer_transcription=True,
+            defer_transcription=True, defer_speech=True,
             transcription_session=query.get("intent", [""])[0] == "transcription",
         )
 
@@ -315,10 +326,7 @@ class LocalRealtimeServer:
                               "an error event", len(message), type(exc).__name__, exc)
                     await ws.send(_error_event(), text=True)
                 wake.set()
-                while (job := session.take_transcription()) is not None:
-                    session.transcribed(job, await self._transcribe(job, session.transcriber),
-                                        loop.time())
-                    wake.set()
+                await self._work(session, wake)
         except ConnectionClosed:
             pass
         finally:
@@ -338,6 +346,20 @@ class LocalRealtimeServer:
 
                 self._general = await asyncio.to_thread(PocketsphinxTranscriber)
         return self._general
+
+    async def _work(self, session: ServerSession, wake: asyncio.Event) -> None:
+        """Do what the session left to do off the event loop: transcribe committed
+        audio, speak replies not in the speech cache (a response waits for its speech)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if (job := session.take_transcription()) is not None:
+                session.transcribed(job, await self._transcribe(job, session.transcriber),
+                                    loop.time())
+            elif (speech := session.take_speech()) is not None:
+                session.spoken(speech, await _speak(session.speaker, speech), loop.time())
+            else:
+                return
+            wake.set()
 
     async def _transcribe(self, job: Transcription, transcriber: Any) -> str | None:
         """The words of committed audio, decoded in a worker thread so that other
@@ -380,3 +402,14 @@ class LocalRealtimeServer:
                         await wake.wait()
         except ConnectionClosed:
             return
+
+
+async def _speak(speaker: Speaker, job: Speech) -> bytes:
+    """``job``'s speech, synthesised in the speech thread; tones when it fails."""
+    try:
+        return await asyncio.get_running_loop().run_in_executor(
+            _SPEECH, speaker.speak, job.text, job.rate)
+    except Exception as exc:  # a reply must still be sent, timed as speech would be
+        log.error("speaking response %s failed (%s: %s); tones stand in", job.response_id,
+                  type(exc).__name__, exc)
+        return tones(job.text, job.rate, speaker.words_per_minute).tobytes()

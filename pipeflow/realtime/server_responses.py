@@ -32,7 +32,7 @@ from pipeflow.realtime.script import Script
 from pipeflow.realtime.server_config import ServerConfig, Shape, audio_format
 from pipeflow.realtime.voice import Speaker
 
-__all__ = ["RATES", "Entry", "ResponsePlanner", "Running", "Timed"]
+__all__ = ["RATES", "Entry", "ResponsePlanner", "Running", "Speech", "Timed"]
 
 RATES = {"pcm16": 24000, "g711_ulaw": 8000, "g711_alaw": 8000}
 """Sample rate of each audio format."""
@@ -83,6 +83,14 @@ class Entry:
         self.head = head
 
 
+class Speech(msgspec.Struct):
+    """A reply text to synthesise before its response can go on (``take_speech``)."""
+
+    text: str
+    rate: int
+    response_id: str
+
+
 class Running(msgspec.Struct, kw_only=True):
     """A response in progress: what of it was sent."""
 
@@ -111,6 +119,9 @@ class ResponsePlanner:
     dialogue: Dialogue
     _waiting: dict[str, str | None]
     _conversation: str
+    defer_speech: bool
+    _speeches: list[Speech]
+    _unspoken: dict[str, tuple[Running, Plan, float]]
 
     # provided by ServerSession
     def _id(self, prefix: str) -> str:
@@ -152,9 +163,31 @@ class ResponsePlanner:
         self._responses += 1
         rid = running.id
         self._push(now, ev.ResponseCreated(response=self._response(rid)), rid, "created")
-        end = now + self.delay_s
+        if plan.text and not self.config.text_only and self.defer_speech:
+            rate = RATES[self.config.output_format]
+            if self.speaker.cached(plan.text, rate) is None:  # made off the loop first
+                self._speeches.append(Speech(plan.text, rate, rid))
+                self._unspoken[rid] = (running, plan, now + self.delay_s)
+                return
+        self._plan_rest(running, plan, now, now + self.delay_s)
+
+    def spoken(self, job: Speech, pcm: bytes, now: float) -> None:
+        """The speech of ``job`` (``take_speech``): its response goes on from ``now``
+        (or from its first-audio delay, when that is later). A response cancelled
+        meanwhile is forgotten."""
+        entry = self._unspoken.pop(job.response_id, None)
+        if entry is None or self._active is not entry[0]:
+            return
+        running, plan, start = entry
+        self._plan_rest(running, plan, now, max(start, now), pcm)
+
+    def _plan_rest(self, running: Running, plan: Plan, now: float, end: float,
+                   pcm: bytes | None = None) -> None:
+        """Queue a started response's message (``pcm``: its speech, when made already),
+        its calls and its ``response.done``."""
+        rid = running.id
         if plan.text:
-            end = self._message(running, plan.text, now, end)
+            end = self._message(running, plan.text, now, end, pcm)
         for call in plan.calls:
             self._call(running, call, end)
         tokens = len(plan.text.split()) + 4 * len(plan.calls)
@@ -187,7 +220,8 @@ class ResponsePlanner:
             response.temperature = 0.8
         return response
 
-    def _message(self, running: Running, text: str, now: float, start: float) -> float:
+    def _message(self, running: Running, text: str, now: float, start: float,
+                 pcm: bytes | None = None) -> float:
         """Queue an assistant message speaking ``text``; returns when it is done."""
         rid, ga, index = running.id, self.shape == "ga", len(running.items)
         item_id = self._id("item")
@@ -208,7 +242,7 @@ class ResponsePlanner:
             end, part = start, ev.ContentPart(type="text", text=text)
             content = ev.ContentPart(type="output_text" if ga else "text", text=text)
         else:
-            end = self._audio(running, text, start, ids)
+            end = self._audio(running, text, start, ids, pcm)
             part = ev.ContentPart(type="audio", transcript=text)
             content = ev.ContentPart(type="output_audio" if ga else "audio", transcript=text)
         self._push(end, ev.ResponseContentPartDone(**ids, part=part), rid)
@@ -220,7 +254,8 @@ class ResponsePlanner:
         running.items.append(final)
         return end
 
-    def _audio(self, running: Running, text: str, start: float, ids: dict[str, Any]) -> float:
+    def _audio(self, running: Running, text: str, start: float, ids: dict[str, Any],
+               pcm: bytes | None = None) -> float:
         """Queue the audio and transcript deltas of one message, paced; returns the end.
 
         The deltas are a stream encoded as they fall due, so a long answer
@@ -228,7 +263,8 @@ class ResponsePlanner:
         """
         fmt, rid, item_id = self.config.output_format, running.id, ids["item_id"]
         rate = RATES[fmt]
-        pcm = self.speaker.speak(text, rate)
+        if pcm is None:
+            pcm = self.speaker.speak(text, rate)
         step = max(1, rate * self.chunk_ms // 1000) * 2
         count = max(1, -(-len(pcm) // step))
         chunk_s = step / 2 / rate / self.speed if self.speed else 0.0

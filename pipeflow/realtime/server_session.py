@@ -37,7 +37,7 @@ from pipeflow.audio.vad import Segmenter, VadOptions
 from pipeflow.errors import ProtocolError
 from pipeflow.frames import SpeechStarted, SpeechStopped
 from pipeflow.realtime import events as ev
-from pipeflow.realtime.dialogue import Dialogue
+from pipeflow.realtime.dialogue import Dialogue, Plan
 from pipeflow.realtime.script import DEFAULT_SCRIPT, Script
 from pipeflow.realtime.server_config import (
     ClientError,
@@ -54,6 +54,7 @@ from pipeflow.realtime.server_responses import (
     Entry,
     ResponsePlanner,
     Running,
+    Speech,
     Timed,
 )
 from pipeflow.realtime.voice import Speaker, Transcriber
@@ -127,6 +128,9 @@ class ServerSession(ResponsePlanner):
             events, one a word, then ``.completed``; no response is ever made, and
             the recogniser listens for what the session's transcription ``prompt``
             names when it is one of its expectations (as ``/v1/audio/transcriptions``).
+        defer_speech: leave synthesising a reply that is not in the speech
+            cache to the caller (``take_speech`` / ``spoken``): a 2,000-character
+            reply is some 0.2 s of espeak-ng, longer on a loaded machine.
 
     Attributes:
         dialogue: the script engine playing this conversation.
@@ -150,10 +154,14 @@ class ServerSession(ResponsePlanner):
         speaker: Speaker | None = None,
         defer_transcription: bool = False,
         transcription_session: bool = False,
+        defer_speech: bool = False,
     ) -> None:
         self.script = script or DEFAULT_SCRIPT
         self.defer_transcription = defer_transcription
         self._transcriptions: list[Transcription] = []
+        self.defer_speech = defer_speech
+        self._speeches: list[Speech] = []
+        self._unspoken: dict[str, tuple[Running, Plan, float]] = {}
         self.options = options or ServerOptions()
         self.shape: Shape = shape
         self.config = ServerConfig(model=model, transcription_session=transcription_session)
@@ -551,6 +559,15 @@ class ServerSession(ResponsePlanner):
         next ``receive_data``.
         """
         return self._transcriptions.pop(0) if self._transcriptions else None
+
+    def take_speech(self) -> Speech | None:
+        """The oldest reply text still to synthesise, handed over once.
+
+        Only with ``defer_speech``, for texts not in the speech cache: speak
+        it (``session.speaker.speak(job.text, job.rate)``, off the event loop)
+        and give the audio back with ``spoken``; the response waits for it.
+        """
+        return self._speeches.pop(0) if self._speeches else None
 
     def transcribed(self, job: Transcription, words: str | None, now: float) -> None:
         """The words of ``job`` (None: unheard, the script's ``user`` text stands in)."""

@@ -14,7 +14,7 @@ of the script turn it chose.
 from __future__ import annotations
 
 import logging
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -68,7 +68,11 @@ def _speech(text: str, sample_rate: int, voice: str, wpm: int, engine: str) -> b
             return tts.synthesize(text, sample_rate, voice, wpm).tobytes()
         return tones(text, sample_rate, wpm).tobytes()
 
-    return tts.speech_cache.get((text, sample_rate, voice, wpm, engine), make)
+    return tts.speech_cache.get(_key(text, sample_rate, voice, wpm, engine), make)
+
+
+def _key(text: str, sample_rate: int, voice: str, wpm: int, engine: str) -> tuple[Any, ...]:
+    return (text, sample_rate, voice, wpm, engine)
 
 
 class Speaker:
@@ -90,6 +94,11 @@ class Speaker:
             log.warning("espeak-ng cannot be loaded (install espeakng-loader); the local "
                         "Realtime server speaks one tone per word instead of words")
             self.engine = "tones"
+
+    def cached(self, text: str, sample_rate: int) -> bytes | None:
+        """The speech of ``text`` when the cache holds it (no synthesis), else None."""
+        return tts.speech_cache.peek(_key(text, sample_rate, self.voice, self.words_per_minute,
+                                          self.engine))
 
     def speak(self, text: str, sample_rate: int) -> bytes:
         """PCM16 little-endian mono speech of ``text`` at ``sample_rate``.
