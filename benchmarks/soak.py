@@ -8,12 +8,17 @@ Two runs, each printing one JSON line of figures (and a readable summary):
   the end; the goal is under 5 MB of growth and nothing left behind.
 - ``calls``: ``pipeflow serve`` in its own process on loopback, and
   ``--concurrent`` callers on its WebSocket, each sending synthesised caller
-  speech paced at real time in 20 ms frames and reading the agent's audio,
-  one call after another for ``--minutes``. The agent audio arrives as it
+  speech paced at real time in 20 ms frames (silence between lines, as a
+  phone line streams) and reading the agent's audio, one call after another
+  for ``--minutes``. Like a person, a caller speaks each line of the order
+  (``pipelines.orderline.caller``) once the agent's answer to the one before
+  has played, so every call should place an order; the orders stored in the
+  calls' folders are counted. ``/healthz`` is asked every second: how long
+  the gateway's event loop makes a request wait. The agent audio arrives as it
   plays on the call's playout clock; a chunk's lateness is its arrival
   after the time its run of audio says it was due (first chunk of the run +
-  the audio before it). Errors are error frames, refused requests and
-  sockets closed before the call ended.
+  the audio before it). Errors are error frames, refused requests, lines
+  not answered within 30 s and sockets closed before the call ended.
 
     .venv/bin/python -m benchmarks.soak leak --sessions 1000 --calls 1000
     .venv/bin/python -m benchmarks.soak calls --minutes 10 --concurrent 8
@@ -23,9 +28,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -36,19 +43,12 @@ from typing import Any
 import httpx
 import numpy as np
 
+from pipelines.orderline.caller import CALLER_LINES
+
 ROOT = Path(__file__).resolve().parent.parent
 CALL_YAML = ROOT / "pipelines" / "call.yaml"
 FAST = ["model.speed=0", "model.first_audio_delay_ms=0"]
 SESSION_FAST = [*FAST, "wav_sink.realtime=false"]  # agent audio counted as played at once
-CALLER_LINES = (
-    "How much is a pizza?",
-    "Two pizzas and one salad, please.",
-    "And one ice cream.",
-    "No, that is all.",
-    "Five five five, one two three, four five six seven.",
-    "Twelve Main Street, Springfield.",
-    "Yes, please place the order.",
-)
 FRAME_MS = 20
 RUN_GAP_S = 0.25  # agent audio this far apart starts a new run (a new answer)
 
@@ -151,14 +151,17 @@ async def leak(args: argparse.Namespace) -> list[dict[str, Any]]:
 # -- calls ---------------------------------------------------------------------------
 
 
-def _caller_track(rate: int = 16000) -> bytes:
-    from pipeflow.audio import tts
+ANSWER_TIMEOUT_S = 30.0  # a line the agent has not answered by then is an error
+QUIET_S = 0.8  # the agent's answer has played once its audio has stopped this long
 
-    gap = np.zeros(int(1.6 * rate), np.int16)
-    parts = [np.zeros(rate // 2, np.int16)]
-    for line in CALLER_LINES:
-        parts += [tts.synthesize(line, rate), gap]
-    return np.concatenate(parts).tobytes()
+
+def _caller_lines(rate: int = 16000) -> list[bytes]:
+    """Each caller line's speech (PCM16), spoken by an espeak-ng of its own so that
+    every call and every run says the same audio."""
+    from pipeflow.stages.caller import synthesize_apart
+
+    return [speech.astype(np.int16).tobytes()
+            for speech in synthesize_apart(list(CALLER_LINES), rate, "en-us", 175)]
 
 
 class Tally:
@@ -168,12 +171,32 @@ class Tally:
         self.lateness: list[float] = []
         self.errors: list[str] = []
         self.calls = 0
+        self.calls_ordered = 0
         self.agent_audio_s = 0.0
         self.tool_calls = 0
+        self.unanswered = 0
 
 
-async def _one_call(base: str, ws_base: str, call: str, track: bytes, until: float,
+class _Heard:
+    """What one caller has heard so far: answers, agent audio, tools, the order."""
+
+    def __init__(self) -> None:
+        self.answers = 0
+        self.last_audio = 0.0
+        self.tools_open = 0
+        self.order_id: str | None = None
+        self.changed = asyncio.Event()
+
+    def answered_since(self, answers: int, now: float) -> bool:
+        """A final agent transcript came after ``answers`` and its audio has played."""
+        return (self.answers > answers and self.tools_open == 0
+                and now - self.last_audio >= QUIET_S)
+
+
+async def _one_call(base: str, ws_base: str, call: str, lines: list[bytes], until: float,
                     tally: Tally) -> None:
+    """One paced call: each line spoken after the agent's answer to the one before
+    has played (silence streams meanwhile, as on a phone line), then hang up."""
     from websockets.asyncio.client import connect
 
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
@@ -182,6 +205,7 @@ async def _one_call(base: str, ws_base: str, call: str, track: bytes, until: flo
             tally.errors.append(f"{call}: start {started.status_code} {started.text[:200]}")
             return
         ended = asyncio.Event()
+        heard = _Heard()
         async with connect(f"{ws_base}/api/calls/{call}/stream?sample_rate=16000",
                            max_size=2**22) as ws:
 
@@ -196,7 +220,7 @@ async def _one_call(base: str, ws_base: str, call: str, track: bytes, until: flo
                         else:
                             tally.lateness.append(max(0.0, now - (run_start + run_audio)))
                         run_audio += seconds
-                        last = now
+                        last = heard.last_audio = now
                         tally.agent_audio_s += seconds
                         continue
                     event = json.loads(message)
@@ -205,21 +229,59 @@ async def _one_call(base: str, ws_base: str, call: str, track: bytes, until: flo
                         tally.errors.append(f"{call}: {message[:200]}")
                     elif kind == "tool_call":
                         tally.tool_calls += 1
+                        heard.tools_open += 1
+                    elif kind == "tool_result":
+                        heard.tools_open = max(0, heard.tools_open - 1)
+                    elif kind == "agent":
+                        heard.order_id = (event.get("agent") or {}).get("order id") or None
+                    elif kind == "transcript" and event.get("role") == "agent" and \
+                            event.get("final", True):
+                        heard.answers += 1
                     elif kind == "ended":
                         ended.set()
                         return
+                    heard.changed.set()
 
             reader = asyncio.create_task(read())
             step = 16000 * 2 * FRAME_MS // 1000
+            silence = bytes(step)
             t0 = time.monotonic()
-            for n, offset in enumerate(range(0, len(track), step)):
-                if time.monotonic() > until or reader.done():
-                    break
-                await ws.send(track[offset:offset + step])
-                delay = t0 + (n + 1) * FRAME_MS / 1000 - time.monotonic()
+            sent = 0
+
+            async def send(frame: bytes) -> None:
+                nonlocal sent
+                await ws.send(frame)
+                sent += 1
+                delay = t0 + sent * FRAME_MS / 1000 - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            await ws.send(json.dumps({"type": "end"}))
+
+            async def until_answered(answers: int, what: str) -> bool:
+                deadline = time.monotonic() + ANSWER_TIMEOUT_S
+                while not heard.answered_since(answers, time.monotonic()):
+                    if reader.done() or time.monotonic() > min(deadline, until + 60):
+                        if not reader.done():
+                            tally.unanswered += 1
+                            tally.errors.append(f"{call}: no answer to {what} within "
+                                                f"{ANSWER_TIMEOUT_S:g} s")
+                        return False
+                    await send(silence)
+                return True
+
+            if await until_answered(0, "the call's start (the greeting)"):
+                for index, line in enumerate(lines):
+                    if time.monotonic() > until:
+                        break
+                    answers = heard.answers
+                    for offset in range(0, len(line), step):
+                        await send(line[offset:offset + step].ljust(step, b"\0"))
+                    if not await until_answered(answers, f"line {index + 1} "
+                                                f"({CALLER_LINES[index]!r})"):
+                        break
+            if heard.order_id:
+                tally.calls_ordered += 1
+            if not reader.done():
+                await ws.send(json.dumps({"type": "end"}))
             try:
                 async with asyncio.timeout(30):
                     await ended.wait()
@@ -229,9 +291,34 @@ async def _one_call(base: str, ws_base: str, call: str, track: bytes, until: flo
     tally.calls += 1
 
 
+def _orders_stored(out: Path) -> tuple[int, int]:
+    """(orders, call folders holding one or more) in the soak's recordings."""
+    import sqlite3
+
+    orders = folders = 0
+    for db in out.glob("*/orders.sqlite3"):
+        with sqlite3.connect(db) as conn:
+            count = conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0]
+        orders += count
+        folders += count > 0
+    return orders, folders
+
+
+async def _probe(base: str, until: float, waits: list[float]) -> None:
+    """``GET /healthz`` every second: how long the gateway's loop makes a request wait."""
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        while time.monotonic() < until:
+            began = time.monotonic()
+            with contextlib.suppress(httpx.HTTPError):
+                await client.get("/healthz")
+            waits.append(time.monotonic() - began)
+            await asyncio.sleep(1.0)
+
+
 async def calls(args: argparse.Namespace) -> list[dict[str, Any]]:
     port = _free_port()
     out = Path(args.output) / "soak-calls"
+    shutil.rmtree(out, ignore_errors=True)  # orders are counted from these folders
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = open(Path(args.output) / "soak-serve.log", "wb")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
@@ -250,36 +337,48 @@ async def calls(args: argparse.Namespace) -> list[dict[str, Any]]:
                 except httpx.HTTPError:
                     pass
                 await asyncio.sleep(0.1)
-        track = await asyncio.to_thread(_caller_track)
+        lines = await asyncio.to_thread(_caller_lines)
         until = time.monotonic() + args.minutes * 60
+        waits: list[float] = []
+        probe = asyncio.create_task(_probe(base, until, waits))
 
         async def caller(index: int) -> None:
             n = 0
             while time.monotonic() < until:
                 try:
-                    await _one_call(base, ws_base, f"soak-{index}-{n}", track, until, tally)
+                    await _one_call(base, ws_base, f"soak-{index}-{n}", lines, until, tally)
                 except Exception as exc:  # counted: one failure must not hide the rest
                     tally.errors.append(f"soak-{index}-{n}: {type(exc).__name__}: {exc}")
                 n += 1
 
         await asyncio.gather(*(caller(i) for i in range(args.concurrent)))
+        await probe
     finally:
         server.terminate()
         code = server.wait(60)
         log.close()
     late = np.array(tally.lateness or [0.0]) * 1000
+    health = np.array(waits or [0.0]) * 1000
+    orders, ordered_calls = _orders_stored(out)
     result = {"run": "soak_calls", "minutes": args.minutes, "concurrent": args.concurrent,
-              "calls": tally.calls, "agent_audio_s": round(tally.agent_audio_s, 1),
+              "calls": tally.calls, "orders_stored": orders, "calls_with_an_order": ordered_calls,
+              "calls_told_an_order_id": tally.calls_ordered, "unanswered": tally.unanswered,
+              "agent_audio_s": round(tally.agent_audio_s, 1),
               "chunks": len(tally.lateness), "tool_calls": tally.tool_calls,
               "lateness_ms": {"p50": round(float(np.percentile(late, 50)), 1),
                               "p99": round(float(np.percentile(late, 99)), 1),
                               "max": round(float(late.max()), 1)},
+              "healthz_ms": {"count": len(waits), "p50": round(float(np.percentile(health, 50)), 1),
+                             "p99": round(float(np.percentile(health, 99)), 1),
+                             "max": round(float(health.max()), 1)},
               "errors": len(tally.errors), "first_errors": tally.errors[:5],
               "server_exit": code, "seconds": round(time.monotonic() - began, 1)}
     print(f"{args.minutes:g} min soak, {args.concurrent} concurrent paced calls: "
-          f"{tally.calls} calls, {tally.agent_audio_s:.0f} s of agent audio in "
+          f"{tally.calls} calls, {orders} orders stored ({ordered_calls} calls with an order), "
+          f"{tally.tool_calls} tool calls, {tally.agent_audio_s:.0f} s of agent audio in "
           f"{len(tally.lateness)} chunks, lateness p50 {result['lateness_ms']['p50']} ms, "
           f"p99 {result['lateness_ms']['p99']} ms, max {result['lateness_ms']['max']} ms; "
+          f"/healthz p99 {result['healthz_ms']['p99']} ms, max {result['healthz_ms']['max']} ms; "
           f"{len(tally.errors)} errors; gateway exit {code}", flush=True)
     return [result]
 

@@ -12,35 +12,20 @@ import numpy as np
 import uvicorn
 
 from pipeflow.commands.serve import websocket_impl
+from pipelines.orderline.caller import (  # the soak's caller says the same
+    CALLER_LINES,
+    PHONE_BAND_ADDRESS,
+    PHONE_BAND_LINES,
+    PHONE_BAND_NUMBER,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CALL_YAML = ROOT / "pipelines" / "call.yaml"
 FAST = ["model.speed=0", "model.first_audio_delay_ms=0"]
 """Overrides that make the local Realtime server answer at once."""
 
-CALLER_LINES = (
-    "How much is a pizza?",
-    "Two pizzas and one salad, please.",
-    "And one ice cream.",
-    "No, that is all.",
-    "Five five five, one two three, four five six seven.",
-    "Twelve Main Street, Springfield.",
-    "Yes, please place the order.",
-)
-"""What the caller says, one line per script turn of pipelines/orderline/script.yaml."""
-
-PHONE_BAND_NUMBER = "5552124389"
-PHONE_BAND_ADDRESS = "42 Oak Avenue, Riverside"
-PHONE_BAND_LINES = tuple(
-    {"Five five five, one two three, four five six seven.":
-         "Five five five, two one two, four three eight nine.",
-     "Twelve Main Street, Springfield.": "Forty two Oak Avenue, Riverside."}.get(line, line)
-    for line in CALLER_LINES)
-"""``CALLER_LINES`` for calls at 8 kHz (Twilio): the offline recogniser, a 16 kHz model,
-hears "six" and "seven" through the phone band as other digits (the band cuts their
-"s"; docs/asr.md measures it: 3 of 40 spoken numbers right at 8 kHz) and mishears
-"Twelve Main Street" there, so these calls give a number and an address it hears and
-assert that exactly these are stored. They test the phone line, not the recogniser."""
+__all__ = ["CALLER_LINES", "CALL_YAML", "FAST", "PHONE_BAND_ADDRESS", "PHONE_BAND_LINES",
+           "PHONE_BAND_NUMBER", "ROOT", "caller_samples", "free_port", "serving"]
 
 
 def free_port() -> int:
