@@ -184,3 +184,31 @@ def test_bad_yaml_options_name_the_stage_and_the_option(yaml: str, says: str) ->
         parse_config(text, "p.yaml")
     assert "p.yaml" in str(error.value) and "end_of_turn" in str(error.value)
     assert says in str(error.value)
+
+
+async def test_where_calls_are_served_the_recogniser_decodes_in_a_child_process(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pipeflow serve`` decodes in child processes; the end_of_turn recogniser did
+    not: pocketsphinx holds the GIL, so its decodes in a thread of the gateway held
+    the loop every call shares (a soak's /healthz waited up to 5.5 s with 8 calls, and
+    a call's model handshake timed out). Switched on, the stage's recogniser is the
+    process's shared ``ProcessTranscriber`` (a child starts on its first decode)."""
+    from pipeflow.asr import process
+    from pipeflow.asr.options import TranscriberOptions
+
+    recogniser = TranscriberOptions(sentences=["that's all", "two pizzas please"])
+    made: list[object] = []
+    shared = process.shared_process_transcriber
+
+    def recorded(options: TranscriberOptions, where: str = "script") -> object:
+        made.append(found := shared(options, where))
+        return found
+
+    monkeypatch.setattr(process, "shared_process_transcriber", recorded)
+    monkeypatch.setitem(process._switch, "on", False)
+    await through(np.zeros(16000, np.int16), recogniser=recogniser)
+    assert made == []  # a single run decodes in a thread: a child would only add start-up
+    monkeypatch.setitem(process._switch, "on", True)
+    await through(np.zeros(16000, np.int16), recogniser=recogniser)
+    assert len(made) == 1 and isinstance(made[0], process.ProcessTranscriber)
+    assert made[0].options == recogniser

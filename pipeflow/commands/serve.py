@@ -131,9 +131,15 @@ def build_server(app: Any, options: Any, log_level: str = "info") -> Any:
 
 async def cmd_serve(args: argparse.Namespace) -> int:
     """Serve until interrupted; live calls are ended (and recorded) on the way out."""
+    from pipeflow.asr.process import decode_in_processes
     from pipeflow.server import create_app
 
     options = options_from_args(args)
+    # Every call's decoding (its end_of_turn recogniser too) runs in child processes:
+    # pocketsphinx holds the GIL while it decodes, and in a thread of this process it
+    # held the event loop every call shares for seconds (the soak's model handshake
+    # that timed out; /healthz waited up to 5.5 s with 8 calls).
+    decode_in_processes()
     app = create_app(args.file, options)
     await build_server(app, options).serve()
     return 0

@@ -7,8 +7,11 @@ It follows a ``vad`` stage (``commit_on_silence: false``, a short
 ``SpeechStarted`` / ``SpeechStopped`` become tentative speech episodes with
 ``SpeechConfirmed`` when meant, and ``TurnCommitted`` comes when the
 end-of-turn model says the turn is over. With a ``recogniser``, the turn so
-far is decoded at each pause in a worker thread (never on the event loop);
-its words are used once they come, the audio keeps flowing meanwhile.
+far is decoded at each pause in a worker thread (never on the event loop),
+and in a child process where the process serves calls
+(``pipeflow.asr.process``: pocketsphinx holds the GIL while it decodes, so a
+thread alone still stalls the loop); its words are used once they come, the
+audio keeps flowing meanwhile.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeflow.asr.options import build_transcriber
+from pipeflow.asr.process import transcriber_for
 from pipeflow.audio.pcm import mix_down, view
 from pipeflow.errors import ConfigError
 from pipeflow.frames import (
@@ -67,7 +70,7 @@ class EndOfTurn(Stage):
         options: TurnOptions = self.options
         transcriber: Any = None
         if options.recogniser is not None:
-            transcriber = build_transcriber(options.recogniser, f"stage {self.ctx.name}")
+            transcriber = transcriber_for(options.recogniser, f"stage {self.ctx.name}")
         tracker = TurnTracker(options, build_model(options.model), transcriber is not None)
         running: dict[int, asyncio.Future[str]] = {}
         loop = asyncio.get_running_loop()
