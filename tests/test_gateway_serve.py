@@ -111,6 +111,33 @@ def test_sigterm_with_event_streams_open_ends_and_records_every_call(tmp_path: P
         assert record["end_reason"] == "shutdown"
 
 
+def test_sigkill_leaves_each_live_calls_record_as_of_its_last_turn(tmp_path: Path) -> None:
+    """No process can write after SIGKILL: a live call's ``call.json`` is written when
+    it starts and after each turn, so the kill loses at most the last moment (before,
+    a killed gateway left no record of its live calls at all)."""
+    process, base = start_gateway(tmp_path)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    path = tmp_path / "kill-1" / "call.json"
+    try:
+        assert httpx.post(f"{base}/api/calls/kill-1/start", headers=auth).status_code == 201
+        assert json.loads(path.read_text())["state"] == "active"  # written as it started
+        for line in ("hello", "two pizzas please"):
+            assert httpx.post(f"{base}/api/calls/kill-1/text", headers=auth,
+                              json={"q": line}).status_code == 202
+            deadline = time.monotonic() + 10  # one record_interval_s (1 s) and a margin
+            while line not in (record := json.loads(path.read_text()))["transcript"]:
+                assert time.monotonic() < deadline, record
+                time.sleep(0.05)
+    finally:
+        process.kill()
+        process.communicate(timeout=30)
+    record = json.loads(path.read_text())
+    assert record["state"] == "active" and record["ended_at"] is None
+    assert record["transcript"] == "user: hello\nuser: two pizzas please"
+    assert time.time() - 60 < record["updated_at"] <= time.time()
+    assert not (tmp_path / "kill-1" / "call.json.partial").exists()
+
+
 def _connect(base: str) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])))
     sock.settimeout(15)

@@ -7,9 +7,14 @@ the file's audio sinks (speaker, null, wav_sink), so a call has one playout
 clock and its feedback runs through the pipeline. Other file sinks are kept
 and write under ``<output_dir>/<call_id>/``, so every call is recorded
 apart; the audio sink records what the caller heard to ``gateway_agent.wav``
-there. When a call ends (asked for, idle too long, or the gateway stops) its
-record is written to ``call.json`` in that folder, and the registry keeps
-the record, so ``GET /api/calls/{id}`` still answers. What the agent's
+there. A call's record is written to ``call.json`` in that folder when the
+call starts, rewritten as it goes (after each turn and tool call, at most
+once per ``record_interval_s``; state ``active`` with ``updated_at``) and
+written whole when it ends (asked for, idle too long, or the gateway
+stops); each write goes to a temporary file renamed over the old one, so a
+gateway killed outright (SIGKILL) leaves every live call's record as of its
+last moments, never a torn file. The registry keeps the ended call's record,
+so ``GET /api/calls/{id}`` still answers. What the agent's
 domain state is (an order...) the gateway does not know: the call record
 shows what the agent's ``summary(userdata)`` hook returns, under ``agent``.
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import time
 from collections import OrderedDict
@@ -35,6 +41,7 @@ import msgspec
 
 from pipeflow.build import Changes, playout_realtime
 from pipeflow.errors import ConfigError, LocalError, PipeflowError
+from pipeflow.frames import TextInput, ToolCall, ToolResult, Transcript, TurnCommitted
 from pipeflow.server.edges import CallAudioOut
 from pipeflow.server.local import SharedModelServers, local_server_key
 from pipeflow.server.options import GatewayOptions
@@ -127,6 +134,9 @@ class Call:
         self._record: dict[str, Any] | None = None
         self._on_disk = False
         self._ended = asyncio.Event()
+        self._recorder: asyncio.Task[None] | None = None
+        self.updated_at: float | None = None
+        """When ``call.json`` was last written (wall clock)."""
         self.audio_out: CallAudioOut | None = None
         """The call's audio sink, for WebSocket and HTTP listeners (None on Twilio calls)."""
         self.edge: CallEdge | None = None
@@ -256,12 +266,81 @@ class Call:
             "turns": conversation.get("turns", []),
             "tool_calls": conversation.get("tool_calls", []),
             "agent": self.agent_summary(),
+            "updated_at": self.updated_at,
         }
+
+    # -- the record on disk --------------------------------------------------------
+
+    def _write_record(self, record: dict[str, Any]) -> bool:
+        """Write ``record`` to ``call.json`` atomically (a temporary file renamed over
+        it); False, logged, when the folder cannot be written."""
+        path = self.folder / "call.json"
+        partial = path.with_name("call.json.partial")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            partial.write_bytes(msgspec.json.format(msgspec.json.encode(record), indent=2))
+            os.replace(partial, path)
+        except OSError as exc:
+            log.error("call %s: cannot write its record under %s: %s", self.id, self.folder, exc)
+            return False
+        return True
+
+    def checkpoint(self) -> None:
+        """Write the live call's record as it stands (state ``active``, ``updated_at``)."""
+        if self.state != "active" or self.session is None:
+            return
+        self.updated_at = time.time()
+        self._write_record(self._build_record())
+
+    def keep_record(self, interval_s: float) -> None:
+        """Write the record now, then after each turn and tool call, at most once per
+        ``interval_s``, until the call ends."""
+        self.checkpoint()
+        if self.session is not None:
+            self._recorder = asyncio.create_task(self._record_as_it_goes(interval_s),
+                                                 name=f"call-{self.id}-record")
+
+    async def _record_as_it_goes(self, interval_s: float) -> None:
+        session = self.session
+        assert session is not None
+        marks = (Transcript, TextInput, TurnCommitted, ToolCall, ToolResult)
+        changed = asyncio.Event()
+
+        async def watch() -> None:
+            async for frame in session.subscribe(audio=False):
+                if isinstance(frame, marks) and getattr(frame, "final", True):
+                    changed.set()
+
+        watcher = asyncio.create_task(watch(), name=f"call-{self.id}-changes")
+        written = time.monotonic()
+        try:
+            while True:
+                waiter = asyncio.ensure_future(changed.wait())
+                await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if not changed.is_set():  # the session ended (finish writes the rest)
+                    return
+                await asyncio.sleep(max(0.0, written + interval_s - time.monotonic()))
+                changed.clear()
+                self.checkpoint()
+                written = time.monotonic()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(BaseException):  # ended, cancelled or cut off (lagging)
+                await watcher
+
+    async def _stop_recording(self) -> None:
+        task, self._recorder = self._recorder, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     # -- ending ------------------------------------------------------------------
 
     async def finish(self, reason: str, timeout_s: float) -> None:
         """End the session, write the record and the agent audio, keep the record."""
+        await self._stop_recording()
         session = self.session
         if session is not None:
             try:
@@ -271,20 +350,14 @@ class Call:
                 self.error = self.error or str(exc)
             if session.error is not None and not self.error:
                 self.error = f"{session.error.stage}: {session.error.message}"
-        self.ended_at = time.time()
+        self.ended_at = self.updated_at = time.time()
         self.end_reason = reason
         self.move("ended")
         record = self._build_record()
         self._record = record
         self.session = None
         self.audio_out = self.edge = None
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            (self.folder / "call.json").write_bytes(msgspec.json.format(
-                msgspec.json.encode(record), indent=2))
-        except OSError as exc:
-            log.error("call %s: cannot write its record under %s: %s", self.id, self.folder, exc)
-        else:  # read back from the file when asked: memory stays flat over many calls
+        if self._write_record(record):  # read back from the file when asked: memory stays flat
             self._record = {key: record[key] for key in BRIEF_FIELDS if key in record}
             self._on_disk = True
         self._ended.set()
@@ -419,6 +492,7 @@ class CallRegistry:
             raise
         call.move("active")
         call.touch(self.clock())
+        call.keep_record(self.options.record_interval_s)
         return call
 
     def _session(self, call: Call, edge: CallEdge | None) -> AgentSession:

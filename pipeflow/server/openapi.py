@@ -318,6 +318,8 @@ def _schemas() -> dict[str, Any]:
             "id": {"type": "string"},
             "state": {"enum": ["starting", "active", "ending", "ended", "failed"]},
             "created_at": {"type": "number"}, "ended_at": {"type": ["number", "null"]},
+            "updated_at": {"type": ["number", "null"],
+                           "description": "When the record in call.json was last written."},
             "end_reason": {"type": "string"}, "error": {"type": "string"},
             "session_state": {"type": "string"}, "transcript": {"type": "string"},
             "turns": {"type": "array", "items": {"$ref": "#/components/schemas/Turn"}},

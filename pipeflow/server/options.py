@@ -93,6 +93,10 @@ class GatewayOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """How long starting a call waits for the model session."""
     close_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     """How long ending a call waits for the agent to finish before cancelling."""
+    record_interval_s: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    """A live call's ``call.json`` is rewritten after each turn and tool call, at most
+    once per this many seconds (0: every time), so a gateway killed outright loses
+    at most its calls' last moments."""
 
     def __post_init__(self) -> None:
         if self.public_url is not None and not self.public_url.startswith(
