@@ -175,6 +175,8 @@ class Tally:
         self.agent_audio_s = 0.0
         self.tool_calls = 0
         self.unanswered = 0
+        self.answer_s: list[float] = []
+        """From the end of each line to the first audio of the agent's answer."""
 
 
 class _Heard:
@@ -185,7 +187,8 @@ class _Heard:
         self.last_audio = 0.0
         self.tools_open = 0
         self.order_id: str | None = None
-        self.changed = asyncio.Event()
+        self.run_started = 0.0
+        """When the latest run of agent audio (an answer) began."""
 
     def answered_since(self, answers: int, now: float) -> bool:
         """A final agent transcript came after ``answers`` and its audio has played."""
@@ -217,6 +220,7 @@ async def _one_call(base: str, ws_base: str, call: str, lines: list[bytes], unti
                         seconds = len(message) / 2 / 24000
                         if last is None or now - last > RUN_GAP_S + seconds:
                             run_start, run_audio = now, 0.0
+                            heard.run_started = now
                         else:
                             tally.lateness.append(max(0.0, now - (run_start + run_audio)))
                         run_audio += seconds
@@ -240,7 +244,6 @@ async def _one_call(base: str, ws_base: str, call: str, lines: list[bytes], unti
                     elif kind == "ended":
                         ended.set()
                         return
-                    heard.changed.set()
 
             reader = asyncio.create_task(read())
             step = 16000 * 2 * FRAME_MS // 1000
@@ -257,7 +260,8 @@ async def _one_call(base: str, ws_base: str, call: str, lines: list[bytes], unti
                     await asyncio.sleep(delay)
 
             async def until_answered(answers: int, what: str) -> bool:
-                deadline = time.monotonic() + ANSWER_TIMEOUT_S
+                said = time.monotonic()
+                deadline = said + ANSWER_TIMEOUT_S
                 while not heard.answered_since(answers, time.monotonic()):
                     if reader.done() or time.monotonic() > min(deadline, until + 60):
                         if not reader.done():
@@ -266,6 +270,8 @@ async def _one_call(base: str, ws_base: str, call: str, lines: list[bytes], unti
                                                 f"{ANSWER_TIMEOUT_S:g} s")
                         return False
                     await send(silence)
+                if heard.run_started > said:
+                    tally.answer_s.append(heard.run_started - said)
                 return True
 
             if await until_answered(0, "the call's start (the greeting)"):
@@ -359,6 +365,7 @@ async def calls(args: argparse.Namespace) -> list[dict[str, Any]]:
         log.close()
     late = np.array(tally.lateness or [0.0]) * 1000
     health = np.array(waits or [0.0]) * 1000
+    answer = np.array(tally.answer_s or [0.0])
     orders, ordered_calls = _orders_stored(out)
     result = {"run": "soak_calls", "minutes": args.minutes, "concurrent": args.concurrent,
               "calls": tally.calls, "orders_stored": orders, "calls_with_an_order": ordered_calls,
@@ -368,6 +375,10 @@ async def calls(args: argparse.Namespace) -> list[dict[str, Any]]:
               "lateness_ms": {"p50": round(float(np.percentile(late, 50)), 1),
                               "p99": round(float(np.percentile(late, 99)), 1),
                               "max": round(float(late.max()), 1)},
+              "answer_s": {"count": len(tally.answer_s),
+                           "p50": round(float(np.percentile(answer, 50)), 2),
+                           "p99": round(float(np.percentile(answer, 99)), 2),
+                           "max": round(float(answer.max()), 2)},
               "healthz_ms": {"count": len(waits), "p50": round(float(np.percentile(health, 50)), 1),
                              "p99": round(float(np.percentile(health, 99)), 1),
                              "max": round(float(health.max()), 1)},
@@ -378,7 +389,9 @@ async def calls(args: argparse.Namespace) -> list[dict[str, Any]]:
           f"{tally.tool_calls} tool calls, {tally.agent_audio_s:.0f} s of agent audio in "
           f"{len(tally.lateness)} chunks, lateness p50 {result['lateness_ms']['p50']} ms, "
           f"p99 {result['lateness_ms']['p99']} ms, max {result['lateness_ms']['max']} ms; "
-          f"/healthz p99 {result['healthz_ms']['p99']} ms, max {result['healthz_ms']['max']} ms; "
+          f"answers began p50 {result['answer_s']['p50']} s, p99 {result['answer_s']['p99']} s "
+          f"after the line; /healthz p99 {result['healthz_ms']['p99']} ms, "
+          f"max {result['healthz_ms']['max']} ms; "
           f"{len(tally.errors)} errors; gateway exit {code}", flush=True)
     return [result]
 
