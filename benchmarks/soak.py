@@ -10,7 +10,8 @@ Two runs, each printing one JSON line of figures (and a readable summary):
   ``--concurrent`` callers on its WebSocket, each sending synthesised caller
   speech paced at real time in 20 ms frames (silence between lines, as a
   phone line streams) and reading the agent's audio, one call after another
-  for ``--minutes``. Like a person, a caller speaks each line of the order
+  for ``--minutes`` (a call started by then goes on to its end). Like a
+  person, a caller speaks each line of the order
   (``pipelines.orderline.caller``) once the agent's answer to the one before
   has played, so every call should place an order; the orders stored in the
   calls' folders are counted. ``/healthz`` is asked every second: how long
@@ -196,7 +197,7 @@ class _Heard:
                 and now - self.last_audio >= QUIET_S)
 
 
-async def _one_call(base: str, ws_base: str, call: str, lines: list[bytes], until: float,
+async def _one_call(base: str, ws_base: str, call: str, lines: list[bytes],
                     tally: Tally) -> None:
     """One paced call: each line spoken after the agent's answer to the one before
     has played (silence streams meanwhile, as on a phone line), then hang up."""
@@ -263,7 +264,7 @@ async def _one_call(base: str, ws_base: str, call: str, lines: list[bytes], unti
                 said = time.monotonic()
                 deadline = said + ANSWER_TIMEOUT_S
                 while not heard.answered_since(answers, time.monotonic()):
-                    if reader.done() or time.monotonic() > min(deadline, until + 60):
+                    if reader.done() or time.monotonic() > deadline:
                         if not reader.done():
                             tally.unanswered += 1
                             tally.errors.append(f"{call}: no answer to {what} within "
@@ -275,9 +276,7 @@ async def _one_call(base: str, ws_base: str, call: str, lines: list[bytes], unti
                 return True
 
             if await until_answered(0, "the call's start (the greeting)"):
-                for index, line in enumerate(lines):
-                    if time.monotonic() > until:
-                        break
+                for index, line in enumerate(lines):  # a call started goes on to its end
                     answers = heard.answers
                     for offset in range(0, len(line), step):
                         await send(line[offset:offset + step].ljust(step, b"\0"))
@@ -310,10 +309,10 @@ def _orders_stored(out: Path) -> tuple[int, int]:
     return orders, folders
 
 
-async def _probe(base: str, until: float, waits: list[float]) -> None:
+async def _probe(base: str, done: asyncio.Event, waits: list[float]) -> None:
     """``GET /healthz`` every second: how long the gateway's loop makes a request wait."""
     async with httpx.AsyncClient(base_url=base, timeout=60) as client:
-        while time.monotonic() < until:
+        while not done.is_set():
             began = time.monotonic()
             with contextlib.suppress(httpx.HTTPError):
                 await client.get("/healthz")
@@ -346,18 +345,20 @@ async def calls(args: argparse.Namespace) -> list[dict[str, Any]]:
         lines = await asyncio.to_thread(_caller_lines)
         until = time.monotonic() + args.minutes * 60
         waits: list[float] = []
-        probe = asyncio.create_task(_probe(base, until, waits))
+        done = asyncio.Event()
+        probe = asyncio.create_task(_probe(base, done, waits))
 
         async def caller(index: int) -> None:
             n = 0
             while time.monotonic() < until:
                 try:
-                    await _one_call(base, ws_base, f"soak-{index}-{n}", lines, until, tally)
+                    await _one_call(base, ws_base, f"soak-{index}-{n}", lines, tally)
                 except Exception as exc:  # counted: one failure must not hide the rest
                     tally.errors.append(f"soak-{index}-{n}: {type(exc).__name__}: {exc}")
                 n += 1
 
         await asyncio.gather(*(caller(i) for i in range(args.concurrent)))
+        done.set()
         await probe
     finally:
         server.terminate()
