@@ -532,34 +532,36 @@ def test_a_late_tool_output_after_the_caller_moved_on_is_kept_without_an_error()
 
 
 def test_deferred_speech_waits_for_its_audio_and_a_cancel_meanwhile_drops_it() -> None:
-    """With ``defer_speech`` a reply not in the speech cache is handed out to be
+    """With ``defer_speech`` a long reply not in the speech cache is handed out to be
     synthesised off the loop; the response goes on when its audio comes back, and one
-    cancelled meanwhile sends nothing more."""
+    cancelled meanwhile sends nothing more. Short replies are spoken at once."""
     from pipeflow.audio import tts
+    from pipeflow.realtime.server_responses import SPEAK_INLINE_CHARS
 
+    long = "one two three " * (SPEAK_INLINE_CHARS // 10)
     wire = Wire(speech="tones")
     wire.session.defer_speech = True
     tts.speech_cache.clear()
     wire.read()
-    wire.send({"type": "response.create", "response": {"metadata": {"say": "one two three"}}})
-    assert types(wire.read()) == ["response.created"]
+    wire.send({"type": "response.create", "response": {"metadata": {"say": "one two"}}})
+    assert wire.session.take_speech() is None  # short: spoken inline, as before
+    assert "response.done" in types(wire.read(60.0))
+    wire.send({"type": "response.create", "response": {"metadata": {"say": long}}}, 61)
+    assert types(wire.read(61)) == ["response.created"]
     job = wire.session.take_speech()
-    assert job is not None and job.text == "one two three" and wire.session.take_speech() is None
+    assert job is not None and job.text == long and wire.session.take_speech() is None
     pcm = wire.session.speaker.speak(job.text, job.rate)
-    wire.session.spoken(job, pcm, 1.0)
-    events = wire.read(5.0)
+    wire.session.spoken(job, pcm, 62.0)
+    events = wire.read(200.0)
     assert audio_of(events) == pcm
     assert types(events)[-2:] == ["response.done", "rate_limits.updated"]
-    # cached now: the same text is spoken at once, with nothing handed out
-    wire.send({"type": "response.create", "response": {"metadata": {"say": "one two three"}}}, 6)
-    assert wire.session.take_speech() is None
-    assert "response.done" in types(wire.read(9.0))
     # a cancel while the speech is made: the late audio is dropped
-    wire.send({"type": "response.create", "response": {"metadata": {"say": "four five"}}}, 10)
+    other = long.replace("one", "four")
+    wire.send({"type": "response.create", "response": {"metadata": {"say": other}}}, 300)
     job = wire.session.take_speech()
     assert job is not None
-    wire.send({"type": "response.cancel"}, 10.1)
-    cancelled = wire.read(10.2)
+    wire.send({"type": "response.cancel"}, 300.1)
+    cancelled = wire.read(300.2)
     assert of_type(cancelled, "response.done")[0]["response"]["status"] == "cancelled"
-    wire.session.spoken(job, wire.session.speaker.speak(job.text, job.rate), 10.3)
-    assert wire.read(20.0) == [] and not wire.session.responding
+    wire.session.spoken(job, wire.session.speaker.speak(job.text, job.rate), 300.3)
+    assert wire.read(900.0) == [] and not wire.session.responding

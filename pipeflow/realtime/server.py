@@ -20,7 +20,7 @@ With ``api_key`` set, connections must send ``Authorization: Bearer KEY``
 (else HTTP 401), like the real API.
 
 CPU-heavy work stays off the event loop every connection shares: committed
-audio is decoded in a worker thread (or a decoding process), and a reply
+audio is decoded in a worker thread (or a decoding process), and a long reply
 not in the speech cache is synthesised in the server's speech thread
 (espeak-ng's ctypes call releases the GIL while it synthesises, so the loop
 keeps running; ``tests/test_reliability_realtime.py`` measures its lag).

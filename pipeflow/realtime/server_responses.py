@@ -32,10 +32,16 @@ from pipeflow.realtime.script import Script
 from pipeflow.realtime.server_config import ServerConfig, Shape, audio_format
 from pipeflow.realtime.voice import Speaker
 
-__all__ = ["RATES", "Entry", "ResponsePlanner", "Running", "Speech", "Timed"]
+__all__ = ["RATES", "SPEAK_INLINE_CHARS", "Entry", "ResponsePlanner", "Running", "Speech", "Timed"]
 
 RATES = {"pcm16": 24000, "g711_ulaw": 8000, "g711_alaw": 8000}
 """Sample rate of each audio format."""
+
+SPEAK_INLINE_CHARS = 300
+"""Replies up to this long are synthesised where they are planned, even with
+``defer_speech`` (some 30 ms of espeak-ng: a script's replies are shorter,
+and their audio keeps the timing it always had); longer ones, up to the
+2,000 characters a ``say`` may hold (0.2 s and more), go off the loop."""
 
 _ENCODE = {"g711_ulaw": g711.ulaw_encode, "g711_alaw": g711.alaw_encode}
 _WORDS = re.compile(r"\S+\s*")
@@ -163,7 +169,8 @@ class ResponsePlanner:
         self._responses += 1
         rid = running.id
         self._push(now, ev.ResponseCreated(response=self._response(rid)), rid, "created")
-        if plan.text and not self.config.text_only and self.defer_speech:
+        if (self.defer_speech and len(plan.text) > SPEAK_INLINE_CHARS
+                and not self.config.text_only):
             rate = RATES[self.config.output_format]
             if self.speaker.cached(plan.text, rate) is None:  # made off the loop first
                 self._speeches.append(Speech(plan.text, rate, rid))

@@ -128,9 +128,10 @@ class ServerSession(ResponsePlanner):
             events, one a word, then ``.completed``; no response is ever made, and
             the recogniser listens for what the session's transcription ``prompt``
             names when it is one of its expectations (as ``/v1/audio/transcriptions``).
-        defer_speech: leave synthesising a reply that is not in the speech
-            cache to the caller (``take_speech`` / ``spoken``): a 2,000-character
-            reply is some 0.2 s of espeak-ng, longer on a loaded machine.
+        defer_speech: leave synthesising a long reply (over
+            ``SPEAK_INLINE_CHARS``) that is not in the speech cache to the
+            caller (``take_speech`` / ``spoken``): a 2,000-character reply is
+            some 0.2 s of espeak-ng, longer on a loaded machine.
 
     Attributes:
         dialogue: the script engine playing this conversation.
