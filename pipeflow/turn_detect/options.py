@@ -44,6 +44,15 @@ class TurnOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     resume_after_ms: _Ms = 400
     """The longest the agent stays paused after an unconfirmed burst ends (a cough, a
     "mhmm") before it is judged on what was heard; the turn's commit judges it sooner."""
+    onset_margin_db: Annotated[float, msgspec.Meta(ge=0)] = 6.0
+    """Caller audio this far (dB) above the background for ``onset_ms`` pauses the agent
+    at once, before the VAD has heard ``min_speech_ms`` of speech (the barge-in
+    reaction); 0: only the VAD's onset pauses. Audio that the VAD never calls speech
+    resumes the agent after ``resume_after_ms``."""
+    onset_ms: Annotated[int, msgspec.Meta(ge=10)] = 20
+    """How long (in 10 ms windows) the level must stay above ``onset_margin_db``."""
+    onset_min_dbfs: float = -50.0
+    """Audio quieter than this never opens an onset (a silent line's hiss)."""
     backchannels: tuple[str, ...] = BACKCHANNELS
     """What a listener says to show they follow; never an interruption on its own."""
 

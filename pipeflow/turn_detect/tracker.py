@@ -47,6 +47,8 @@ __all__ = ["Decode", "TurnTracker"]
 
 _LOUD_DB = 8.0
 """A frame this far above the background counts as speech (for interruption length)."""
+_FULL_SCALE_DB = 20 * float(np.log10(32768.0))
+"""0 dBFS in the tracker's level units (dB of PCM16 power)."""
 _VOICED_DB = 3.0
 """A voiced frame this far above the background counts as speech (for interruption length)."""
 
@@ -91,6 +93,9 @@ class TurnTracker:
         self._episode_start = 0.0
         self._confirmed = False
         self._background: float | None = None  # dB (PCM16 units) of the audio outside speech
+        self._onset_run = 0.0  # seconds of 10 ms windows above the onset level, in a row
+        self._onset_from = 0.0  # where that run began
+        self._last_active = 0.0  # end of the last window above the onset level, in an episode
         self._previous = np.zeros(0, np.int16)  # the frame before, for a 40 ms voicing window
 
     def _new_turn(self) -> None:
@@ -119,12 +124,16 @@ class TurnTracker:
         self._last_loud = max(self._last_loud, self.now)
         self._deadline = None  # the pause was mid-turn
         if not self._episode_open:
-            self._episode_open = True
-            self._episode_start = frame.at
-            self._last_voiced = 0.0
-            self._confirmed = False
-            out.append(SpeechStarted(at=frame.at, item_id=frame.item_id, tentative=True))
+            self._open_episode(frame.at, out, frame.item_id)
         return out
+
+    def _open_episode(self, at: float, out: list[Frame], item_id: str = "") -> None:
+        self._episode_open = True
+        self._episode_start = at
+        self._last_voiced = 0.0
+        self._last_active = self.now
+        self._confirmed = False
+        out.append(SpeechStarted(at=round(at, 6), item_id=item_id, tentative=True))
 
     def speech_stopped(self, frame: SpeechStopped) -> list[Frame]:
         """The VAD heard speech end at ``frame.at``: a pause began."""
@@ -153,8 +162,9 @@ class TurnTracker:
                 >= self.options.window_s:
             self._audio_s -= self._audio.popleft()[1].size / sample_rate
         self.now = pts + samples.size / sample_rate
-        self._level(samples)
         out: list[Frame] = []
+        self._onset(samples, pts, out)
+        self._level(samples)
         self._check_confirm(out)
         self._check_time(out)
         return out
@@ -306,13 +316,47 @@ class TurnTracker:
         if self._speaking:
             if level > self._background + _LOUD_DB:
                 self._last_loud = self.now
-        elif self.now - self._last_stop > 0.3:
+        elif self.now - self._last_stop > 0.3 and not self._episode_open:
             self._background += 0.05 * (level - self._background)
+
+    def _onset(self, samples: np.ndarray, pts: float, out: list[Frame]) -> None:
+        """Open an episode where the level first stays ``onset_margin_db`` above the
+        background for ``onset_ms``: sooner than the VAD's ``min_speech_ms`` of speech,
+        and relative to the background, so it hears a word's onset under noise (where
+        the VAD's fixed margin waits for the loudest syllable)."""
+        options = self.options
+        if not options.onset_margin_db or self._background is None or self._speaking \
+                and not self._episode_open:
+            self._onset_run = 0.0
+            return
+        window = max(1, self.rate // 100)
+        count = samples.size // window
+        if not count:
+            return
+        x = samples[: count * window].reshape(count, window).astype(np.float32)
+        levels = 10.0 * np.log10(np.einsum("ij,ij->i", x, x) / window + 1.0)
+        floor = max(self._background + options.onset_margin_db,
+                    options.onset_min_dbfs + _FULL_SCALE_DB)
+        step = window / self.rate
+        for index, level in enumerate(levels.tolist()):
+            start = pts + index * step
+            if level < floor:
+                self._onset_run = 0.0
+                continue
+            if self._episode_open:
+                self._last_active = start + step
+                continue
+            if not self._onset_run:
+                self._onset_from = start
+            self._onset_run += step
+            if self._onset_run * 1000 >= options.onset_ms - 1e-6:
+                self._open_episode(self._onset_from, out)
+                self._last_active = start + step
 
     def _check_time(self, out: list[Frame]) -> None:
         if self._speaking:
             return
-        silence = self.now - max(self._last_stop, self._last_voiced)
+        silence = self.now - max(self._last_stop, self._last_voiced, self._last_active)
         if self._episode_open and silence * 1000 >= self.options.resume_after_ms - 1e-6:
             self._close_episode(out)  # held long enough: decide on what was heard
         held = self.now - self._last_voiced < self.options.min_delay_ms / 1000 - 1e-9
@@ -326,7 +370,7 @@ class TurnTracker:
             if not self._confirmed and self._meant(final=True):
                 self._confirm(out)
             self._episode_open = False
-            out.append(SpeechStopped(at=round(self._last_stop, 6)))
+            out.append(SpeechStopped(at=round(max(self._last_stop, self._episode_start), 6)))
 
     def _commit(self, out: list[Frame]) -> None:
         self._close_episode(out)
