@@ -185,6 +185,12 @@ def _layout(sounds: list[np.ndarray], gaps_s: list[float], condition: Condition,
     return _finish(parts, condition, seed, speech_rms), spans
 
 
+def _said(text: str, rate: int, rng: np.random.Generator) -> np.ndarray:
+    """``text`` in a voice and at a rate ``rng`` picks."""
+    return _speech(text, rate, VOICES[int(rng.integers(len(VOICES)))],
+                   RATES_WPM[int(rng.integers(len(RATES_WPM)))])
+
+
 def _rms(samples: np.ndarray) -> float:
     return float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
 
@@ -202,10 +208,6 @@ def build_cases(conditions: tuple[Condition, ...] = CONDITIONS, small: bool = Fa
     for ci, condition in enumerate(conditions):
         rate = condition.rate
         reference = _rms(_speech(AGENT_LINE[:60], rate))  # the SNR's speech level
-        def said(text: str) -> np.ndarray:
-            return _speech(text, rate, VOICES[int(rng.integers(len(VOICES)))],
-                           RATES_WPM[int(rng.integers(len(RATES_WPM)))])
-
         for i, fragments in enumerate(paused):
             pauses = tuple(int(rng.choice(PAUSES_MS)) for _ in fragments[1:])
             voice = VOICES[int(rng.integers(len(VOICES)))]
@@ -216,7 +218,7 @@ def build_cases(conditions: tuple[Condition, ...] = CONDITIONS, small: bool = Fa
             cases.append(Case("pause", " | ".join(fragments), condition, samples, spans, pauses))
         for kind, texts in (("short", shorts), ("backchannel", backs), ("barge_in", barges)):
             for i, text in enumerate(texts):
-                samples, spans = _layout([said(text)], [], condition,
+                samples, spans = _layout([_said(text, rate, rng)], [], condition,
                                          seed + 100 * ci + 50 + i, reference)
                 cases.append(Case(kind, text, condition, samples, spans))
         for i in range(noises):

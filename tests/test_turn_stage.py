@@ -184,3 +184,19 @@ def test_bad_yaml_options_name_the_stage_and_the_option(yaml: str, says: str) ->
         parse_config(text, "p.yaml")
     assert "p.yaml" in str(error.value) and "end_of_turn" in str(error.value)
     assert says in str(error.value)
+
+
+async def test_with_a_recogniser_a_short_command_is_confirmed_a_backchannel_is_not() -> None:
+    need_tts()
+    pytest.importorskip("pocketsphinx")
+    recogniser = {"sentences": ["stop", "okay", "two pizzas please"]}
+    samples, _ = track(1.0, "Stop.", 2.0)
+    events = await through(samples, recogniser=recogniser)
+    [confirmed] = [f for f in events if isinstance(f, SpeechConfirmed)]
+    assert confirmed.words == "stop" and confirmed.at < 1.05
+    samples, _ = track(1.0, "Okay.", 2.0)
+    events = await through(samples, recogniser=recogniser)
+    assert not any(isinstance(f, SpeechConfirmed) for f in events)
+    samples, _ = track(1.0, "Stop.", 2.0)
+    events = await through(samples, recogniser=recogniser, commands=[])
+    assert not any(isinstance(f, SpeechConfirmed) for f in events)  # spotting off: too short

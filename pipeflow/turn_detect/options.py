@@ -8,6 +8,7 @@ import msgspec
 
 from pipeflow.asr.options import TranscriberOptions
 from pipeflow.errors import ConfigError
+from pipeflow.turn_detect.commands import COMMANDS
 from pipeflow.turn_detect.lexicon import BACKCHANNELS
 
 __all__ = ["TurnOptions"]
@@ -55,6 +56,17 @@ class TurnOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     """Audio quieter than this never opens an onset (a silent line's hiss)."""
     backchannels: tuple[str, ...] = BACKCHANNELS
     """What a listener says to show they follow; never an interruption on its own."""
+    commands: tuple[str, ...] = COMMANDS
+    """With a recogniser: phrases that interrupt however short ("stop", "hold on").
+    A burst over the agent shorter than ``interrupt_min_ms`` is decoded against a
+    grammar of one phrase (a command, a backchannel, a filler or garbage) when it
+    pauses; a command confirms it. []: duration (and ``interrupt_min_words``) only."""
+    command_voicing: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.5
+    """A command must have a periodic frame (a vowel: peak autocorrelation in the pitch
+    range at least this); a noise burst heard as "no" has none."""
+    command_wait_ms: _Ms = 600
+    """How long past ``resume_after_ms`` (or the turn's commit) a burst stays paused
+    for the command decode still running on it."""
 
     def __post_init__(self) -> None:
         if self.max_delay_ms < self.min_delay_ms:

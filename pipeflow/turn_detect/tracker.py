@@ -61,6 +61,9 @@ class Decode(NamedTuple):
     sample_rate: int
     end: float
     """Stream time the audio ends at."""
+    kind: str = "turn"
+    """``turn``: the turn so far, for the recogniser; ``command``: a burst over the
+    agent, for the command spotter (the phrase heard if a command, else "")."""
 
 
 class TurnTracker:
@@ -70,13 +73,18 @@ class TurnTracker:
         options: delays and interruption thresholds.
         model: scores pauses.
         recognising: words will be fed back for the decodes asked for.
+        spotting: command decodes (``Decode.kind == "command"``) will be answered.
     """
 
     def __init__(self, options: TurnOptions, model: EndOfTurnModel,
-                 recognising: bool = False) -> None:
+                 recognising: bool = False, spotting: bool = False) -> None:
         self.options = options
         self.model = model
         self.recognising = recognising
+        self.spotting = spotting and bool(options.commands)
+        self._command_token: int | None = None  # the command decode in flight
+        self._command_again = False
+        self._command = ""  # the command heard in the open episode
         self.now = 0.0
         self.rate = 0
         self._audio: deque[tuple[float, np.ndarray]] = deque()
@@ -92,6 +100,7 @@ class TurnTracker:
         self._episode_open = False
         self._episode_start = 0.0
         self._confirmed = False
+        self._peak_voicing = 0.0  # the open episode's most periodic frame
         self._background: float | None = None  # dB (PCM16 units) of the audio outside speech
         self._onset_run = 0.0  # seconds of 10 ms windows above the onset level, in a row
         self._onset_from = 0.0  # where that run began
@@ -133,6 +142,8 @@ class TurnTracker:
         self._last_voiced = 0.0
         self._last_active = self.now
         self._confirmed = False
+        self._command = ""
+        self._peak_voicing = 0.0
         out.append(SpeechStarted(at=round(at, 6), item_id=item_id, tentative=True))
 
     def speech_stopped(self, frame: SpeechStopped) -> list[Frame]:
@@ -145,6 +156,7 @@ class TurnTracker:
         self._last_stop = frame.at
         self._words = None  # stale: they describe an earlier part of the turn
         self._ask_decode()
+        self._ask_command()
         self._score()
         out: list[Frame] = []
         self._check_confirm(out)
@@ -171,6 +183,8 @@ class TurnTracker:
 
     def words(self, token: int, text: str) -> list[Frame]:
         """The recogniser's words for the decode ``token``; stale answers are ignored."""
+        if token == self._command_token:
+            return self._command_heard(text)
         if token != self._in_flight:
             return []
         self._in_flight = None
@@ -203,6 +217,16 @@ class TurnTracker:
                 self.speech_stopped(SpeechStopped(at=self.now))
             self._commit(out)
         return out
+
+    def holding_for(self) -> int | None:
+        """The command decode that alone keeps the open episode paused (its burst ended
+        ``resume_after_ms`` ago), or None. A stage fed faster than real time (a file, a
+        replay) waits for it here; live, it has long answered by then."""
+        if self._command_token is None or not self._episode_open or self._speaking:
+            return None
+        silence = self.now - max(self._last_stop, self._last_voiced, self._last_active)
+        return self._command_token if silence * 1000 >= self.options.resume_after_ms - 1e-6 \
+            else None
 
     def decodes_to_run(self) -> list[Decode]:
         """Recognitions asked for since the last call (at most one in flight)."""
@@ -250,6 +274,38 @@ class TurnTracker:
         self._decode_end = self._last_stop if not self._speaking else self.now
         self._decodes.append(Decode(self._token, audio, self.rate, self._decode_end))
 
+    def _ask_command(self) -> None:
+        """Decode the open episode's burst for a command, if it is short of meant."""
+        if not self.spotting or not self._episode_open or self._confirmed or not self.rate:
+            return
+        if self._command_token is not None:
+            self._command_again = True
+            return
+        start = self._episode_start - 0.05
+        parts = [(pts, s) for pts, s in self._audio if pts + s.size / self.rate > start]
+        if not parts:
+            return
+        audio = np.concatenate([s for _, s in parts])
+        skip = max(0, round((start - parts[0][0]) * self.rate))
+        end = audio.size - max(0, round((self.now - self._last_stop - 0.1) * self.rate))
+        self._token += 1
+        self._command_token = self._token
+        self._decodes.append(Decode(self._token, audio[skip:max(skip, end)], self.rate,
+                                    self._last_stop, "command"))
+
+    def _command_heard(self, text: str) -> list[Frame]:
+        self._command_token = None
+        out: list[Frame] = []
+        if self._episode_open and not self._confirmed and text \
+                and self._peak_voicing >= self.options.command_voicing:
+            self._command = text
+            self._confirm(out)
+        if self._command_again:
+            self._command_again = False
+            self._ask_command()
+        self._check_time(out)
+        return out
+
     def _live_audio(self) -> np.ndarray:
         start = self._turn_start - 0.05
         parts = [s for pts, s in self._audio if pts + s.size / self.rate > start]
@@ -271,7 +327,7 @@ class TurnTracker:
         """
         options = self.options
         span_ms = self._span() * 1000
-        if span_ms >= options.interrupt_sure_ms - 1e-6:
+        if span_ms >= options.interrupt_sure_ms - 1e-6 or self._command:
             return True
         long_enough = span_ms >= options.interrupt_min_ms - 1e-6
         if not (self.recognising and options.interrupt_min_words):
@@ -296,7 +352,8 @@ class TurnTracker:
 
     def _confirm(self, out: list[Frame]) -> None:
         self._confirmed = True
-        out.append(SpeechConfirmed(at=round(self._episode_start, 6), words=self._words or ""))
+        out.append(SpeechConfirmed(at=round(self._episode_start, 6),
+                                   words=self._command or self._words or ""))
 
     def _level(self, samples: np.ndarray) -> None:
         """Track the background level between speech, and the last frame above it
@@ -308,10 +365,13 @@ class TurnTracker:
         previous, self._previous = self._previous, samples
         if self._background is None:
             self._background = level
-        if self._episode_open and not self._confirmed and self.options.interrupt_voicing \
+        judged = self.options.interrupt_voicing or self.spotting
+        if self._episode_open and not self._confirmed and judged \
                 and level > self._background + _VOICED_DB and previous.size:
             window = np.concatenate((previous, samples))
-            if voicing(window, self.rate) >= self.options.interrupt_voicing:
+            periodic = voicing(window, self.rate)
+            self._peak_voicing = max(self._peak_voicing, periodic)
+            if self.options.interrupt_voicing and periodic >= self.options.interrupt_voicing:
                 self._last_voiced = self.now
         if self._speaking:
             if level > self._background + _LOUD_DB:
@@ -325,8 +385,8 @@ class TurnTracker:
         and relative to the background, so it hears a word's onset under noise (where
         the VAD's fixed margin waits for the loudest syllable)."""
         options = self.options
-        if not options.onset_margin_db or self._background is None or self._speaking \
-                and not self._episode_open:
+        if not options.onset_margin_db or self._background is None or (
+                self._speaking and not self._episode_open):
             self._onset_run = 0.0
             return
         window = max(1, self.rate // 100)
@@ -357,12 +417,15 @@ class TurnTracker:
         if self._speaking:
             return
         silence = self.now - max(self._last_stop, self._last_voiced, self._last_active)
-        if self._episode_open and silence * 1000 >= self.options.resume_after_ms - 1e-6:
+        spotting = self._episode_open and self._command_token is not None \
+            and silence * 1000 < self.options.resume_after_ms + self.options.command_wait_ms
+        if self._episode_open and silence * 1000 >= self.options.resume_after_ms - 1e-6 \
+                and not spotting:
             self._close_episode(out)  # held long enough: decide on what was heard
         held = self.now - self._last_voiced < self.options.min_delay_ms / 1000 - 1e-9
         if self._open and self._deadline is not None and self.now >= self._deadline - 1e-9 \
-                and not (self._episode_open and held):  # voiced speech the VAD missed goes on
-            self._commit(out)
+                and not (self._episode_open and (held or spotting)):
+            self._commit(out)  # (not while voiced speech the VAD missed, or a command, is due)
 
     def _close_episode(self, out: list[Frame]) -> None:
         """End the episode: confirmed first if what was heard is meant, then stopped."""
