@@ -296,3 +296,18 @@ def test_a_short_burst_is_decoded_for_a_command_and_held_until_it_is_known(
     none.silence(0.5)
     none.speak(0.4)
     assert none.tracker.decodes_to_run() == []
+
+
+def test_a_lasting_rise_of_the_background_resumes_the_agent_it_paused() -> None:
+    # A fan or a passing car: the level rises 20 dB and stays. The onset pauses the agent,
+    # then the background follows the new level and the episode ends; no interruption.
+    rng = np.random.default_rng(4)
+    tracker = TurnTracker(TurnOptions(resume_after_ms=400), FixedModel(0.0))
+    out: list[tuple[float, object]] = []
+    for index in range(250):  # 1 s quiet, then 4 s of noise 20 dB louder
+        level = 100.0 if index < 50 else 1000.0
+        noise = rng.normal(0.0, level, FRAME).astype(np.int16)
+        out += [(index * 0.02, f) for f in tracker.audio(noise, RATE, index * 0.02)]
+    kinds = [type(f) for _, f in out]
+    assert kinds == [SpeechStarted, SpeechStopped]
+    assert out[1][0] - out[0][0] < 2.0  # paused for a moment, not for as long as it lasts

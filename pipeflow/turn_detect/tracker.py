@@ -376,7 +376,7 @@ class TurnTracker:
         if self._speaking:
             if level > self._background + _LOUD_DB:
                 self._last_loud = self.now
-        elif self.now - self._last_stop > 0.3 and not self._episode_open:
+        elif self.now - self._last_stop > 0.3:
             self._background += 0.05 * (level - self._background)
 
     def _onset(self, samples: np.ndarray, pts: float, out: list[Frame]) -> None:
