@@ -6,8 +6,9 @@ language model of the turn recogniser hears a hum as words, so a burst over
 the agent is decoded against a grammar of one phrase only: one command, one
 backchannel, a filler, or garbage (the acoustic model's speech and noise
 models). The decoder has to pick the phrase that fits best, and a cough or a
-"mhmm" fits a backchannel or garbage better than "stop". It decodes with its
-10 ms frames laid at three offsets, and a command counts only when most agree.
+"mhmm" fits a backchannel or garbage better than "stop". A command heard
+is decoded again with the 10 ms frames laid at other offsets, and counts only
+when one of them agrees.
 
 The grammar and its dictionary (CMU pronunciations) are written to a temporary
 folder; decoders are pooled (they are not thread safe), so ``spot`` may run in
@@ -41,8 +42,9 @@ _FILLERS = ("um", "uh", "hmm", "mm", "mhm", "hum")
 _GARBAGE = ("garbage +SPN+", "noise +NSN+")  # the acoustic model's filler phones as words
 _MODEL_RATE = 16000
 _SHIFTS = (0, 53, 107)
-"""The decoder's 10 ms frames laid at thirds: a command must be heard in most of them,
-so one lucky alignment does not turn a "sure" into a "no"."""
+"""The decoder's 10 ms frames laid at thirds: a command heard with the first must be
+heard again with one of the others, so one lucky alignment does not turn a "sure"
+into a "no"."""
 
 
 class CommandSpotter:
@@ -113,7 +115,7 @@ class CommandSpotter:
 
     def spot(self, pcm: bytes, sample_rate: int) -> str:
         """The phrase heard in ``pcm`` (PCM16 mono) if it is a command, else ""."""
-        from pipeflow.asr.pocketsphinx import _narrowband, prepare, trim
+        from pipeflow.asr.pocketsphinx import _narrowband, trim
         from pipeflow.audio.resampler import resample
 
         samples = np.frombuffer(pcm, "<i2")
@@ -127,22 +129,28 @@ class CommandSpotter:
             decoder = self._idle.pop() if self._idle else None
         if decoder is None:
             decoder = self._new_decoder()
-        heard: list[str] = []
         try:
-            for shift in _SHIFTS:
-                shifted = np.concatenate([samples[shift:], np.zeros(shift, samples.dtype)])
-                decoder.reinit_feat()
-                decoder.start_utt()
-                decoder.process_raw(prepare(shifted, narrowband), no_search=False,
-                                    full_utt=True)
-                decoder.end_utt()
-                hyp = decoder.hyp()
-                heard.append(" ".join(words_of(hyp.hypstr)) if hyp is not None else "")
+            first = self._decode(decoder, samples, narrowband, _SHIFTS[0])
+            if first not in self.commands:
+                return ""  # most bursts (a "mhmm", a cough): one decode
+            for shift in _SHIFTS[1:]:
+                if self._decode(decoder, samples, narrowband, shift) == first:
+                    return first
+            return ""
         finally:
             self._release(decoder)
-        best = max(set(heard), key=heard.count)
-        agreed = heard.count(best) * 2 > len(heard)
-        return best if agreed and best in self.commands else ""
+
+    @staticmethod
+    def _decode(decoder: Any, samples: np.ndarray, narrowband: bool, shift: int) -> str:
+        from pipeflow.asr.pocketsphinx import prepare
+
+        shifted = np.concatenate([samples[shift:], np.zeros(shift, samples.dtype)])
+        decoder.reinit_feat()
+        decoder.start_utt()
+        decoder.process_raw(prepare(shifted, narrowband), no_search=False, full_utt=True)
+        decoder.end_utt()
+        hyp = decoder.hyp()
+        return " ".join(words_of(hyp.hypstr)) if hyp is not None else ""
 
 
 @functools.lru_cache(maxsize=8)

@@ -276,8 +276,9 @@ class TurnTracker:
 
     def _ask_command(self) -> None:
         """Decode the open episode's burst for a command, if it is short of meant."""
-        if not self.spotting or not self._episode_open or self._confirmed or not self.rate:
-            return
+        if not self.spotting or not self._episode_open or self._confirmed or not self.rate \
+                or self._span() * 1000 > self.options.interrupt_min_ms:
+            return  # (a longer burst is judged on its length: commands are short)
         if self._command_token is not None:
             self._command_again = True
             return
