@@ -311,3 +311,24 @@ def test_a_lasting_rise_of_the_background_resumes_the_agent_it_paused() -> None:
     kinds = [type(f) for _, f in out]
     assert kinds == [SpeechStarted, SpeechStopped]
     assert out[1][0] - out[0][0] < 2.0  # paused for a moment, not for as long as it lasts
+
+
+def test_voiced_speech_after_a_confirmed_command_still_holds_the_commit() -> None:
+    # "No," heard as a command, then the caller goes on under noise the VAD does not hear
+    # yet: the turn must not be committed while voiced speech goes on.
+    rng = np.random.default_rng(6)
+    options = TurnOptions(min_delay_ms=400, resume_after_ms=400)
+    caller = Caller(TurnTracker(options, FixedModel(1.0), spotting=True))
+    caller.silence(0.5)
+    caller.speak(0.3)
+    [decode] = caller.tracker.decodes_to_run()
+    caller.silence(0.1)
+    for frame in caller.tracker.words(decode.token, "no"):
+        caller.out.append((caller.t, frame))
+    assert SpeechConfirmed in caller.kinds()
+    caller.silence(0.1)
+    _under_noise(caller, 0.8, True, rng)  # from 0.5 s after its end: past min_delay_ms
+    assert TurnCommitted not in caller.kinds()
+    caller.silence(1.0)
+    [committed] = caller.when(TurnCommitted)
+    assert committed >= 1.8 + 0.4 - 0.021

@@ -367,8 +367,8 @@ class TurnTracker:
         if self._background is None:
             self._background = level
         judged = self.options.interrupt_voicing or self.spotting
-        if self._episode_open and not self._confirmed and judged \
-                and level > self._background + _VOICED_DB and previous.size:
+        if self._episode_open and judged and level > self._background + _VOICED_DB \
+                and previous.size:  # (confirmed too: voiced speech holds the commit)
             window = np.concatenate((previous, samples))
             periodic = voicing(window, self.rate)
             self._peak_voicing = max(self._peak_voicing, periodic)
