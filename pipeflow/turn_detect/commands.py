@@ -61,11 +61,10 @@ class CommandSpotter:
     """
 
     def __init__(self, commands: tuple[str, ...], backchannels: tuple[str, ...]) -> None:
-        from pipeflow.asr.pocketsphinx import _pocketsphinx, _read_dictionary
+        from pipeflow.asr.pocketsphinx import _pocketsphinx
 
-        ps = _pocketsphinx()
-        self._model = Path(ps.get_model_path()) / "en-us"
-        pronunciations = _read_dictionary(self._model / "cmudict-en-us.dict")
+        self._model = Path(_pocketsphinx().get_model_path()) / "en-us"
+        pronunciations = _dictionary(str(self._model / "cmudict-en-us.dict"))
         self.commands = tuple(dict.fromkeys(" ".join(words_of(c)) for c in commands if
                                             words_of(c)))
         if not self.commands:
@@ -151,6 +150,14 @@ class CommandSpotter:
         decoder.end_utt()
         hyp = decoder.hyp()
         return " ".join(words_of(hyp.hypstr)) if hyp is not None else ""
+
+
+@functools.lru_cache(maxsize=1)
+def _dictionary(path: str) -> dict[str, list[str]]:
+    """The CMU dictionary's lines per word (read once: it has 130,000 words)."""
+    from pipeflow.asr.pocketsphinx import _read_dictionary
+
+    return _read_dictionary(Path(path))
 
 
 @functools.lru_cache(maxsize=8)
