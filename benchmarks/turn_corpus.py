@@ -14,7 +14,9 @@ happens in it:
 - ``barge_in``: meant speech while the agent talks ("No, wait."); reaction
   is measured from its true onset (first sample above 1% of its peak).
 
-Speech boundaries are measured on each fragment's own synthesised samples,
+Each case is said in a voice and at a rate the seed picks (``VOICES``,
+``RATES_WPM``): a rerun with another seed hears other voices, pauses and
+noises. Speech boundaries are measured on each fragment's own synthesised samples,
 never from a detector. Noises and coughs are synthesised from seeded random
 numbers (coughs: a burst of band-limited noise with a fast attack and a
 decay, sometimes two in a row).
@@ -116,9 +118,16 @@ class Case:
         return self.kind in ("backchannel", "noise", "cough", "barge_in")
 
 
-@functools.lru_cache(maxsize=256)
-def _speech(text: str, rate: int) -> np.ndarray:
-    samples = tts.synthesize(text, rate)
+VOICES = ("en-us", "en-us+m3", "en-us+f3")
+"""espeak-ng voices a case is said in (the seed picks one per case): a low, a middle
+and a high (female) pitch, so no threshold fits one voice only."""
+RATES_WPM = (160, 175, 190)
+"""Speaking rates a case is said at (the seed picks one per case)."""
+
+
+@functools.lru_cache(maxsize=1024)
+def _speech(text: str, rate: int, voice: str = "en-us", wpm: int = 175) -> np.ndarray:
+    samples = tts.synthesize(text, rate, voice, wpm)
     loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > 0.01 * np.abs(samples).max())
     return samples[loud[0] : loud[-1] + 1].copy()
 
@@ -176,6 +185,12 @@ def _layout(sounds: list[np.ndarray], gaps_s: list[float], condition: Condition,
     return _finish(parts, condition, seed, speech_rms), spans
 
 
+def _said(text: str, rate: int, rng: np.random.Generator) -> np.ndarray:
+    """``text`` in a voice and at a rate ``rng`` picks."""
+    return _speech(text, rate, VOICES[int(rng.integers(len(VOICES)))],
+                   RATES_WPM[int(rng.integers(len(RATES_WPM)))])
+
+
 def _rms(samples: np.ndarray) -> float:
     return float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
 
@@ -195,13 +210,15 @@ def build_cases(conditions: tuple[Condition, ...] = CONDITIONS, small: bool = Fa
         reference = _rms(_speech(AGENT_LINE[:60], rate))  # the SNR's speech level
         for i, fragments in enumerate(paused):
             pauses = tuple(int(rng.choice(PAUSES_MS)) for _ in fragments[1:])
-            sounds = [_speech(f, rate) for f in fragments]
+            voice = VOICES[int(rng.integers(len(VOICES)))]
+            wpm = RATES_WPM[int(rng.integers(len(RATES_WPM)))]
+            sounds = [_speech(f, rate, voice, wpm) for f in fragments]
             samples, spans = _layout(sounds, [p / 1000 for p in pauses], condition,
                                      seed + 100 * ci + i, reference)
             cases.append(Case("pause", " | ".join(fragments), condition, samples, spans, pauses))
         for kind, texts in (("short", shorts), ("backchannel", backs), ("barge_in", barges)):
             for i, text in enumerate(texts):
-                samples, spans = _layout([_speech(text, rate)], [], condition,
+                samples, spans = _layout([_said(text, rate, rng)], [], condition,
                                          seed + 100 * ci + 50 + i, reference)
                 cases.append(Case(kind, text, condition, samples, spans))
         for i in range(noises):

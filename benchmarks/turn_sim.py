@@ -89,16 +89,19 @@ class Outcome:
 
 def run_case(case: Case, options: TurnOptions, transcriber: object | None = None,
              model: EndOfTurnModel | None = None, vad: VadOptions = VAD,
-             decode_s: float | None = None) -> Outcome:
+             decode_s: float | None = None, spotter: object | None = None) -> Outcome:
     """Feed ``case`` through the turn-taking parts; see the module docstring.
 
     ``decode_s``: words arrive this long after a decode is asked for, instead of
     as long as it took (a test on a loaded machine stays deterministic).
+    ``spotter``: the command spotter (a ``transcribe(pcm, rate)`` of its own), which
+    the stage runs when it has a recogniser and ``commands``.
     """
     rate = case.rate
     outcome = Outcome(case)
     segmenter = Segmenter(vad, rate)
-    tracker = TurnTracker(options, model or ProsodyModel(), transcriber is not None)
+    tracker = TurnTracker(options, model or ProsodyModel(), transcriber is not None,
+                          spotter is not None)
     engine = ConversationEngine(EngineOptions())
     playout = Playout(AGENT_RATE)
     engine.start(0.0)
@@ -146,9 +149,10 @@ def run_case(case: Case, options: TurnOptions, transcriber: object | None = None
             to_engine(frame, now)
         for decode in tracker.decodes_to_run():
             began = time.perf_counter()
-            text = transcriber.transcribe(  # type: ignore[attr-defined]
+            decoder = spotter if decode.kind == "command" else transcriber
+            text = decoder.transcribe(  # type: ignore[attr-defined]
                 decode.audio.astype("<i2").tobytes(), decode.sample_rate)
-            took = getattr(transcriber, "last_took", time.perf_counter() - began)
+            took = getattr(decoder, "last_took", time.perf_counter() - began)
             if decode_s is not None:
                 took = decode_s
             outcome.decode_s.append(took)
@@ -179,8 +183,9 @@ class CachedTranscriber:
     """A transcriber whose answers (and the time each first took) are kept, so a
     threshold sweep decodes each piece of audio once and still waits as long."""
 
-    def __init__(self, transcriber: object) -> None:
+    def __init__(self, transcriber: object, method: str = "transcribe") -> None:
         self.transcriber = transcriber
+        self._call = getattr(transcriber, method)
         self.last_took = 0.0
         self._seen: dict[tuple[bytes, int], tuple[str, float]] = {}
 
@@ -188,7 +193,7 @@ class CachedTranscriber:
         key = (pcm, sample_rate)
         if key not in self._seen:
             began = time.perf_counter()
-            text = self.transcriber.transcribe(pcm, sample_rate)  # type: ignore[attr-defined]
+            text = self._call(pcm, sample_rate)
             self._seen[key] = (text, time.perf_counter() - began)
         text, self.last_took = self._seen[key]
         return text

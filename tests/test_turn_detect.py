@@ -234,3 +234,101 @@ def test_voicing_is_high_on_a_vowel_under_noise_and_low_on_noise() -> None:
     assert voicing(noisy, RATE) > 0.8
     assert voicing(rng.normal(0.0, 3000.0, n.size).astype(np.int16), RATE) < 0.4
     assert voicing(np.zeros(n.size, np.int16), RATE) == 0.0
+
+
+def test_a_level_onset_pauses_before_the_vad_and_steady_noise_never_does() -> None:
+    rng = np.random.default_rng(3)
+    tracker = TurnTracker(TurnOptions(resume_after_ms=300), FixedModel(0.0))
+    out: list[tuple[float, object]] = []
+    t = 0.0
+
+    def feed(seconds: float, tone: float) -> None:
+        nonlocal t
+        for _ in range(round(seconds / 0.02)):
+            n = np.arange(FRAME) + round(t * RATE)
+            x = rng.normal(0.0, 300.0, FRAME) + tone * np.sin(2 * np.pi * 180 * n / RATE)
+            out.extend((t + 0.02, f) for f in tracker.audio(x.astype(np.int16), RATE, t))
+            t = round(t + 0.02, 6)
+
+    feed(2.0, 0.0)  # 2 s of steady noise (10 dB under the speech below): nothing
+    assert out == []
+    feed(0.2, 1400.0)  # a sound the VAD (here: nobody) never calls speech
+    [(when, started)] = out
+    assert isinstance(started, SpeechStarted) and started.tentative
+    assert started.at == pytest.approx(2.0, abs=0.011)
+    assert when - 2.0 <= 0.04  # paused within two 10 ms windows, not min_speech_ms later
+    feed(0.5, 0.0)
+    assert [type(f) for _, f in out] == [SpeechStarted, SpeechStopped]
+    assert out[1][0] == pytest.approx(2.2 + 0.3, abs=0.021)  # resumed after resume_after_ms
+    off = TurnTracker(TurnOptions(onset_margin_db=0), FixedModel(0.0))
+    assert off.audio(np.zeros(FRAME, np.int16), RATE, 0.0) == []
+    loud = (np.sin(np.arange(FRAME) / 3) * 8000).astype(np.int16)
+    assert off.audio(loud, RATE, 0.02) == []  # only the VAD's onset opens an episode then
+
+
+@pytest.mark.parametrize(("heard", "meant"), [("stop", True), ("hold on", True), ("", False)])
+def test_a_short_burst_is_decoded_for_a_command_and_held_until_it_is_known(
+        heard: str, meant: bool) -> None:
+    options = TurnOptions(interrupt_min_ms=900, resume_after_ms=300, command_wait_ms=600)
+    caller = Caller(TurnTracker(options, FixedModel(0.0), spotting=True))
+    caller.silence(0.5)
+    caller.speak(0.4)
+    [decode] = caller.tracker.decodes_to_run()
+    assert decode.kind == "command"
+    assert decode.audio.size == pytest.approx(0.45 * RATE, abs=0.03 * RATE)  # the burst
+    caller.silence(0.5)  # past resume_after_ms: still paused, the decode is running
+    assert SpeechStopped not in caller.kinds() and SpeechConfirmed not in caller.kinds()
+    for frame in caller.tracker.words(decode.token, heard):
+        caller.out.append((caller.t, frame))
+    caller.silence(0.1)
+    assert (SpeechConfirmed in caller.kinds()) is meant
+    if meant:
+        [confirmed] = [f for _, f in caller.out if type(f) is SpeechConfirmed]
+        assert confirmed.words == heard  # type: ignore[attr-defined]
+    else:
+        assert SpeechStopped in caller.kinds()
+    lost = Caller(TurnTracker(options, FixedModel(0.0), spotting=True))
+    lost.silence(0.5)
+    lost.speak(0.4)
+    lost.silence(1.2)  # the decode never answers: resumed after the wait, not never
+    assert SpeechStopped in lost.kinds() and SpeechConfirmed not in lost.kinds()
+    none = Caller(TurnTracker(TurnOptions(commands=()), FixedModel(0.0), spotting=True))
+    none.silence(0.5)
+    none.speak(0.4)
+    assert none.tracker.decodes_to_run() == []
+
+
+def test_a_lasting_rise_of_the_background_resumes_the_agent_it_paused() -> None:
+    # A fan or a passing car: the level rises 20 dB and stays. The onset pauses the agent,
+    # then the background follows the new level and the episode ends; no interruption.
+    rng = np.random.default_rng(4)
+    tracker = TurnTracker(TurnOptions(resume_after_ms=400), FixedModel(0.0))
+    out: list[tuple[float, object]] = []
+    for index in range(250):  # 1 s quiet, then 4 s of noise 20 dB louder
+        level = 100.0 if index < 50 else 1000.0
+        noise = rng.normal(0.0, level, FRAME).astype(np.int16)
+        out += [(index * 0.02, f) for f in tracker.audio(noise, RATE, index * 0.02)]
+    kinds = [type(f) for _, f in out]
+    assert kinds == [SpeechStarted, SpeechStopped]
+    assert out[1][0] - out[0][0] < 2.0  # paused for a moment, not for as long as it lasts
+
+
+def test_voiced_speech_after_a_confirmed_command_still_holds_the_commit() -> None:
+    # "No," heard as a command, then the caller goes on under noise the VAD does not hear
+    # yet: the turn must not be committed while voiced speech goes on.
+    rng = np.random.default_rng(6)
+    options = TurnOptions(min_delay_ms=400, resume_after_ms=400)
+    caller = Caller(TurnTracker(options, FixedModel(1.0), spotting=True))
+    caller.silence(0.5)
+    caller.speak(0.3)
+    [decode] = caller.tracker.decodes_to_run()
+    caller.silence(0.1)
+    for frame in caller.tracker.words(decode.token, "no"):
+        caller.out.append((caller.t, frame))
+    assert SpeechConfirmed in caller.kinds()
+    caller.silence(0.1)
+    _under_noise(caller, 0.8, True, rng)  # from 0.5 s after its end: past min_delay_ms
+    assert TurnCommitted not in caller.kinds()
+    caller.silence(1.0)
+    [committed] = caller.when(TurnCommitted)
+    assert committed >= 1.8 + 0.4 - 0.021

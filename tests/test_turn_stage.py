@@ -212,3 +212,19 @@ async def test_where_calls_are_served_the_recogniser_decodes_in_a_child_process(
     await through(np.zeros(16000, np.int16), recogniser=recogniser)
     assert len(made) == 1 and isinstance(made[0], process.ProcessTranscriber)
     assert made[0].options == recogniser
+
+
+async def test_with_a_recogniser_a_short_command_is_confirmed_a_backchannel_is_not() -> None:
+    need_tts()
+    pytest.importorskip("pocketsphinx")
+    recogniser = {"sentences": ["stop", "okay", "two pizzas please"]}
+    samples, _ = track(1.0, "Stop.", 2.0)
+    events = await through(samples, recogniser=recogniser)
+    [confirmed] = [f for f in events if isinstance(f, SpeechConfirmed)]
+    assert confirmed.words == "stop" and confirmed.at < 1.05
+    samples, _ = track(1.0, "Okay.", 2.0)
+    events = await through(samples, recogniser=recogniser)
+    assert not any(isinstance(f, SpeechConfirmed) for f in events)
+    samples, _ = track(1.0, "Stop.", 2.0)
+    events = await through(samples, recogniser=recogniser, commands=[])
+    assert not any(isinstance(f, SpeechConfirmed) for f in events)  # spotting off: too short

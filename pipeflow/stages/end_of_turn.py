@@ -11,7 +11,10 @@ far is decoded at each pause in a worker thread (never on the event loop),
 and in a child process where the process serves calls
 (``pipeflow.asr.process``: pocketsphinx holds the GIL while it decodes, so a
 thread alone still stalls the loop); its words are used once they come, the
-audio keeps flowing meanwhile.
+audio keeps flowing meanwhile. With a recogniser and ``commands``, a short
+burst over the agent is also decoded against a one-phrase grammar
+(``CommandSpotter``, in worker threads): a command ("stop", "hold on")
+interrupts however short it is.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pipeflow.frames import (
 )
 from pipeflow.registry import import_ref
 from pipeflow.stage import Frames, Stage
+from pipeflow.turn_detect.commands import CommandSpotter, command_spotter
 from pipeflow.turn_detect.model import EndOfTurnModel, ProsodyModel
 from pipeflow.turn_detect.options import TurnOptions
 from pipeflow.turn_detect.tracker import TurnTracker
@@ -69,9 +73,13 @@ class EndOfTurn(Stage):
         self._check_vad()
         options: TurnOptions = self.options
         transcriber: Any = None
+        spotter: CommandSpotter | None = None
         if options.recogniser is not None:
             transcriber = transcriber_for(options.recogniser, f"stage {self.ctx.name}")
-        tracker = TurnTracker(options, build_model(options.model), transcriber is not None)
+            if options.commands:
+                spotter = command_spotter(options.commands, options.backchannels)
+        tracker = TurnTracker(options, build_model(options.model), transcriber is not None,
+                              spotter is not None)
         running: dict[int, asyncio.Future[str]] = {}
         loop = asyncio.get_running_loop()
         async for frame in frames:
@@ -79,6 +87,9 @@ class EndOfTurn(Stage):
             for token in [t for t, f in running.items() if f.done()]:
                 out += tracker.words(token, running.pop(token).result())
             kind = type(frame)
+            held = tracker.holding_for()
+            if held is not None and held in running:
+                out += tracker.words(held, await running.pop(held))
             if kind is AudioFrame and not frame.item_id:  # type: ignore[attr-defined]
                 yield frame
                 out += tracker.audio(_samples(frame), frame.sample_rate,  # type: ignore[attr-defined]
@@ -99,8 +110,9 @@ class EndOfTurn(Stage):
                 yield item
             for decode in tracker.decodes_to_run():
                 pcm = decode.audio.astype("<i2").tobytes()
+                decoder = spotter.spot if decode.kind == "command" else transcriber.transcribe
                 running[decode.token] = loop.run_in_executor(
-                    None, transcriber.transcribe, pcm, decode.sample_rate)
+                    None, decoder, pcm, decode.sample_rate)
         for future in running.values():
             future.cancel()
 

@@ -8,6 +8,7 @@ import msgspec
 
 from pipeflow.asr.options import TranscriberOptions
 from pipeflow.errors import ConfigError
+from pipeflow.turn_detect.commands import COMMANDS
 from pipeflow.turn_detect.lexicon import BACKCHANNELS
 
 __all__ = ["TurnOptions"]
@@ -44,8 +45,28 @@ class TurnOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     resume_after_ms: _Ms = 400
     """The longest the agent stays paused after an unconfirmed burst ends (a cough, a
     "mhmm") before it is judged on what was heard; the turn's commit judges it sooner."""
+    onset_margin_db: Annotated[float, msgspec.Meta(ge=0)] = 6.0
+    """Caller audio this far (dB) above the background for ``onset_ms`` pauses the agent
+    at once, before the VAD has heard ``min_speech_ms`` of speech (the barge-in
+    reaction); 0: only the VAD's onset pauses. Audio that the VAD never calls speech
+    resumes the agent after ``resume_after_ms``."""
+    onset_ms: Annotated[int, msgspec.Meta(ge=10)] = 20
+    """How long (in 10 ms windows) the level must stay above ``onset_margin_db``."""
+    onset_min_dbfs: float = -50.0
+    """Audio quieter than this never opens an onset (a silent line's hiss)."""
     backchannels: tuple[str, ...] = BACKCHANNELS
     """What a listener says to show they follow; never an interruption on its own."""
+    commands: tuple[str, ...] = COMMANDS
+    """With a recogniser: phrases that interrupt however short ("stop", "hold on").
+    A burst over the agent shorter than ``interrupt_min_ms`` is decoded against a
+    grammar of one phrase (a command, a backchannel, a filler or garbage) when it
+    pauses; a command confirms it. []: duration (and ``interrupt_min_words``) only."""
+    command_voicing: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.5
+    """A command must have a periodic frame (a vowel: peak autocorrelation in the pitch
+    range at least this); a noise burst heard as "no" has none."""
+    command_wait_ms: _Ms = 600
+    """How long past ``resume_after_ms`` (or the turn's commit) a burst stays paused
+    for the command decode still running on it."""
 
     def __post_init__(self) -> None:
         if self.max_delay_ms < self.min_delay_ms:

@@ -47,6 +47,8 @@ __all__ = ["Decode", "TurnTracker"]
 
 _LOUD_DB = 8.0
 """A frame this far above the background counts as speech (for interruption length)."""
+_FULL_SCALE_DB = 20 * float(np.log10(32768.0))
+"""0 dBFS in the tracker's level units (dB of PCM16 power)."""
 _VOICED_DB = 3.0
 """A voiced frame this far above the background counts as speech (for interruption length)."""
 
@@ -59,6 +61,9 @@ class Decode(NamedTuple):
     sample_rate: int
     end: float
     """Stream time the audio ends at."""
+    kind: str = "turn"
+    """``turn``: the turn so far, for the recogniser; ``command``: a burst over the
+    agent, for the command spotter (the phrase heard if a command, else "")."""
 
 
 class TurnTracker:
@@ -68,13 +73,18 @@ class TurnTracker:
         options: delays and interruption thresholds.
         model: scores pauses.
         recognising: words will be fed back for the decodes asked for.
+        spotting: command decodes (``Decode.kind == "command"``) will be answered.
     """
 
     def __init__(self, options: TurnOptions, model: EndOfTurnModel,
-                 recognising: bool = False) -> None:
+                 recognising: bool = False, spotting: bool = False) -> None:
         self.options = options
         self.model = model
         self.recognising = recognising
+        self.spotting = spotting and bool(options.commands)
+        self._command_token: int | None = None  # the command decode in flight
+        self._command_again = False
+        self._command = ""  # the command heard in the open episode
         self.now = 0.0
         self.rate = 0
         self._audio: deque[tuple[float, np.ndarray]] = deque()
@@ -90,7 +100,11 @@ class TurnTracker:
         self._episode_open = False
         self._episode_start = 0.0
         self._confirmed = False
+        self._peak_voicing = 0.0  # the open episode's most periodic frame
         self._background: float | None = None  # dB (PCM16 units) of the audio outside speech
+        self._onset_run = 0.0  # seconds of 10 ms windows above the onset level, in a row
+        self._onset_from = 0.0  # where that run began
+        self._last_active = 0.0  # end of the last window above the onset level, in an episode
         self._previous = np.zeros(0, np.int16)  # the frame before, for a 40 ms voicing window
 
     def _new_turn(self) -> None:
@@ -119,12 +133,18 @@ class TurnTracker:
         self._last_loud = max(self._last_loud, self.now)
         self._deadline = None  # the pause was mid-turn
         if not self._episode_open:
-            self._episode_open = True
-            self._episode_start = frame.at
-            self._last_voiced = 0.0
-            self._confirmed = False
-            out.append(SpeechStarted(at=frame.at, item_id=frame.item_id, tentative=True))
+            self._open_episode(frame.at, out, frame.item_id)
         return out
+
+    def _open_episode(self, at: float, out: list[Frame], item_id: str = "") -> None:
+        self._episode_open = True
+        self._episode_start = at
+        self._last_voiced = 0.0
+        self._last_active = self.now
+        self._confirmed = False
+        self._command = ""
+        self._peak_voicing = 0.0
+        out.append(SpeechStarted(at=round(at, 6), item_id=item_id, tentative=True))
 
     def speech_stopped(self, frame: SpeechStopped) -> list[Frame]:
         """The VAD heard speech end at ``frame.at``: a pause began."""
@@ -136,6 +156,7 @@ class TurnTracker:
         self._last_stop = frame.at
         self._words = None  # stale: they describe an earlier part of the turn
         self._ask_decode()
+        self._ask_command()
         self._score()
         out: list[Frame] = []
         self._check_confirm(out)
@@ -153,14 +174,17 @@ class TurnTracker:
                 >= self.options.window_s:
             self._audio_s -= self._audio.popleft()[1].size / sample_rate
         self.now = pts + samples.size / sample_rate
-        self._level(samples)
         out: list[Frame] = []
+        self._onset(samples, pts, out)
+        self._level(samples)
         self._check_confirm(out)
         self._check_time(out)
         return out
 
     def words(self, token: int, text: str) -> list[Frame]:
         """The recogniser's words for the decode ``token``; stale answers are ignored."""
+        if token == self._command_token:
+            return self._command_heard(text)
         if token != self._in_flight:
             return []
         self._in_flight = None
@@ -193,6 +217,16 @@ class TurnTracker:
                 self.speech_stopped(SpeechStopped(at=self.now))
             self._commit(out)
         return out
+
+    def holding_for(self) -> int | None:
+        """The command decode that alone keeps the open episode paused (its burst ended
+        ``resume_after_ms`` ago), or None. A stage fed faster than real time (a file, a
+        replay) waits for it here; live, it has long answered by then."""
+        if self._command_token is None or not self._episode_open or self._speaking:
+            return None
+        silence = self.now - max(self._last_stop, self._last_voiced, self._last_active)
+        return self._command_token if silence * 1000 >= self.options.resume_after_ms - 1e-6 \
+            else None
 
     def decodes_to_run(self) -> list[Decode]:
         """Recognitions asked for since the last call (at most one in flight)."""
@@ -240,6 +274,39 @@ class TurnTracker:
         self._decode_end = self._last_stop if not self._speaking else self.now
         self._decodes.append(Decode(self._token, audio, self.rate, self._decode_end))
 
+    def _ask_command(self) -> None:
+        """Decode the open episode's burst for a command, if it is short of meant."""
+        if not self.spotting or not self._episode_open or self._confirmed or not self.rate \
+                or self._span() * 1000 > self.options.interrupt_min_ms:
+            return  # (a longer burst is judged on its length: commands are short)
+        if self._command_token is not None:
+            self._command_again = True
+            return
+        start = self._episode_start - 0.05
+        parts = [(pts, s) for pts, s in self._audio if pts + s.size / self.rate > start]
+        if not parts:
+            return
+        audio = np.concatenate([s for _, s in parts])
+        skip = max(0, round((start - parts[0][0]) * self.rate))
+        end = audio.size - max(0, round((self.now - self._last_stop - 0.1) * self.rate))
+        self._token += 1
+        self._command_token = self._token
+        self._decodes.append(Decode(self._token, audio[skip:max(skip, end)], self.rate,
+                                    self._last_stop, "command"))
+
+    def _command_heard(self, text: str) -> list[Frame]:
+        self._command_token = None
+        out: list[Frame] = []
+        if self._episode_open and not self._confirmed and text \
+                and self._peak_voicing >= self.options.command_voicing:
+            self._command = text
+            self._confirm(out)
+        if self._command_again:
+            self._command_again = False
+            self._ask_command()
+        self._check_time(out)
+        return out
+
     def _live_audio(self) -> np.ndarray:
         start = self._turn_start - 0.05
         parts = [s for pts, s in self._audio if pts + s.size / self.rate > start]
@@ -261,7 +328,7 @@ class TurnTracker:
         """
         options = self.options
         span_ms = self._span() * 1000
-        if span_ms >= options.interrupt_sure_ms - 1e-6:
+        if span_ms >= options.interrupt_sure_ms - 1e-6 or self._command:
             return True
         long_enough = span_ms >= options.interrupt_min_ms - 1e-6
         if not (self.recognising and options.interrupt_min_words):
@@ -286,7 +353,8 @@ class TurnTracker:
 
     def _confirm(self, out: list[Frame]) -> None:
         self._confirmed = True
-        out.append(SpeechConfirmed(at=round(self._episode_start, 6), words=self._words or ""))
+        out.append(SpeechConfirmed(at=round(self._episode_start, 6),
+                                   words=self._command or self._words or ""))
 
     def _level(self, samples: np.ndarray) -> None:
         """Track the background level between speech, and the last frame above it
@@ -298,10 +366,13 @@ class TurnTracker:
         previous, self._previous = self._previous, samples
         if self._background is None:
             self._background = level
-        if self._episode_open and not self._confirmed and self.options.interrupt_voicing \
-                and level > self._background + _VOICED_DB and previous.size:
+        judged = self.options.interrupt_voicing or self.spotting
+        if self._episode_open and judged and level > self._background + _VOICED_DB \
+                and previous.size:  # (confirmed too: voiced speech holds the commit)
             window = np.concatenate((previous, samples))
-            if voicing(window, self.rate) >= self.options.interrupt_voicing:
+            periodic = voicing(window, self.rate)
+            self._peak_voicing = max(self._peak_voicing, periodic)
+            if self.options.interrupt_voicing and periodic >= self.options.interrupt_voicing:
                 self._last_voiced = self.now
         if self._speaking:
             if level > self._background + _LOUD_DB:
@@ -309,16 +380,53 @@ class TurnTracker:
         elif self.now - self._last_stop > 0.3:
             self._background += 0.05 * (level - self._background)
 
+    def _onset(self, samples: np.ndarray, pts: float, out: list[Frame]) -> None:
+        """Open an episode where the level first stays ``onset_margin_db`` above the
+        background for ``onset_ms``: sooner than the VAD's ``min_speech_ms`` of speech,
+        and relative to the background, so it hears a word's onset under noise (where
+        the VAD's fixed margin waits for the loudest syllable)."""
+        options = self.options
+        if not options.onset_margin_db or self._background is None or (
+                self._speaking and not self._episode_open):
+            self._onset_run = 0.0
+            return
+        window = max(1, self.rate // 100)
+        count = samples.size // window
+        if not count:
+            return
+        x = samples[: count * window].reshape(count, window).astype(np.float32)
+        levels = 10.0 * np.log10(np.einsum("ij,ij->i", x, x) / window + 1.0)
+        floor = max(self._background + options.onset_margin_db,
+                    options.onset_min_dbfs + _FULL_SCALE_DB)
+        step = window / self.rate
+        for index, level in enumerate(levels.tolist()):
+            start = pts + index * step
+            if level < floor:
+                self._onset_run = 0.0
+                continue
+            if self._episode_open:
+                self._last_active = start + step
+                continue
+            if not self._onset_run:
+                self._onset_from = start
+            self._onset_run += step
+            if self._onset_run * 1000 >= options.onset_ms - 1e-6:
+                self._open_episode(self._onset_from, out)
+                self._last_active = start + step
+
     def _check_time(self, out: list[Frame]) -> None:
         if self._speaking:
             return
-        silence = self.now - max(self._last_stop, self._last_voiced)
-        if self._episode_open and silence * 1000 >= self.options.resume_after_ms - 1e-6:
+        silence = self.now - max(self._last_stop, self._last_voiced, self._last_active)
+        spotting = self._episode_open and self._command_token is not None \
+            and silence * 1000 < self.options.resume_after_ms + self.options.command_wait_ms
+        if self._episode_open and silence * 1000 >= self.options.resume_after_ms - 1e-6 \
+                and not spotting:
             self._close_episode(out)  # held long enough: decide on what was heard
         held = self.now - self._last_voiced < self.options.min_delay_ms / 1000 - 1e-9
         if self._open and self._deadline is not None and self.now >= self._deadline - 1e-9 \
-                and not (self._episode_open and held):  # voiced speech the VAD missed goes on
-            self._commit(out)
+                and not (self._episode_open and (held or spotting)):
+            self._commit(out)  # (not while voiced speech the VAD missed, or a command, is due)
 
     def _close_episode(self, out: list[Frame]) -> None:
         """End the episode: confirmed first if what was heard is meant, then stopped."""
@@ -326,7 +434,7 @@ class TurnTracker:
             if not self._confirmed and self._meant(final=True):
                 self._confirm(out)
             self._episode_open = False
-            out.append(SpeechStopped(at=round(self._last_stop, 6)))
+            out.append(SpeechStopped(at=round(max(self._last_stop, self._episode_start), 6)))
 
     def _commit(self, out: list[Frame]) -> None:
         self._close_episode(out)
