@@ -248,4 +248,9 @@ def test_pcm_bytes_path_finds_the_same_turns_as_the_numpy_path(track: SpeechTrac
         piece = audio.samples[start : start + size].tobytes()
         got += fast.feed(piece, start / audio.sample_rate)
         want += numpy_only.feed(piece, start / audio.sample_rate)
-    assert got + fast.finish() == want + numpy_only.finish()
+    got, want = got + fast.finish(), want + numpy_only.finish()
+    # The same turns, each edge within a window or two: the bytes path's level is off by
+    # up to 0.3 dB, and the numpy path's float32 sums differ a little between BLAS builds,
+    # so a window right at a threshold may tip either way (seen in CI: 7.09 s against 7.1).
+    assert [type(frame) for frame in got] == [type(frame) for frame in want]
+    assert [frame.at for frame in got] == pytest.approx([frame.at for frame in want], abs=0.025)
