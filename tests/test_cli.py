@@ -154,7 +154,10 @@ def test_run_stopped_by_a_signal_shuts_down_and_prints_the_summary(
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", "PYTHONFAULTHANDLER": "1"},
+        # A shell without job control starts background commands with SIGINT
+        # ignored, and Python keeps an ignored SIGINT: give the run Ctrl-C back.
+        preexec_fn=_default_sigint,
     )
     assert proc.stdout is not None
     assert "running" in proc.stdout.readline()  # the pipeline has started
@@ -163,7 +166,12 @@ def test_run_stopped_by_a_signal_shuts_down_and_prints_the_summary(
     while not wav.exists() and time.monotonic() < deadline:  # audio is flowing
         time.sleep(0.05)
     proc.send_signal(sig)
-    out, errors = proc.communicate(timeout=30)
+    try:
+        out, errors = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # the fault handler prints every thread's stack
+        out, errors = proc.communicate()
+        pytest.fail(f"the run did not stop within 30 s of {sig.name}:\n{errors[-6000:]}")
     assert proc.returncode == code, out + errors
     assert "Traceback" not in out + errors
     assert "stopped" in out and "frames per stage" in out
@@ -275,3 +283,7 @@ def test_validate_warns_of_script_calls_with_no_tools_stage(tmp_path: Path) -> N
     file.write_text(file.read_text() + "  - type: tools\n")
     proc = pipeflow_cli("validate", str(file))
     assert "warning" not in proc.stdout, proc.stdout
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
