@@ -11,7 +11,11 @@ endpoint's ``vulnerabilities`` as those "in the most recent release"
 - installed version == the latest release: its vulnerabilities (withdrawn
   ones left out) are listed, or it is ``clean``;
 - an older version is ``not audited: installed X, latest Y``: nothing the
-  endpoint says applies to it, so it is never called clean;
+  endpoint says applies to it, so it is never called clean. What holds it
+  back, where this environment says so, is added: the latest release's
+  ``requires_python`` excluding this interpreter, or an installed
+  distribution's requirement excluding the latest release, or nothing
+  installed requiring it at all;
 - a name PyPI does not know, or an endpoint that does not answer, is ``not
   audited`` with the reason.
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 import urllib.error
 import urllib.request
@@ -35,6 +40,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
@@ -84,6 +91,54 @@ def installed() -> list[tuple[str, str]]:
     return sorted(found.values(), key=lambda item: canonicalize_name(item[0]))
 
 
+def _requirements() -> list[tuple[str, Requirement]]:
+    """("NAME VERSION", requirement) for what every distribution installed in
+    site-packages requires here: markers evaluated for this environment, an
+    editable project's extras counted as installed (``make setup`` installs
+    ``.[dev]``), other distributions' extras not."""
+    found = []
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if not name or not {"site-packages", "dist-packages"} & set(
+                Path(str(dist.locate_file(""))).parts):
+            continue
+        direct = json.loads(dist.read_text("direct_url.json") or "{}")
+        extras = [""]
+        if direct.get("dir_info", {}).get("editable"):
+            extras += dist.metadata.get_all("Provides-Extra") or []
+        for text in dist.requires or []:
+            try:
+                requirement = Requirement(text)
+            except InvalidRequirement:
+                continue
+            marker = requirement.marker
+            if marker is None or any(marker.evaluate({"extra": e}) for e in extras):
+                found.append((f"{name} {dist.version}", requirement))
+    return found
+
+
+def held_back(name: str, latest: str, requires_python: str) -> list[str]:
+    """Why ``name``'s latest release is not what is installed, as far as this
+    environment tells: its Requires-Python, installed requirements that exclude
+    it, or nothing requiring ``name`` at all (a leftover, such as venv's seeded
+    setuptools)."""
+    reasons = []
+    try:
+        if requires_python and platform.python_version() not in SpecifierSet(requires_python):
+            reasons.append(f"{latest} requires Python {requires_python}, "
+                           f"this is {platform.python_version()}")
+    except InvalidSpecifier:
+        pass
+    wanted = [(who, requirement) for who, requirement in _requirements()
+              if canonicalize_name(requirement.name) == canonicalize_name(name)]
+    reasons += [f"{who} requires {requirement.name}{requirement.specifier}"
+                for who, requirement in wanted
+                if not requirement.specifier.contains(latest, prereleases=True)]
+    if not wanted:
+        reasons.append("nothing installed requires it")
+    return reasons
+
+
 def project_json(name: str, timeout_s: float = 30.0) -> dict[str, Any]:
     """PyPI's project JSON for ``name``.
 
@@ -121,9 +176,13 @@ def audit(name: str, version: str) -> Audit:
     except (LookupError, OSError) as exc:
         found.unaudited = str(exc)
         return found
-    found.latest = str((data.get("info") or {}).get("version") or "")
+    info = data.get("info") or {}
+    found.latest = str(info.get("version") or "")
     if not _same(version, found.latest):
         found.unaudited = f"installed {version}, latest {found.latest or '?'}"
+        if found.latest:
+            why = held_back(name, found.latest, str(info.get("requires_python") or ""))
+            found.unaudited += "".join(f" ({reason})" for reason in why)
         return found
     found.vulnerabilities = [v for v in data.get("vulnerabilities") or []
                              if not v.get("withdrawn")]

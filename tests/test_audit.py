@@ -52,7 +52,8 @@ def test_the_latest_release_is_audited_and_older_ones_never_called_clean(index: 
     flawed = audit.audit("flawed", "1.4")
     assert flawed.result == "VULNERABLE: PYSEC-1 (fixed in 1.5)"  # the withdrawn one left out
     behind = audit.audit("behind", "3.0")
-    assert behind.result == "not audited: installed 3.0, latest 3.1"
+    assert behind.result == ("not audited: installed 3.0, latest 3.1"
+                             " (nothing installed requires it)")
     assert not behind.vulnerabilities
     missing = audit.audit("nowhere", "1.0")
     assert missing.result.startswith("not audited: nowhere is not on PyPI")
@@ -62,7 +63,7 @@ def test_exit_status_and_table(index: None, monkeypatch: pytest.MonkeyPatch, cap
     monkeypatch.setattr(audit, "installed", lambda: [("current", "2.0"), ("behind", "3.0")])
     assert audit.main([]) == 2  # an unaudited package fails the audit
     out = capsys.readouterr().out
-    assert "| behind | 3.0 | 3.1 | not audited: installed 3.0, latest 3.1 |" in out
+    assert "| behind | 3.0 | 3.1 | not audited: installed 3.0, latest 3.1 (nothing" in out
     assert "1 clean" in out and "1 not audited" in out
     assert audit.main(["--allow-unaudited"]) == 0
     monkeypatch.setattr(audit, "installed", lambda: [("flawed", "1.4"), ("behind", "3.0")])
@@ -80,3 +81,17 @@ def test_an_index_that_does_not_answer_audits_nothing(monkeypatch: pytest.Monkey
 def test_the_installed_set_leaves_out_the_project_itself() -> None:
     names = {name.lower() for name, _ in audit.installed()}
     assert "pipeflow" not in names and {"numpy", "websockets", "msgspec"} <= names
+
+
+def test_what_holds_a_package_behind_its_latest_release_is_named() -> None:
+    import platform
+
+    here = platform.python_version()
+    assert audit.held_back("no-such-dist", "2.0", ">=99") == [
+        f"2.0 requires Python >=99, this is {here}", "nothing installed requires it"]
+    assert audit.held_back("numpy", "99.0", f"=={here}") == []  # pipeflow: numpy>=1.26
+    # the editable project's extras count as installed: make setup installs .[dev]
+    assert "pipeflow 0.1.0 requires schemathesis>=3.30" in audit.held_back(
+        "schemathesis", "3.0", "")
+    # another distribution's extras do not: only contourpy[bokeh] and [mypy] want bokeh
+    assert audit.held_back("bokeh", "0.1", "") == ["nothing installed requires it"]
