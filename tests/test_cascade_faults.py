@@ -211,3 +211,38 @@ async def test_a_barge_in_stops_the_voice_at_once() -> None:
     audio = [f for f in upstream.got if isinstance(f, SpeechAudio)]
     assert audio and len(audio) < 20 and took < 3.0  # stopped, not 10 s of speech
     assert not [f for f in upstream.got if isinstance(f, SpeechDone)]
+
+
+async def test_a_streamed_voice_s_first_audio_goes_out_before_a_whole_piece_came() -> None:
+    """The first read of a streamed voice (here 1000 bytes, a piece is 4800) is sent at
+    once: the first audio does not wait for the voice to make a whole piece."""
+    upstream = Upstream()
+    waited: list[bool] = []
+
+    async def first_then_rest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: audio/pcm\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"%x\r\n%s\r\n" % (1000, PCM[:1000]))
+        await writer.drain()
+        try:  # the rest only once the first audio is out (or it never would be)
+            await asyncio.wait_for(upstream.audio.wait(), 2.0)
+            waited.append(True)
+        except TimeoutError:
+            waited.append(False)
+        rest = PCM[1000:]
+        writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(rest), rest))
+        await writer.drain()
+        writer.close()
+
+    async with Server(first_then_rest) as server:
+        tts = TextToSpeech(base_url=server.url)  # 100 ms pieces: 4800 bytes at 24 kHz
+        await run([Source([Transcript(role="agent", text="One sentence to say.", final=False,
+                                      item_id="item_1"),
+                           Transcript(role="agent", text="", final=True, item_id="item_1"),
+                           EndOfStream()]), upstream, tts])
+    audio = [f for f in upstream.got if isinstance(f, SpeechAudio)]
+    assert waited == [True]
+    assert audio[0].pcm == PCM[:1000] and audio[0].sentence == "One sentence to say."
+    assert b"".join(f.pcm for f in audio) == PCM  # all of it, in order
+    assert [len(f.pcm) for f in audio[1:]] == [4800, len(PCM) - 1000 - 4800]

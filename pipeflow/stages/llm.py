@@ -398,11 +398,12 @@ class ChatModel(Stage):
         async for batch in self.llm.batches(self.history.messages, tools):
             delta = "".join([stream.feed_data(data) for data in batch])
             if delta:
-                if first:
-                    first = False
-                    await self._emit_metric("llm_first_token_s", time.perf_counter() - started)
+                took = time.perf_counter() - started
                 await self._began(response)
                 await self._emit(TextOut(item_id=response.item_id, text=delta), response)
+                if first:  # after the text: the voice does not wait behind the metric
+                    first = False
+                    await self._emit_metric("llm_first_token_s", took)
 
     def _tell_expect(self) -> None:
         """Tell the stt stage what the caller is expected to say next, when it changed."""

@@ -168,10 +168,12 @@ class TextToSpeech(Stage):
                 async for pcm in voice.speak(sentence):
                     pending += pcm
                     view, at = memoryview(pending), 0  # pieces cut without copying the rest
-                    while len(pending) - at >= step:
-                        self._send(item_id, bytes(view[at:at + step]), voice.sample_rate,
-                                   "" if sent else sentence)
-                        at += step
+                    # The first piece goes out as soon as any audio exists (a streamed
+                    # voice's first read may be shorter than a piece); the rest in pieces.
+                    while len(pending) - at >= step or (not sent and len(pending) > at):
+                        piece = bytes(view[at:at + step])
+                        self._send(item_id, piece, voice.sample_rate, "" if sent else sentence)
+                        at += len(piece)
                         if not sent:
                             sent = True
                             if started is not None:
