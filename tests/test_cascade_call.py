@@ -14,7 +14,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--set", "caller.speed=3", "--set", "wav_sink.realtime=false",
-        "--set", "caller.wait_for_greeting_s=30"]  # the greeting heard out, however slow the start
+        # The caller's waits count its own (3x) stream time: 120 s is 40 s of wall
+        # clock for the greeting, 30 s for an answer, so a loaded machine's slow
+        # start is heard out rather than talked over.
+        "--set", "caller.wait_for_greeting_s=120", "--set", "caller.max_wait_s=90"]
 
 
 @pytest.fixture(scope="module")
